@@ -1,0 +1,154 @@
+"""Real servers (redis-server, mosquitto) started for the tests on free loopback ports.
+
+Each server is started by the test setup, in a temporary directory, and stopped by the PID we
+started (never by name). Tests that need one use the session fixtures in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free now (for TCP, or UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM, host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+def wait_for_tcp(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop a process we started, by its PID: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()), None
+    )
+    if path is None:
+        raise RuntimeError(f"{name} is not installed; `make test` installs it (Debian package)")
+    return path
+
+
+@dataclass
+class RedisServer:
+    """A running redis-server; ``stop`` and ``start`` keep the same port and data directory."""
+
+    workdir: Path
+    port: int
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> None:
+        binary = require_binary("redis-server")
+        self.proc = subprocess.Popen(
+            [
+                binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir),
+                "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_tcp(self.host, self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def flush(self) -> None:
+        """Empty every database (between tests)."""
+        with socket.create_connection((self.host, self.port), timeout=2) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            sock.recv(64)
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(workdir=workdir, port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class MosquittoServer:
+    """A running mosquitto broker on loopback, anonymous access; restartable on the same port."""
+
+    workdir: Path
+    port: int
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = require_binary("mosquitto")
+        conf = self.workdir / "mosquitto.conf"
+        # As root, mosquitto drops privileges to "mosquitto" unless told to stay root.
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\nuser root\n"
+            f"persistence false\nlog_dest stderr\n",
+            encoding="utf-8",
+        )
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_tcp(self.host, self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def mosquitto_server(workdir: Path) -> Iterator[MosquittoServer]:
+    server = MosquittoServer(workdir=workdir, port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
