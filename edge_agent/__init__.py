@@ -1,0 +1,1 @@
+"""Edge agent for the customer-site gateway box."""
