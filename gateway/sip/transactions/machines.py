@@ -1,0 +1,626 @@
+"""The four RFC 3261 §17 transaction state machines, each one transition table.
+
+A table maps ``(state, trigger)`` to ``(next state, actions)``. Triggers are messages (a
+response received by a client transaction, a request retransmission / ACK received by a
+server transaction, a response the TU passes down), TU requests (CANCEL), transport errors and
+timers (:class:`~gateway.sip.timers.TimerName`). A trigger with no row for the current state is
+a protocol error (:class:`ProtocolError`); the layer drops and counts such network input and
+raises it to the TU for TU input.
+
+Timers: a timer armed in one state survives a state change only when the new state has a row
+for it (so "Timer E keeps running in Proceeding" is read from the table, not coded twice).
+Zero-length wait timers (D, I, J, K on reliable transports) fire before the input returns.
+
+Tables follow RFC 3261 Figures 5–8 with the RFC 6026 changes: the INVITE client moves to
+Accepted on a 2xx (Timer M) and passes every 2xx to the TU; the INVITE server moves to Accepted
+when the TU sends a 2xx (Timer L) and absorbs INVITE retransmissions there. The INVITE server
+also runs the §13.3.1.4 2xx retransmission that RFC 3261 gives the UAS core: T1 doubling to T2
+until the ACK arrives (the layer matches the 2xx's ACK to it by Call-ID, CSeq and To tag), and a
+TimeoutEvent(L) when 64*T1 pass without one (the TU then ends the session with BYE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.sip.address import Address
+from gateway.sip.message import Request, Response, make_response
+from gateway.sip.timers import TimerConfig, TimerHeap, TimerName
+from gateway.sip.transactions.builders import build_ack
+from gateway.sip.transactions.events import (
+    AckReceived,
+    ResponseReceived,
+    TimeoutEvent,
+    TransactionEvent,
+    Transmit,
+    TransportErrorEvent,
+)
+from gateway.sip.transactions.matching import ClientKey, ServerKey
+
+
+class TransactionState(Enum):
+    """States of Figures 5–8 plus RFC 6026 Accepted."""
+
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+
+
+class TransactionKind(Enum):
+    """Which of the four machines a transaction runs."""
+
+    INVITE_CLIENT = "INVITE client"
+    NON_INVITE_CLIENT = "non-INVITE client"
+    INVITE_SERVER = "INVITE server"
+    NON_INVITE_SERVER = "non-INVITE server"
+
+
+class Input(Enum):
+    """Non-timer triggers."""
+
+    START = "start"  # the transaction was created
+    PROVISIONAL = "1xx"  # response received (client) or passed down by the TU (server)
+    SUCCESS = "2xx"
+    FAILURE = "300-699"
+    REQUEST = "request retransmission"  # server: the request that created it, again
+    ACK = "ACK"  # INVITE server: ACK matching the transaction
+    CANCEL = "TU cancels"  # INVITE client: the TU asks for a CANCEL (§9.1)
+    TRANSPORT_ERROR = "transport error"
+
+
+Trigger = Input | TimerName
+
+
+class Action(Enum):
+    """What a transition does, in table order."""
+
+    SEND_REQUEST = "send request"
+    RETRANSMIT_A = "retransmit, Timer A doubled"
+    RETRANSMIT_E_BACKOFF = "retransmit, Timer E = min(2E, T2)"
+    RETRANSMIT_E_T2 = "retransmit, Timer E = T2"
+    ARM_A = "arm A (unreliable)"
+    ARM_B = "arm B"
+    ARM_D = "arm D"
+    ARM_E = "arm E (unreliable)"
+    ARM_F = "arm F"
+    ARM_K = "arm K"
+    ARM_M = "arm M"
+    PASS_RESPONSE = "response to TU"
+    PASS_2XX = "re-send the TU's ACK for a 2xx it already acknowledged, else 2xx to TU"
+    SEND_ACK = "send ACK (built once, re-sent for retransmitted finals)"
+    DEFER_CANCEL = "remember CANCEL until a provisional arrives"
+    SEND_CANCEL = "send CANCEL, arm CANCEL_GUARD"
+    SEND_DEFERRED_CANCEL = "send a remembered CANCEL"
+    ARM_TRYING = "arm TRYING"
+    SEND_TRYING = "send 100 Trying"
+    STOP_TRYING = "disarm TRYING"
+    SEND_RESPONSE = "send the TU's response"
+    RESEND_RESPONSE = "re-send the last response"
+    RESEND_OR_TRYING = "re-send the last provisional, or 100 Trying"
+    RETRANSMIT_G = "re-send final, Timer G = min(2G, T2)"
+    ARM_G = "arm G (unreliable)"
+    ARM_H = "arm H"
+    ARM_I = "arm I"
+    ARM_J = "arm J"
+    ARM_L = "arm L"
+    ARM_2XX = "arm RETRANSMIT_2XX"
+    RETRANSMIT_2XX = "re-send 2xx, interval = min(2i, T2)"
+    PASS_ACK = "first ACK to TU, stop 2xx retransmissions; later ones absorbed"
+    REPORT_UNACKED = "timeout to TU if no ACK came for the 2xx"
+    ABSORB = "count an absorbed retransmission"
+    REPORT_TIMEOUT = "timeout to TU"
+    REPORT_TRANSPORT_ERROR = "transport error to TU"
+
+
+S = TransactionState
+I = Input  # noqa: E741
+T = TimerName
+A = Action
+Row = tuple[TransactionState, tuple[Action, ...]]
+Table = dict[tuple[TransactionState, Trigger], Row]
+
+_TIMEOUT: Row = (S.TERMINATED, (A.REPORT_TIMEOUT,))
+_TRANSPORT_ERROR: Row = (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,))
+_DONE: Row = (S.TERMINATED, ())
+
+INVITE_CLIENT_TABLE: Table = {
+    # RFC 3261 Figure 5, RFC 6026 Figure 3
+    (S.CALLING, I.START): (S.CALLING, (A.SEND_REQUEST, A.ARM_A, A.ARM_B)),
+    (S.CALLING, T.A): (S.CALLING, (A.RETRANSMIT_A,)),
+    (S.CALLING, T.B): _TIMEOUT,
+    (S.CALLING, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.CALLING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_RESPONSE, A.SEND_DEFERRED_CANCEL)),
+    (S.CALLING, I.SUCCESS): (S.ACCEPTED, (A.PASS_RESPONSE, A.ARM_M)),
+    (S.CALLING, I.FAILURE): (S.COMPLETED, (A.SEND_ACK, A.PASS_RESPONSE, A.ARM_D)),
+    (S.CALLING, I.CANCEL): (S.CALLING, (A.DEFER_CANCEL,)),  # §9.1: wait for a provisional
+    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_RESPONSE,)),
+    (S.PROCEEDING, I.SUCCESS): (S.ACCEPTED, (A.PASS_RESPONSE, A.ARM_M)),
+    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.SEND_ACK, A.PASS_RESPONSE, A.ARM_D)),
+    (S.PROCEEDING, I.CANCEL): (S.PROCEEDING, (A.SEND_CANCEL,)),
+    (S.PROCEEDING, T.CANCEL_GUARD): _TIMEOUT,
+    (S.COMPLETED, I.FAILURE): (S.COMPLETED, (A.ABSORB, A.SEND_ACK)),
+    (S.COMPLETED, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.COMPLETED, I.CANCEL): (S.COMPLETED, ()),  # too late: the final response won the race
+    (S.COMPLETED, T.D): _DONE,
+    # RFC 6026 §7.2: every 2xx, retransmitted or from another fork, is the TU's; a retransmission
+    # of one the TU acknowledged through the layer is answered with that ACK again (§13.2.2.4)
+    (S.ACCEPTED, I.SUCCESS): (S.ACCEPTED, (A.PASS_2XX,)),
+    (S.ACCEPTED, I.CANCEL): (S.ACCEPTED, ()),
+    (S.ACCEPTED, T.M): _DONE,
+}
+
+NON_INVITE_CLIENT_TABLE: Table = {
+    # RFC 3261 Figure 6
+    (S.TRYING, I.START): (S.TRYING, (A.SEND_REQUEST, A.ARM_E, A.ARM_F)),
+    (S.TRYING, T.E): (S.TRYING, (A.RETRANSMIT_E_BACKOFF,)),
+    (S.TRYING, T.F): _TIMEOUT,
+    (S.TRYING, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.TRYING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_RESPONSE,)),
+    (S.TRYING, I.SUCCESS): (S.COMPLETED, (A.PASS_RESPONSE, A.ARM_K)),
+    (S.TRYING, I.FAILURE): (S.COMPLETED, (A.PASS_RESPONSE, A.ARM_K)),
+    (S.PROCEEDING, T.E): (S.PROCEEDING, (A.RETRANSMIT_E_T2,)),
+    (S.PROCEEDING, T.F): _TIMEOUT,
+    (S.PROCEEDING, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_RESPONSE,)),
+    (S.PROCEEDING, I.SUCCESS): (S.COMPLETED, (A.PASS_RESPONSE, A.ARM_K)),
+    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.PASS_RESPONSE, A.ARM_K)),
+    # §17.1.2.2: Completed buffers response retransmissions
+    (S.COMPLETED, I.PROVISIONAL): (S.COMPLETED, (A.ABSORB,)),
+    (S.COMPLETED, I.SUCCESS): (S.COMPLETED, (A.ABSORB,)),
+    (S.COMPLETED, I.FAILURE): (S.COMPLETED, (A.ABSORB,)),
+    (S.COMPLETED, T.K): _DONE,
+}
+
+INVITE_SERVER_TABLE: Table = {
+    # RFC 3261 Figure 7, RFC 6026 Figure 5
+    (S.PROCEEDING, I.START): (S.PROCEEDING, (A.ARM_TRYING,)),
+    (S.PROCEEDING, T.TRYING): (S.PROCEEDING, (A.SEND_TRYING,)),
+    (S.PROCEEDING, I.REQUEST): (S.PROCEEDING, (A.ABSORB, A.RESEND_OR_TRYING)),
+    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.STOP_TRYING, A.SEND_RESPONSE)),
+    (S.PROCEEDING, I.SUCCESS): (S.ACCEPTED, (A.SEND_RESPONSE, A.ARM_L, A.ARM_2XX)),
+    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.SEND_RESPONSE, A.ARM_G, A.ARM_H)),
+    (S.PROCEEDING, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.COMPLETED, I.REQUEST): (S.COMPLETED, (A.ABSORB, A.RESEND_RESPONSE)),
+    (S.COMPLETED, T.G): (S.COMPLETED, (A.RETRANSMIT_G,)),
+    (S.COMPLETED, T.H): _TIMEOUT,
+    (S.COMPLETED, I.ACK): (S.CONFIRMED, (A.ARM_I,)),
+    (S.COMPLETED, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.CONFIRMED, I.ACK): (S.CONFIRMED, (A.ABSORB,)),
+    (S.CONFIRMED, I.REQUEST): (S.CONFIRMED, (A.ABSORB,)),
+    (S.CONFIRMED, T.I): _DONE,
+    (S.ACCEPTED, I.REQUEST): (S.ACCEPTED, (A.ABSORB,)),
+    (S.ACCEPTED, I.ACK): (S.ACCEPTED, (A.PASS_ACK,)),
+    (S.ACCEPTED, I.SUCCESS): (S.ACCEPTED, (A.SEND_RESPONSE,)),  # a 2xx re-sent by the TU itself
+    (S.ACCEPTED, I.TRANSPORT_ERROR): (S.ACCEPTED, (A.REPORT_TRANSPORT_ERROR,)),
+    # §13.3.1.4 on the UAS core's behalf: 2xx re-sent (any transport: it is end to end) until ACK
+    (S.ACCEPTED, T.RETRANSMIT_2XX): (S.ACCEPTED, (A.RETRANSMIT_2XX,)),
+    (S.ACCEPTED, T.L): (S.TERMINATED, (A.REPORT_UNACKED,)),
+}
+
+NON_INVITE_SERVER_TABLE: Table = {
+    # RFC 3261 Figure 8
+    (S.TRYING, I.START): (S.TRYING, ()),
+    (S.TRYING, I.REQUEST): (S.TRYING, (A.ABSORB,)),
+    (S.TRYING, I.PROVISIONAL): (S.PROCEEDING, (A.SEND_RESPONSE,)),
+    (S.TRYING, I.SUCCESS): (S.COMPLETED, (A.SEND_RESPONSE, A.ARM_J)),
+    (S.TRYING, I.FAILURE): (S.COMPLETED, (A.SEND_RESPONSE, A.ARM_J)),
+    (S.PROCEEDING, I.REQUEST): (S.PROCEEDING, (A.ABSORB, A.RESEND_RESPONSE)),
+    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.SEND_RESPONSE,)),
+    (S.PROCEEDING, I.SUCCESS): (S.COMPLETED, (A.SEND_RESPONSE, A.ARM_J)),
+    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.SEND_RESPONSE, A.ARM_J)),
+    (S.PROCEEDING, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.COMPLETED, I.REQUEST): (S.COMPLETED, (A.ABSORB, A.RESEND_RESPONSE)),
+    (S.COMPLETED, I.SUCCESS): (S.COMPLETED, ()),  # §17.2.2: further finals are discarded
+    (S.COMPLETED, I.FAILURE): (S.COMPLETED, ()),
+    (S.COMPLETED, I.TRANSPORT_ERROR): _TRANSPORT_ERROR,
+    (S.COMPLETED, T.J): _DONE,
+}
+
+TABLES: dict[TransactionKind, Table] = {
+    TransactionKind.INVITE_CLIENT: INVITE_CLIENT_TABLE,
+    TransactionKind.NON_INVITE_CLIENT: NON_INVITE_CLIENT_TABLE,
+    TransactionKind.INVITE_SERVER: INVITE_SERVER_TABLE,
+    TransactionKind.NON_INVITE_SERVER: NON_INVITE_SERVER_TABLE,
+}
+
+
+class ProtocolError(Exception):
+    """An input the transaction's table has no row for in its current state.
+
+    Raised to the TU for TU input (e.g. a provisional response after the final one); network
+    input that would raise it is dropped and counted in ``Counters.protocol_errors`` instead.
+    """
+
+    def __init__(self, transaction: Transaction, trigger: Trigger) -> None:
+        self.transaction = transaction
+        self.trigger = trigger
+        super().__init__(
+            f"{transaction.kind.value} transaction in {transaction.state.value}: "
+            f"no transition for {trigger.value}"
+        )
+
+
+@dataclass(slots=True)
+class Counters:
+    """Plain counters the application exports as metrics; they only ever grow."""
+
+    transactions_created: int = 0
+    retransmissions_sent: int = 0  # requests (A, E), responses (G, on request retransmission), ACKs
+    retransmissions_absorbed: int = 0  # duplicate requests/responses/ACKs not passed to the TU
+    timeouts: int = 0  # Timers B, F, H and CANCEL_GUARD
+    transport_errors: int = 0
+    stray_responses: int = 0  # matching no client transaction: dropped (RFC 6026 §8 on §18.1.2)
+    protocol_errors: int = 0  # network input with no row in the table, or unusable (no Via ...)
+
+
+@dataclass(slots=True)
+class Context:
+    """What the transactions of one layer share: timers, output queues and counters."""
+
+    config: TimerConfig
+    heap: TimerHeap[Transaction] = field(default_factory=TimerHeap)
+    outgoing: list[Transmit] = field(default_factory=list)
+    events: list[TransactionEvent] = field(default_factory=list)
+    counters: Counters = field(default_factory=Counters)
+    terminated: list[Transaction] = field(default_factory=list)
+    cancels: list[ClientTransaction] = field(default_factory=list)  # INVITEs to send a CANCEL for
+
+
+def classify(status: int) -> Input:
+    """The trigger for a response status (1xx, 2xx, 300–699)."""
+    if 100 <= status < 200:
+        return Input.PROVISIONAL
+    if 200 <= status < 300:
+        return Input.SUCCESS
+    if 300 <= status < 700:
+        return Input.FAILURE
+    raise ValueError(f"response status {status} is outside 100-699")
+
+
+class Transaction:
+    """What client and server transactions share: the table walk and the timers.
+
+    Public attributes: ``kind``, ``state``, ``request`` (the request that created it),
+    ``reliable`` (True: no retransmissions, zero-length wait timers).
+    """
+
+    __slots__ = ("_ctx", "_table", "_timers", "_zero", "kind", "reliable", "request", "state")
+
+    def __init__(self, ctx: Context, kind: TransactionKind, request: Request, reliable: bool) -> None:
+        self._ctx = ctx
+        self._table = TABLES[kind]
+        self._timers: dict[TimerName, int] = {}  # armed timer -> its heap token
+        self._zero: list[TimerName] = []  # zero-length timers, fired before the input returns
+        self.kind = kind
+        self.request = request
+        self.reliable = reliable
+        self.state = next(iter(self._table))[0]  # the state of the START row
+
+    def __repr__(self) -> str:
+        return f"<{self.kind.value} transaction {self.request.method} {self.state.value}>"
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is TransactionState.TERMINATED
+
+    @property
+    def armed_timers(self) -> frozenset[TimerName]:
+        """Timers currently armed (for tests and diagnostics)."""
+        return frozenset(self._timers)
+
+    def is_armed(self, timer: TimerName, token: int) -> bool:
+        """True when heap entry ``token`` is the live arming of ``timer`` (not stale)."""
+        return self._timers.get(timer) == token
+
+    def accepts(self, trigger: Trigger) -> bool:
+        """True when the table has a row for ``trigger`` in the current state."""
+        return (self.state, trigger) in self._table
+
+    def fire(
+        self,
+        trigger: Trigger,
+        now: float,
+        message: Request | Response | None = None,
+        source: Address | None = None,
+    ) -> None:
+        """Run the transition for ``trigger`` (``message`` / ``source``: the input message and
+        where it came from); raises :class:`ProtocolError` when there is no row for it."""
+        row = self._table.get((self.state, trigger))
+        if row is None:
+            raise ProtocolError(self, trigger)
+        new_state, actions = row
+        if new_state is not self.state:
+            self.state = new_state
+            # A timer survives a state change only if the new state has a row for it.
+            for timer in [t for t in self._timers if (new_state, t) not in self._table]:
+                self._disarm(timer)
+        for action in actions:
+            self._act(action, trigger, now, message, source)
+        if new_state is TransactionState.TERMINATED:
+            for timer in list(self._timers):
+                self._disarm(timer)
+            self._zero.clear()
+            self._ctx.terminated.append(self)
+            return
+        while self._zero and not self.terminated:
+            self.fire(self._zero.pop(0), now)
+
+    def timer_fired(self, timer: TimerName, token: int, now: float) -> bool:
+        """Heap callback: fire ``timer`` if ``token`` is still its armed one; False if stale."""
+        if self._timers.get(timer) != token:
+            return False
+        del self._timers[timer]
+        self.fire(timer, now)
+        return True
+
+    def _arm(self, timer: TimerName, delay: float, now: float) -> None:
+        self._disarm(timer)
+        if delay <= 0:
+            self._zero.append(timer)
+        else:
+            self._timers[timer] = self._ctx.heap.schedule(now + delay, self, timer)
+
+    def _disarm(self, timer: TimerName) -> None:
+        """Cancel ``timer`` if armed; its heap entry is left behind, stale (counted)."""
+        if self._timers.pop(timer, None) is not None:
+            self._ctx.heap.stale += 1
+
+    def _send(self, data: bytes, destination: Address, *, retransmission: bool) -> None:
+        self._ctx.outgoing.append(Transmit(data, destination))
+        if retransmission:
+            self._ctx.counters.retransmissions_sent += 1
+
+    def _act_common(self, action: Action, trigger: Trigger) -> None:
+        """Actions both sides share."""
+        ctx = self._ctx
+        if action is Action.ABSORB:
+            ctx.counters.retransmissions_absorbed += 1
+        elif action is Action.REPORT_TIMEOUT and isinstance(trigger, TimerName):
+            ctx.counters.timeouts += 1
+            ctx.events.append(TimeoutEvent(self, trigger))  # type: ignore[arg-type]
+        elif action is Action.REPORT_TRANSPORT_ERROR:
+            ctx.counters.transport_errors += 1
+            ctx.events.append(TransportErrorEvent(self))  # type: ignore[arg-type]
+        else:
+            raise AssertionError(f"{action} is not valid in a {self.kind.value} table")
+
+    def _act(
+        self,
+        action: Action,
+        trigger: Trigger,
+        now: float,
+        message: Request | Response | None,
+        source: Address | None,
+    ) -> None:
+        raise NotImplementedError
+
+
+class ClientTransaction(Transaction):
+    """An INVITE or non-INVITE client transaction (RFC 3261 §17.1).
+
+    Public attributes besides :class:`Transaction`'s: ``destination``, ``key`` (branch and
+    method), ``last_response`` (the latest response passed to the TU) and
+    ``cancel_transaction`` (the CANCEL sent for this INVITE, once sent).
+    """
+
+    __slots__ = (
+        "_ack",
+        "_acks",
+        "_cancel_deferred",
+        "_data",
+        "_interval",
+        "cancel_transaction",
+        "destination",
+        "key",
+        "last_response",
+    )
+
+    def __init__(self, ctx: Context, request: Request, destination: Address, key: ClientKey) -> None:
+        invite = request.method == "INVITE"
+        kind = TransactionKind.INVITE_CLIENT if invite else TransactionKind.NON_INVITE_CLIENT
+        super().__init__(ctx, kind, request, destination.reliable)
+        self.destination = destination
+        self.key = key
+        self.last_response: Response | None = None
+        self.cancel_transaction: ClientTransaction | None = None
+        self._data = request.to_bytes()
+        self._interval = ctx.config.t1  # current A / E interval
+        self._ack: bytes | None = None
+        self._cancel_deferred = False
+        self._acks: dict[str | None, bytes] = {}  # 2xx To tag -> the TU's ACK for it
+
+    @property
+    def branch(self) -> str:
+        return self.key.branch
+
+    def remember_ack(self, to_tag: str | None, ack: bytes) -> None:
+        """Keep the TU's ACK for the 2xx with ``to_tag``, to re-send for its retransmissions."""
+        if self.state is TransactionState.ACCEPTED:
+            self._acks[to_tag] = ack
+
+    def _act(
+        self,
+        action: Action,
+        trigger: Trigger,
+        now: float,
+        message: Request | Response | None,
+        source: Address | None,
+    ) -> None:
+        ctx, cfg = self._ctx, self._ctx.config
+        match action:
+            case Action.SEND_REQUEST:
+                self._send(self._data, self.destination, retransmission=False)
+            case Action.ARM_A:
+                if not self.reliable:  # §17.1.1.2: no retransmissions on reliable transports
+                    self._arm(T.A, self._interval, now)
+            case Action.ARM_E:
+                if not self.reliable:  # §17.1.2.2
+                    self._arm(T.E, self._interval, now)
+            case Action.RETRANSMIT_A:
+                self._send(self._data, self.destination, retransmission=True)
+                self._interval *= 2
+                self._arm(T.A, self._interval, now)
+            case Action.RETRANSMIT_E_BACKOFF | Action.RETRANSMIT_E_T2:
+                self._send(self._data, self.destination, retransmission=True)
+                backoff = action is Action.RETRANSMIT_E_BACKOFF
+                self._interval = min(2 * self._interval, cfg.t2) if backoff else cfg.t2
+                self._arm(T.E, self._interval, now)
+            case Action.ARM_B | Action.ARM_F | Action.ARM_M:
+                timer = {Action.ARM_B: T.B, Action.ARM_F: T.F, Action.ARM_M: T.M}[action]
+                self._arm(timer, cfg.transaction_timeout, now)
+            case Action.ARM_D:
+                self._arm(T.D, cfg.wait_duration(T.D, self.reliable), now)
+            case Action.ARM_K:
+                self._arm(T.K, cfg.wait_duration(T.K, self.reliable), now)
+            case Action.PASS_RESPONSE:
+                if isinstance(message, Response):
+                    self.last_response = message
+                    ctx.events.append(ResponseReceived(self, message))
+            case Action.PASS_2XX:
+                ack = self._acks.get(message.to.tag) if isinstance(message, Response) else None
+                if ack is None:
+                    self._act(Action.PASS_RESPONSE, trigger, now, message, source)
+                else:
+                    ctx.counters.retransmissions_absorbed += 1
+                    self._send(ack, self.destination, retransmission=True)
+            case Action.SEND_ACK:
+                if self._ack is None and isinstance(message, Response):
+                    self._ack = build_ack(self.request, message).to_bytes()
+                    self._send(self._ack, self.destination, retransmission=False)
+                elif self._ack is not None:
+                    self._send(self._ack, self.destination, retransmission=True)
+            case Action.DEFER_CANCEL:
+                self._cancel_deferred = True
+            case Action.SEND_DEFERRED_CANCEL:
+                if self._cancel_deferred:
+                    self._act(Action.SEND_CANCEL, trigger, now, message, source)
+            case Action.SEND_CANCEL:
+                self._cancel_deferred = False
+                if T.CANCEL_GUARD not in self._timers and self.cancel_transaction is None:
+                    ctx.cancels.append(self)  # the layer creates the CANCEL client transaction
+                    self._arm(T.CANCEL_GUARD, cfg.transaction_timeout, now)
+            case _:
+                self._act_common(action, trigger)
+
+
+AckMatch = tuple[str, int, str | None]
+"""Call-ID, CSeq number and To tag: what the ACK of a 2xx shares with it (§13.2.2.4, §13.3.1.4)."""
+
+
+class ServerTransaction(Transaction):
+    """An INVITE or non-INVITE server transaction (RFC 3261 §17.2).
+
+    Public attributes besides :class:`Transaction`'s: ``source`` (where the request came from),
+    ``response_destination`` (where responses go, §18.2.2), ``key``, ``last_response``
+    (the latest response sent), ``acked`` (Accepted: the ACK for the 2xx arrived) and
+    ``ack_match`` (Accepted: Call-ID, CSeq number and To tag the 2xx's ACK carries).
+    """
+
+    __slots__ = (
+        "_data",
+        "_interval",
+        "ack_match",
+        "acked",
+        "key",
+        "last_response",
+        "response_destination",
+        "source",
+    )
+
+    def __init__(
+        self,
+        ctx: Context,
+        request: Request,
+        source: Address,
+        key: ServerKey,
+        response_destination: Address,
+    ) -> None:
+        invite = request.method == "INVITE"
+        kind = TransactionKind.INVITE_SERVER if invite else TransactionKind.NON_INVITE_SERVER
+        super().__init__(ctx, kind, request, source.reliable)
+        self.source = source
+        self.key = key
+        self.response_destination = response_destination
+        self.last_response: Response | None = None
+        self._data: bytes | None = None  # encoded last response
+        self._interval = ctx.config.t1  # current G / 2xx retransmission interval
+        self.acked = False  # Accepted: the ACK for our 2xx arrived
+        self.ack_match: AckMatch | None = None  # Accepted: how the ACK of our 2xx is recognised
+
+    @property
+    def response_to_tag(self) -> str | None:
+        """To tag of the last response sent: an RFC 2543 ACK must carry it (§17.2.3)."""
+        return self.last_response.to.tag if self.last_response is not None else None
+
+    def _resend(self) -> None:
+        if self._data is not None:
+            self._send(self._data, self.response_destination, retransmission=True)
+
+    def _act(
+        self,
+        action: Action,
+        trigger: Trigger,
+        now: float,
+        message: Request | Response | None,
+        source: Address | None,
+    ) -> None:
+        ctx, cfg = self._ctx, self._ctx.config
+        match action:
+            case Action.SEND_RESPONSE:
+                if isinstance(message, Response):
+                    self.last_response = message
+                    self._data = message.to_bytes()
+                    self._send(self._data, self.response_destination, retransmission=False)
+            case Action.ARM_TRYING:
+                self._arm(T.TRYING, cfg.trying_delay, now)
+            case Action.STOP_TRYING:
+                self._disarm(T.TRYING)
+            case Action.SEND_TRYING:
+                if self.last_response is None:  # §17.2.1: only when the TU has not answered
+                    self._act(Action.SEND_RESPONSE, trigger, now, make_response(self.request, 100), None)
+            case Action.RESEND_RESPONSE:
+                self._resend()
+            case Action.RESEND_OR_TRYING:
+                if self._data is None:
+                    self._disarm(T.TRYING)
+                    self._act(Action.SEND_TRYING, trigger, now, message, None)
+                else:
+                    self._resend()
+            case Action.ARM_G:
+                if not self.reliable:  # §17.2.1: no retransmissions on reliable transports
+                    self._arm(T.G, self._interval, now)
+            case Action.RETRANSMIT_G:
+                self._resend()
+                self._interval = min(2 * self._interval, cfg.t2)
+                self._arm(T.G, self._interval, now)
+            case Action.ARM_H | Action.ARM_L:
+                self._arm(T.H if action is Action.ARM_H else T.L, cfg.transaction_timeout, now)
+            case Action.ARM_I:
+                self._arm(T.I, cfg.wait_duration(T.I, self.reliable), now)
+            case Action.ARM_J:
+                self._arm(T.J, cfg.wait_duration(T.J, self.reliable), now)
+            case Action.ARM_2XX:
+                if self.last_response is not None:
+                    self.ack_match = (self.request.call_id, self.request.cseq.seq, self.last_response.to.tag)
+                self._arm(T.RETRANSMIT_2XX, self._interval, now)
+            case Action.RETRANSMIT_2XX:
+                self._resend()
+                self._interval = min(2 * self._interval, cfg.t2)
+                self._arm(T.RETRANSMIT_2XX, self._interval, now)
+            case Action.PASS_ACK:
+                if self.acked:
+                    ctx.counters.retransmissions_absorbed += 1
+                elif isinstance(message, Request):
+                    self.acked = True
+                    self._disarm(T.RETRANSMIT_2XX)
+                    ctx.events.append(AckReceived(message, source or self.source, self))
+            case Action.REPORT_UNACKED:
+                if not self.acked:
+                    self._act_common(Action.REPORT_TIMEOUT, trigger)
+            case _:
+                self._act_common(action, trigger)
