@@ -1,0 +1,431 @@
+"""The dialplan data files (YAML under ``dialplans/``) as typed, validated models.
+
+Two kinds of file, told apart by their ``kind`` key:
+
+- ``kind: carrier``: the carrier-wide numbering plan (China), the carrier trunk list and the
+  holiday calendar supplements. Exactly one per dialplan set.
+- ``kind: group``: one enterprise group (集团): its fixed numbers, members (IAD lines, mobile
+  members, PBXs), short numbers, switchboard, off-net number group (网外号码组), permissions,
+  caller-ID policy and time conditions.
+
+Telephone numbers are written as quoted strings: YAML reads an unquoted ``021`` as the octal
+integer 17, so a number that is not a string is an error with a hint, never a silent conversion.
+The models check what one field or one object can check; rules that span objects (duplicates,
+clashes with special numbers, ranges inside the group's fixed numbers) are the compiler's.
+The published JSON Schema (``dialplans/schema/``) is generated from these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+def _require_text(value: Any) -> Any:
+    if isinstance(value, bool | int | float):
+        raise ValueError(
+            "write numbers as quoted strings (e.g. '021'): YAML reads an unquoted number as an integer"
+        )
+    return value
+
+
+Digits = Annotated[
+    str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]+$", min_length=1, max_length=20)
+]
+"""A string of decimal digits."""
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=64)]
+"""An identifier: group, member, PBX, trunk, service or time-condition name."""
+
+ShortNumber = Annotated[
+    str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]{2,8}$", description="a short number (短号)")
+]
+SubscriberNumber = Annotated[
+    str,
+    BeforeValidator(_require_text),
+    Field(pattern=r"^[2-9][0-9]{4,7}$", description="a local subscriber number PQRABCD, without area code"),
+]
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class Model(BaseModel):
+    """Base of every dialplan model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- carrier file
+
+
+class AreaCodeRule(Model):
+    """Area codes (长途区号 XYZ, written without the national prefix 0) beginning with ``prefix``.
+
+    ``{prefix: "2", code_length: 2}`` covers 020–029; ``{prefix: "3", code_length: 3}`` covers
+    0300–0399. Subscriber numbers (PQRABCD) begin with 2–9 and have one of ``subscriber_lengths``.
+    """
+
+    prefix: Digits
+    code_length: int = Field(ge=2, le=4)
+    subscriber_lengths: list[Annotated[int, Field(ge=5, le=8)]] = Field(min_length=1)
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _prefix_fits(self) -> AreaCodeRule:
+        if len(self.prefix) > self.code_length:
+            raise ValueError("prefix is longer than code_length")
+        return self
+
+
+class SpecialRule(Model):
+    """A special service number (特服号): exactly ``number``, or ``prefix`` plus digits up to ``lengths``."""
+
+    number: Digits | None = None
+    prefix: Digits | None = None
+    lengths: list[Annotated[int, Field(ge=3, le=12)]] | None = None
+    name: str = ""
+    scope: Literal["local", "national"] = Field(
+        default="local", description="local or nationwide attribute of the special number (呼叫中心直连)"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SpecialRule:
+        if (self.number is None) == (self.prefix is None):
+            raise ValueError("give either number or prefix (with lengths)")
+        if self.prefix is not None:
+            if not self.lengths:
+                raise ValueError("a prefix rule needs lengths")
+            if min(self.lengths) <= len(self.prefix):
+                raise ValueError("lengths must be longer than the prefix")
+        elif self.lengths is not None:
+            raise ValueError("lengths only go with prefix")
+        return self
+
+
+class NonGeographicRule(Model):
+    """Numbers like 400 xxx xxxx: ``prefix`` and total ``length``, dialled without the 0 prefix."""
+
+    prefix: Digits
+    length: int = Field(ge=4, le=12)
+    name: str = ""
+
+
+class InternationalRule(Model):
+    """Bounds on the digits after the international prefix (country code + number, ITU-T E.164)."""
+
+    min_digits: int = Field(default=7, ge=3, le=15)
+    max_digits: int = Field(default=15, ge=3, le=15)
+
+
+class NumberingPlan(Model):
+    """The carrier-wide numbering plan (China, ITU-T E.164 country code 86)."""
+
+    country_code: Digits = "86"
+    national_prefix: Digits = "0"
+    international_prefix: Digits = "00"
+    area_codes: list[AreaCodeRule] = Field(min_length=1)
+    mobile_prefixes: list[Digits] = Field(min_length=1, description="e.g. 13..19 (1[3-9])")
+    mobile_length: int = Field(default=11, ge=7, le=13)
+    emergency: list[Digits] = Field(min_length=1, description="always routable, never barred")
+    special: list[SpecialRule] = Field(default_factory=list)
+    non_geographic: list[NonGeographicRule] = Field(default_factory=list)
+    international: InternationalRule = InternationalRule()
+
+
+class CalendarYear(Model):
+    """Official calendar of one year the ``chinese-calendar`` package does not cover yet.
+
+    Weekends are rest days and Monday–Friday workdays, except the listed public holidays
+    (法定节假日, rest days) and adjusted working days (调休, usually a Saturday or Sunday).
+    """
+
+    holidays: list[dt.date] = Field(default_factory=list)
+    workdays: list[dt.date] = Field(default_factory=list)
+
+
+class CalendarSupplement(Model):
+    """Years supplied by operations (from the State Council notice) beyond the package's data."""
+
+    years: dict[int, CalendarYear] = Field(default_factory=dict)
+
+
+class CarrierFile(Model):
+    """``kind: carrier``: the numbering plan, the carrier trunks and the calendar."""
+
+    kind: Literal["carrier"]
+    numbering: NumberingPlan
+    carrier_trunks: list[Name] = Field(min_length=1, description="failover order")
+    local_area: Digits | None = Field(
+        default=None, description="area code of numbers the carrier trunk sends without one (e.g. '21')"
+    )
+    calendar: CalendarSupplement = CalendarSupplement()
+
+
+# --------------------------------------------------------------------------- group file
+
+
+class CallRange(StrEnum):
+    """Call range (呼叫范围), each level including the ones before it."""
+
+    INTRA_GROUP = "intra_group"
+    LOCAL = "local"
+    NATIONAL = "national"
+    INTERNATIONAL = "international"
+
+
+class Permissions(Model):
+    """Call-range permissions; a field left out inherits from the group (and the group from the defaults)."""
+
+    originating: CallRange | None = None
+    terminating: CallRange | None = None
+    barred_prefixes: list[Digits] | None = Field(
+        default=None, description="matched against the called number in national form (0XYZ..., 13..., 00...)"
+    )
+    off_net_hours: Name | None = Field(
+        default=None,
+        description="time condition outside which only intra-group and emergency calls are allowed",
+    )
+
+
+class NumberRange(Model):
+    """Consecutive numbers ``first``..``last`` of the same length."""
+
+    first: SubscriberNumber
+    last: SubscriberNumber
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumberRange:
+        if len(self.first) != len(self.last):
+            raise ValueError("first and last must have the same length")
+        if int(self.last) < int(self.first):
+            raise ValueError("last is before first")
+        return self
+
+
+class ShortNumberRules(Model):
+    """Short-number rules of the group ([002] L705–713, [000] L521)."""
+
+    length: int = Field(ge=3, le=6, description="one length for the whole group")
+    leading_digit: Annotated[str, Field(pattern=r"^[0-9]$")] | None = Field(
+        default="6", description="null relaxes the rule where short numbers cannot clash with special numbers"
+    )
+
+
+class LineBlock(Model):
+    """Fixed lines (IAD ports, SIP phones) that register with the gateway: ``first``..``last``."""
+
+    first: SubscriberNumber
+    last: SubscriberNumber | None = None
+    short_first: ShortNumber | None = Field(default=None, description="short number of the first line")
+    name: str = ""
+    trunk: Name | None = Field(
+        default=None, description="the access device (IAD) trunk the lines register through"
+    )
+    permissions: Permissions | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LineBlock:
+        if self.last is not None:
+            if len(self.first) != len(self.last):
+                raise ValueError("first and last must have the same length")
+            if int(self.last) < int(self.first):
+                raise ValueError("last is before first")
+        return self
+
+
+class MobileMember(Model):
+    """A mobile member reached over the carrier trunk (融合V网)."""
+
+    number: Digits
+    short: ShortNumber | None = None
+    name: str = ""
+    permissions: Permissions | None = None
+
+
+class ExtensionRange(Model):
+    first: Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]{1,8}$")]
+    last: Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]{1,8}$")]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExtensionRange:
+        if len(self.first) != len(self.last):
+            raise ValueError("first and last must have the same length")
+        if int(self.last) < int(self.first):
+            raise ValueError("last is before first")
+        return self
+
+
+class PbxSwitchboard(Model):
+    """The PBX's own switchboard (PSTN总机) number and its short number."""
+
+    number: SubscriberNumber | None = None
+    short: ShortNumber | None = None
+
+
+class Pbx(Model):
+    """A PBX on a static trunk.
+
+    With ``sends_extensions`` the PBX sends and accepts extension numbers: DIDs and short numbers
+    map one to one onto ``extensions`` (e.g. 61000–61999 ↔ 1000–1999). Without it the PBX is known
+    only by its switchboard: its short number lands on the switchboard for a second-stage
+    transfer (二次接续) and its calls present the switchboard's numbers.
+    """
+
+    id: Name
+    trunk: Name
+    sends_extensions: bool = True
+    extensions: ExtensionRange | None = None
+    did_first: SubscriberNumber | None = Field(default=None, description="DID of the first extension")
+    short_first: ShortNumber | None = Field(default=None, description="short number of the first extension")
+    switchboard: PbxSwitchboard | None = None
+    off_net_caller_id: Literal["did", "switchboard"] = Field(
+        default="did", description="number presented on off-net calls: the extension's DID or the switchboard"
+    )
+    permissions: Permissions | None = None
+
+    @model_validator(mode="after")
+    def _mode(self) -> Pbx:
+        if self.sends_extensions and self.extensions is None:
+            raise ValueError("a PBX that sends extensions needs extensions")
+        if not self.sends_extensions:
+            if self.extensions is not None or self.did_first is not None or self.short_first is not None:
+                raise ValueError("a switchboard-only PBX has no extensions, did_first or short_first")
+            if self.switchboard is None or self.switchboard.number is None:
+                raise ValueError("a switchboard-only PBX needs switchboard.number")
+        return self
+
+
+class ScheduleEntry(Model):
+    """One row of a switchboard schedule: the first row whose condition holds gives the mode."""
+
+    when: Name | None = Field(default=None, description="time condition; none means always")
+    mode: Name
+
+
+class Switchboard(Model):
+    """The group's fusion switchboard (融合总机)."""
+
+    numbers: list[SubscriberNumber] = Field(min_length=1)
+    short: ShortNumber | None = None
+    service: Name = Field(description="switchboard service (IVR/attendant) that answers")
+    schedule: list[ScheduleEntry] = Field(
+        default_factory=lambda: [ScheduleEntry(mode="default")], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _default_last(self) -> Switchboard:
+        if self.schedule[-1].when is not None:
+            raise ValueError("the last schedule row must have no 'when' (the default mode)")
+        return self
+
+
+class OffNetNumber(Model):
+    """An external number in the group's off-net number group (网外号码组)."""
+
+    number: Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^\+?[0-9]{3,20}$")]
+    short: ShortNumber | None = None
+    name: str = ""
+
+
+class CallerIdPolicy(Model):
+    """Caller-ID presentation ([000] L531–533, L579; [002] L743)."""
+
+    intra_group: Literal["long", "short", "as_dialled"] = Field(
+        default="short", description="show long, show short, or 拨长显长，拨短显短"
+    )
+    off_net: Literal["own_number", "switchboard"] = Field(
+        default="own_number", description="never a short number"
+    )
+
+
+class Weekday(StrEnum):
+    MON = "mon"
+    TUE = "tue"
+    WED = "wed"
+    THU = "thu"
+    FRI = "fri"
+    SAT = "sat"
+    SUN = "sun"
+
+
+class DayKind(StrEnum):
+    """Days by the official China calendar (including 调休 adjusted working days)."""
+
+    ANY = "any"
+    WORKDAYS = "workdays"
+    REST_DAYS = "rest_days"
+    PUBLIC_HOLIDAYS = "public_holidays"
+
+
+class HourRange(Model):
+    start: ClockTime = Field(alias="from")
+    end: ClockTime = Field(alias="to")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HourRange:
+        if self.end <= self.start:
+            raise ValueError("'to' must be after 'from' (split a range that crosses midnight in two)")
+        return self
+
+
+class DateRange(Model):
+    start: dt.date = Field(alias="from")
+    end: dt.date = Field(alias="to")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError("'to' is before 'from'")
+        return self
+
+
+class TimeCondition(Model):
+    """Holds at a moment when every given part holds (in the group's time zone).
+
+    ``days`` (a day kind or a list of weekdays), ``hours`` (ranges, ``to`` exclusive), ``dates``
+    (only on these dates) and ``except_dates`` (never on these dates).
+    """
+
+    days: DayKind | list[Weekday] = DayKind.ANY
+    hours: list[HourRange] = Field(default_factory=list)
+    dates: list[dt.date | DateRange] = Field(default_factory=list)
+    except_dates: list[dt.date | DateRange] = Field(default_factory=list)
+
+
+class GroupFile(Model):
+    """``kind: group``: one enterprise group (集团)."""
+
+    kind: Literal["group"]
+    id: Name
+    name: str = ""
+    area_code: Digits = Field(description="without the national prefix, e.g. '21' for Shanghai")
+    timezone: TimeZoneName = "Asia/Shanghai"
+    fixed_numbers: list[NumberRange] = Field(min_length=1)
+    short_numbers: ShortNumberRules
+    switchboard: Switchboard | None = None
+    lines: list[LineBlock] = Field(default_factory=list)
+    mobiles: list[MobileMember] = Field(default_factory=list)
+    pbxs: list[Pbx] = Field(default_factory=list)
+    off_net_numbers: list[OffNetNumber] = Field(default_factory=list)
+    caller_id: CallerIdPolicy = CallerIdPolicy()
+    permissions: Permissions = Permissions()
+    time_conditions: dict[Name, TimeCondition] = Field(default_factory=dict)
+    carrier_trunks: list[Name] | None = Field(default=None, description="overrides the carrier file's list")
