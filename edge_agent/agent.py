@@ -1,0 +1,436 @@
+"""Orchestration: the desired state, the reconcile loop driven by netlink events, scheduled
+checks, and MQTT reporting; background work in tracked tasks; ordered shutdown.
+
+Lifecycle: :meth:`Agent.start` loads the persisted last-applied state (and the config's local
+desired state when it is newer), converges, then starts the tasks; :meth:`Agent.stop` stops
+watching and checking, makes a last state report, gives the MQTT queue a moment to drain and
+closes the netlink socket. What could not be delivered stays in the on-disk queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.checks import Checker, TargetResult
+from edge_agent.config import AgentConfig
+from edge_agent.model import DesiredState
+from edge_agent.mqtt import DiskQueue, MqttLink, Topics
+from edge_agent.netlink import (
+    NetlinkAdapter,
+    NetlinkAdapterError,
+    NetlinkApplyError,
+    UnsupportedLinkKindError,
+)
+from edge_agent.reconcile import Action, Observed, Owned, describe, plan, prune_ownership, track_ownership
+from edge_agent.store import StateStore
+from gateway.datafile import DataFileError, Problem, validate_data
+
+log = logging.getLogger(__name__)
+
+EMPTY = DesiredState(version=0)
+
+
+class DesiredRefusedError(Exception):
+    """A desired state refused whole before anything was changed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class ApplyFailedError(Exception):
+    """The kernel refused part of a desired state; the last good one was restored."""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, adapter: NetlinkAdapter | None = None) -> None:
+        self.config = config
+        self.proto = config.reconcile.rtproto
+        self.adapter = adapter or NetlinkAdapter(config.netns, self.proto, config.netns_create)
+        self.store = StateStore(config.state_dir)
+        self.checker = Checker(config.checks, config.netns)
+        self.topics = Topics(config.site)
+        self.applied: DesiredState | None = None
+        self.owned = Owned()
+        self.observed: Observed | None = None
+        self.unresolved: tuple[str, ...] = ()
+        self.reachability: list[TargetResult] = []
+        self.reachability_at: float | None = None
+        self.boot = secrets.token_hex(4)
+        self.last_heal_ms: float | None = None
+        self.heals = 0
+        self._event_seq = 0
+        self._lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._dirty_since: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.mqtt: MqttLink | None = None
+        if config.mqtt is not None:
+            self.mqtt = MqttLink(
+                config.mqtt,
+                site=config.site,
+                queue=DiskQueue(config.state_dir / "queue", config.mqtt.queue_max),
+                on_message=self._on_message,
+                will_payload=self._offline_payload(),
+                on_connect=self._on_connect,
+            )
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        saved = self.store.load()
+        if saved is not None:
+            self.applied, self.owned = saved.desired, saved.owned
+            log.info("reapplying saved desired state version %d", saved.desired.version)
+        async with self._lock:
+            try:
+                await self._heal()
+            except NetlinkAdapterError as exc:  # the reconcile loop retries with back-off
+                log.error("saved desired state not fully reapplied: %s", exc)
+                self.event("heal_failed", reason="start", error=str(exc))
+        local = self.config.desired
+        if local is not None and (self.applied is None or local.version > self.applied.version):
+            try:
+                await self.set_desired(local, "config")
+            except (DesiredRefusedError, ApplyFailedError) as exc:
+                log.error("local desired state version %d not applied: %s", local.version, exc)
+        self._spawn(self._watch_netlink(), "netlink-events")
+        self._spawn(self._reconcile_loop(), "reconcile")
+        if self.config.checks.targets:
+            self._spawn(self._checks_loop(), "checks")
+        if self.mqtt is not None:
+            self._spawn(self.mqtt.run(), "mqtt")
+
+    async def stop(self, drain_s: float = 2.0) -> None:
+        mqtt_tasks = {t for t in self._tasks if t.get_name() == "mqtt"}
+        for task in self._tasks - mqtt_tasks:  # stop accepting: no more events, heals, checks
+            task.cancel()
+        await asyncio.gather(*(self._tasks - mqtt_tasks), return_exceptions=True)
+        if self.mqtt is not None:
+            # A clean stop sends DISCONNECT, so the broker keeps the will: say offline ourselves.
+            final = {**self.state(), "online": False}
+            self.mqtt.publish(self.topics.state, json.dumps(final).encode(), retain=True, coalesce=True)
+            if self.mqtt.connected.is_set():  # otherwise it stays queued on disk for next time
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.mqtt.idle.wait(), drain_s)
+        for task in mqtt_tasks:
+            task.cancel()
+        await asyncio.gather(*mqtt_tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.adapter.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # --- desired state -----------------------------------------------------------------
+
+    async def set_desired(self, desired: DesiredState, source: str) -> str:
+        """Apply a new desired state whole or not at all. Returns "applied" or "unchanged"."""
+        async with self._lock:
+            current = self.applied
+            if current is not None and desired.version <= current.version:
+                if desired == current:
+                    return "unchanged"
+                self._refuse(
+                    source,
+                    desired.version,
+                    [f"version {desired.version} is not newer than applied version {current.version}"],
+                )
+            missing = await self.adapter.unsupported_kinds(set(desired.kinds))
+            if missing:
+                self._refuse(source, desired.version, [str(UnsupportedLinkKindError(missing))])
+            try:
+                actions = await self._converge(desired)
+            except NetlinkAdapterError as exc:
+                await self._rollback(current or EMPTY, desired.version, exc, source)
+                raise ApplyFailedError(f"version {desired.version}: {exc}; rolled back") from exc
+            self.applied = desired
+            self.store.save(desired, self.owned)
+            self.event(
+                "desired_applied",
+                version=desired.version,
+                source=source,
+                actions=[describe(a) for a in actions],
+                unresolved=list(self.unresolved),
+            )
+            self.report()
+            return "applied"
+
+    def _refuse(self, source: str, version: int | None, problems: list[str]) -> None:
+        self.event("desired_refused", source=source, version=version, problems=problems)
+        raise DesiredRefusedError(problems)
+
+    async def _rollback(self, good: DesiredState, version: int, cause: Exception, source: str) -> None:
+        log.error(
+            "desired state version %d failed (%s); rolling back to version %d", version, cause, good.version
+        )
+        try:
+            await self._converge(good)
+        except NetlinkAdapterError as exc:
+            log.critical("rollback to version %d failed: %s", good.version, exc)
+            self.event("rollback_failed", version=good.version, error=str(exc))
+        self.store.save(self.applied or EMPTY, self.owned)
+        self.event(
+            "desired_failed",
+            source=source,
+            version=version,
+            error=str(cause),
+            rolled_back_to=self.applied.version if self.applied else None,
+        )
+        self.report()
+
+    async def _converge(self, desired: DesiredState) -> list[Action]:
+        """Observe, plan, apply until nothing is left to do (bounded); raises NetlinkAdapterError."""
+        done: list[Action] = []
+        retried = False
+        for _ in range(self.config.reconcile.max_passes):
+            observed = await self.adapter.observe()
+            self.owned = prune_ownership(self.owned, observed)
+            result = plan(observed, desired, self.owned, self.proto)
+            self.observed, self.unresolved = observed, result.unresolved
+            if result.empty:
+                return done
+            try:
+                for action in result.actions:
+                    await self.adapter.apply(action)
+                    self.owned = track_ownership(self.owned, action)
+                    done.append(action)
+            except NetlinkApplyError as exc:
+                # The observation is three dumps, not a snapshot: a change racing between them
+                # can make one action fail. Plan once more on a fresh observation; a second
+                # failure is real.
+                if retried:
+                    raise
+                retried = True
+                log.info("retrying on a fresh observation after: %s", exc)
+        # Something keeps undoing our changes (another manager fighting over the same link?).
+        problem = f"not converged after {self.config.reconcile.max_passes} passes"
+        log.warning("%s", problem)
+        self.observed = await self.adapter.observe()
+        self.unresolved = (*self.unresolved, problem)
+        return done
+
+    async def _heal(self) -> list[Action]:
+        """Re-converge toward the applied state (caller holds the lock)."""
+        if self.applied is None:
+            self.observed = await self.adapter.observe()
+            return []
+        actions = await self._converge(self.applied)
+        if actions:
+            self.store.save(self.applied, self.owned)
+        return actions
+
+    async def reconcile_now(self, reason: str) -> dict[str, Any]:
+        async with self._lock:
+            since, self._dirty_since = self._dirty_since, None
+            self._dirty.clear()
+            try:
+                actions = await self._heal()
+            except NetlinkAdapterError as exc:
+                log.warning("heal (%s) failed: %s", reason, exc)
+                self.event("heal_failed", reason=reason, error=str(exc))
+                self.report()
+                raise
+            if actions:
+                self.heals += 1
+                if since is not None:
+                    self.last_heal_ms = (asyncio.get_running_loop().time() - since) * 1000
+                log.info("healed (%s): %s", reason, "; ".join(describe(a) for a in actions))
+                latency = (
+                    round(self.last_heal_ms, 1)
+                    if since is not None and self.last_heal_ms is not None
+                    else None
+                )
+                self.event(
+                    "healed", reason=reason, actions=[describe(a) for a in actions], latency_ms=latency
+                )
+                self.report()
+            return {"actions": [describe(a) for a in actions], "unresolved": list(self.unresolved)}
+
+    async def _watch_netlink(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async for _event in self.adapter.events():
+                    if not self._dirty.is_set():
+                        self._dirty_since = loop.time()
+                        self._dirty.set()
+            except OSError as exc:
+                log.error("netlink notifications lost (%s); periodic reconciliation continues", exc)
+            # Re-subscribe, and re-check in case something changed while we were not listening.
+            await asyncio.sleep(1.0)
+            self._dirty.set()
+
+    async def _reconcile_loop(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self.config.reconcile.period_s)
+            reason = "netlink event" if self._dirty.is_set() else "periodic"
+            # Let a burst of notifications (ours included) settle into one pass.
+            await asyncio.sleep(self.config.reconcile.debounce_s)
+            try:
+                await self.reconcile_now(reason)
+                failures = 0
+                if reason == "periodic":
+                    self.report()  # a heartbeat: operations see the state is fresh
+            except NetlinkAdapterError:
+                failures += 1
+                await asyncio.sleep(min(self.config.reconcile.period_s, 0.1 * 2**failures))
+
+    # --- checks ------------------------------------------------------------------------
+
+    async def run_checks(self) -> list[TargetResult]:
+        before = {r.name: r.ok for r in self.reachability}
+        results = await self.checker.run()
+        self.reachability, self.reachability_at = results, time.time()
+        for r in results:
+            if before.get(r.name) != r.ok:
+                self.event("reachability", target=r.name, role=r.role, ok=r.ok)
+        self.report()
+        return results
+
+    async def _checks_loop(self) -> None:
+        while True:
+            await self.run_checks()
+            await asyncio.sleep(self.config.checks.interval_s)
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self._event_seq += 1
+        log.info("event %s %s", kind, fields)
+        if self.mqtt is not None:
+            doc = {
+                "site": self.config.site,
+                "boot": self.boot,
+                "seq": self._event_seq,
+                "ts": time.time(),
+                "type": kind,
+                **fields,
+            }
+            self.mqtt.publish(self.topics.events, json.dumps(doc).encode())
+
+    def state(self) -> dict[str, Any]:
+        obs = self.observed or Observed()
+        owned_links = self.owned.links
+        return {
+            "site": self.config.site,
+            "online": True,
+            "agent_version": __version__,
+            "boot": self.boot,
+            "ts": time.time(),
+            "desired_version": self.applied.version if self.applied else None,
+            "converged": not self.unresolved,
+            "unresolved": list(self.unresolved),
+            "links": [
+                {
+                    "name": link.name,
+                    "kind": link.kind,
+                    "up": link.up,
+                    "mtu": link.mtu,
+                    "master": link.master,
+                    "managed": link.name in owned_links,
+                }
+                for link in sorted(obs.links.values(), key=lambda x: x.name)
+            ],
+            "addresses": [
+                {"ifname": a.ifname, "address": str(a.address), "managed": a in self.owned.addresses}
+                for a in sorted(obs.addresses)
+            ],
+            "routes": [
+                {
+                    "dst": str(r.dst),
+                    "gateway": str(r.gateway) if r.gateway else None,
+                    "dev": r.dev,
+                    "metric": r.metric,
+                    "table": r.table,
+                    "proto": r.proto,
+                    "managed": r.proto == self.proto,
+                }
+                for r in sorted(obs.routes, key=lambda r: (r.table, str(r.dst), r.metric))
+            ],
+            "reachability": {"at": self.reachability_at, "targets": [r.summary() for r in self.reachability]},
+            "heals": self.heals,
+            "last_heal_ms": round(self.last_heal_ms, 1) if self.last_heal_ms is not None else None,
+            "queue_dropped": self.mqtt.queue.dropped if self.mqtt else 0,
+        }
+
+    def report(self) -> None:
+        if self.mqtt is not None:
+            payload = json.dumps(self.state()).encode()
+            self.mqtt.publish(self.topics.state, payload, retain=True, coalesce=True)
+
+    def _offline_payload(self) -> bytes:
+        return json.dumps({"site": self.config.site, "online": False, "agent_version": __version__}).encode()
+
+    async def _on_connect(self) -> None:
+        self.report()  # replaces the last will's offline marker
+
+    # --- MQTT input ----------------------------------------------------------------------
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.topics.desired:
+            if payload:
+                await self._desired_message(payload)
+        elif topic == self.topics.cmd:
+            self._spawn(self._command(payload), "cmd")
+
+    async def _desired_message(self, payload: bytes) -> None:
+        source = f"mqtt:{self.topics.desired}"
+        try:
+            desired = parse_desired(payload, source)
+        except DataFileError as exc:
+            problems = [str(p) for p in exc.problems]
+            self.event("desired_refused", source=source, version=None, problems=problems)
+            return
+        with contextlib.suppress(DesiredRefusedError, ApplyFailedError):  # already reported as events
+            await self.set_desired(desired, source)
+
+    async def _command(self, payload: bytes) -> None:
+        request_id: str | None = None
+        try:
+            doc = json.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("a command is a JSON object")
+            request_id = str(doc["id"]) if "id" in doc else None
+            command = doc.get("command")
+            if command == "reconcile":
+                result: Any = await self.reconcile_now("command")
+            elif command == "check":
+                result = [r.summary() for r in await self.run_checks()]
+            elif command == "report":
+                result = self.state()
+                self.report()
+            else:
+                raise ValueError(f"unknown command {command!r} (reconcile, check, report)")
+            reply = {"id": request_id, "ok": True, "result": result}
+        except (ValueError, NetlinkAdapterError) as exc:
+            reply = {"id": request_id, "ok": False, "error": str(exc)}
+        assert self.mqtt is not None
+        self.mqtt.publish(self.topics.cmd_reply, json.dumps(reply).encode())
+
+
+def parse_desired(payload: bytes, source: str) -> DesiredState:
+    """A desired state from JSON bytes; every problem located by field path."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataFileError([Problem(source, None, "", f"not JSON: {exc}")]) from exc
+    return validate_data(DesiredState, data, source)

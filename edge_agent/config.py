@@ -1,0 +1,102 @@
+"""The agent's configuration file (``config/edge_agent.yaml``), typed and validated at load.
+
+Problems are reported with file, line and field by :mod:`gateway.datafile`. The optional
+``desired`` section is the locally provisioned desired state (the same schema as the one pushed
+over MQTT); the higher version of it and the persisted last-applied state wins at start.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge_agent.model import DesiredState
+from gateway.datafile import load_model
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttConfig(Section):
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    timeout_s: float = Field(default=10.0, gt=0)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    queue_max: int = Field(default=10_000, ge=1)
+
+
+class ReconcileConfig(Section):
+    rtproto: int = Field(default=190, ge=5, le=254, description="route protocol number marking our routes")
+    debounce_s: float = Field(default=0.05, ge=0, le=5)
+    period_s: float = Field(default=30.0, gt=0)
+    max_passes: int = Field(default=5, ge=1, le=50)
+
+
+ProbeKind = Literal["icmp", "udp", "sip"]
+Role = Literal["operator_link", "core", "customer_server", "device"]
+
+
+class TargetConfig(Section):
+    """One reachability target; ``role`` places it in the three-step check (or a local device)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    role: Role
+    address: IPv4Address
+    probes: tuple[ProbeKind, ...] = ("icmp",)
+    sip_port: Port = 5060
+    udp_port: Port = 33434
+
+
+class ChecksConfig(Section):
+    interval_s: float = Field(default=60.0, gt=0)
+    count: int = Field(default=3, ge=1, le=100)
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    targets: tuple[TargetConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        names = [t.name for t in self.targets]
+        if len(names) != len(set(names)):
+            raise ValueError("target names must be unique")
+        return self
+
+
+class AgentConfig(Section):
+    site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    netns: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]+$", description="manage this named netns instead of our own"
+    )
+    netns_create: bool = Field(default=False, description="create the named netns if it does not exist")
+    state_dir: Path = Path("var/edge-agent")
+    mqtt: MqttConfig | None = MqttConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
+    checks: ChecksConfig = ChecksConfig()
+    desired: DesiredState | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    return load_model(AgentConfig, path)

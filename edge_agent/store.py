@@ -1,0 +1,78 @@
+"""The last applied desired state and what the agent owns, saved on disk ("always save the
+configuration, otherwise service breaks after a reboot", [002] L533–664) and reapplied at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pydantic
+
+from edge_agent.model import DesiredState
+from edge_agent.reconcile import ObservedAddress, Owned
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write temp + fsync + rename (+ fsync of the directory): the file is old or new, never torn."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StoreError(Exception):
+    """The persisted state file exists but cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    desired: DesiredState
+    owned: Owned
+
+
+class StateStore:
+    FILE = "applied.json"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / self.FILE
+
+    def load(self) -> Saved | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        try:
+            doc = json.loads(raw)
+            desired = DesiredState.model_validate(doc["desired"])
+            owned = Owned(
+                frozenset(str(n) for n in doc["owned"]["links"]),
+                frozenset(ObservedAddress(str(i), IPv4Interface(a)) for i, a in doc["owned"]["addresses"]),
+            )
+        except (ValueError, KeyError, TypeError, pydantic.ValidationError) as exc:
+            raise StoreError(f"{self.path}: invalid saved state: {exc}") from exc
+        return Saved(desired, owned)
+
+    def save(self, desired: DesiredState, owned: Owned) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "desired": desired.model_dump(mode="json"),
+            "owned": {
+                "links": sorted(owned.links),
+                "addresses": [[a.ifname, str(a.address)] for a in sorted(owned.addresses)],
+            },
+        }
+        atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())

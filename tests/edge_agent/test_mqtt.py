@@ -1,0 +1,404 @@
+"""MQTT against a real mosquitto: desired state pushed over MQTT is applied and reported;
+commands get replies; the broker is stopped and restarted while the agent runs and the telemetry
+queued meanwhile arrives in order. Plus the on-disk queue on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+import yaml
+
+from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
+from edge_agent.mqtt import DiskQueue
+from edge_agent.reconcile import satisfied
+from tests.conftest import PROJECT_ROOT
+from tests.edge_agent.conftest import (
+    PROTO,
+    GatedRelay,
+    Topology,
+    agent_config,
+    eventually,
+    observe,
+    site_desired,
+)
+from tests.support.servers import MosquittoServer, free_port, require_binary, stop_process, wait_for_tcp
+
+
+def mqtt_section(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "timeout_s": 5}
+
+
+class Collector:
+    """A test-side MQTT client that records what it receives, per topic, in arrival order."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.ready = asyncio.Event()
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return self.messages.setdefault(topic, [])
+
+    async def run(self, port: int, topics: list[str]) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
+            for topic in topics:
+                await client.subscribe(topic, qos=1)
+            self.ready.set()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes) and payload:
+                    self.on(message.topic.value).append(json.loads(payload))
+
+
+@pytest.fixture
+async def collector_task() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_collector(tasks: list[asyncio.Task[None]], port: int, topics: list[str]) -> Collector:
+    collector = Collector()
+    tasks.append(asyncio.create_task(collector.run(port, topics)))
+    await asyncio.wait_for(collector.ready.wait(), 10)
+    return collector
+
+
+async def publish(port: int, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish(topic, data, qos=1, retain=retain)
+
+
+@pytest.mark.netns
+async def test_desired_over_mqtt_is_applied_and_reported(
+    topology: Topology, tmp_path: Path, mosquitto: MosquittoServer, collector_task: list[asyncio.Task[None]]
+) -> None:
+    site = f"s{topology.site[:8]}"
+    base = f"edge/{site}"
+    agent = Agent(agent_config(topology, tmp_path, site=site, mqtt=mqtt_section(mosquitto.port)))
+    seen = await start_collector(
+        collector_task, mosquitto.port, [f"{base}/state", f"{base}/events", f"{base}/cmd/reply"]
+    )
+    await agent.start()
+    try:
+        # Operations publish the desired state retained; the agent validates, applies, reports.
+        await publish(mosquitto.port, f"{base}/desired", site_desired(4).model_dump(mode="json"), retain=True)
+
+        async def reported() -> bool:
+            states = seen.on(f"{base}/state")
+            return bool(states) and states[-1].get("desired_version") == 4 and states[-1]["converged"]
+
+        await eventually(reported, "state with desired_version 4")
+        assert satisfied(await observe(topology.site), site_desired(), PROTO) == []
+        state = seen.on(f"{base}/state")[-1]
+        assert state["online"] is True and state["agent_version"]
+        assert {
+            "name": "br-lan",
+            "kind": "bridge",
+            "up": True,
+            "mtu": 1500,
+            "master": None,
+            "managed": True,
+        } in state["links"]
+        assert any(
+            r["dst"] == "10.166.8.0/24" and r["managed"] and r["proto"] == PROTO for r in state["routes"]
+        )
+        assert any(e["type"] == "desired_applied" and e["version"] == 4 for e in seen.on(f"{base}/events"))
+
+        # The state is retained: a newcomer (the gateway's operations side) gets it at once.
+        late = await start_collector(collector_task, mosquitto.port, ["edge/+/state"])
+        await eventually(lambda: _has(late, f"{base}/state"), "retained state for a late subscriber")
+
+        # An invalid document is refused whole, with the field named; nothing changes.
+        bad = site_desired(5).model_dump(mode="json")
+        bad["routes"][0]["gateway"] = "not-an-ip"
+        await publish(mosquitto.port, f"{base}/desired", bad)
+
+        async def refused() -> bool:
+            return any(e["type"] == "desired_refused" for e in seen.on(f"{base}/events"))
+
+        await eventually(refused, "desired_refused event")
+        event = next(e for e in seen.on(f"{base}/events") if e["type"] == "desired_refused")
+        assert "routes[0].gateway" in event["problems"][0]
+        assert agent.applied is not None and agent.applied.version == 4
+
+        # Commands carry request ids; replies echo them.
+        await publish(mosquitto.port, f"{base}/cmd", {"id": "req-1", "command": "reconcile"})
+        await publish(mosquitto.port, f"{base}/cmd", {"id": "req-2", "command": "bogus"})
+
+        async def replied() -> bool:
+            return {r["id"] for r in seen.on(f"{base}/cmd/reply")} >= {"req-1", "req-2"}
+
+        await eventually(replied, "command replies")
+        replies = {r["id"]: r for r in seen.on(f"{base}/cmd/reply")}
+        assert replies["req-1"]["ok"] is True and replies["req-1"]["result"]["actions"] == []
+        assert replies["req-2"]["ok"] is False and "unknown command" in replies["req-2"]["error"]
+    finally:
+        await agent.stop()
+        await publish(mosquitto.port, f"{base}/desired", b"", retain=True)  # clear the retained message
+    assert seen.on(f"{base}/state")[-1]["online"] is False  # a clean stop says so itself
+
+
+async def _has(collector: Collector, topic: str) -> bool:
+    return bool(collector.on(topic))
+
+
+@pytest.mark.netns
+async def test_broker_restart_delivers_queued_telemetry_in_order(
+    topology: Topology, tmp_path: Path, mosquitto: MosquittoServer, collector_task: list[asyncio.Task[None]]
+) -> None:
+    site = f"r{topology.site[:8]}"
+    base = f"edge/{site}"
+    relay = GatedRelay(mosquitto.port)
+    await relay.open()
+    agent = Agent(agent_config(topology, tmp_path, site=site, mqtt=mqtt_section(relay.port)))
+    await agent.start()
+    assert agent.mqtt is not None
+    try:
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
+        await agent.set_desired(site_desired(), "test")
+        mosquitto.stop()
+
+        async def disconnected() -> bool:
+            assert agent.mqtt is not None
+            return not agent.mqtt.connected.is_set()
+
+        await eventually(disconnected, "agent notices the broker is gone")
+        # Telemetry while the broker is down: a real heal, and numbered markers.
+        heals = agent.heals
+        topology.site_ip("addr", "del", "192.168.10.1/24", "dev", "br-lan")
+
+        async def healed() -> bool:
+            return agent.heals > heals
+
+        await eventually(healed, "heal while offline")
+        for n in range(30):
+            agent.event("marker", n=n)
+        assert len(agent.mqtt.queue) >= 31
+        await relay.close()  # hold the agent back until the test's subscriber is in place
+        mosquitto.start()
+        seen = await start_collector(collector_task, mosquitto.port, [f"{base}/events", f"{base}/state"])
+        await relay.open()
+
+        async def delivered() -> bool:
+            return len([e for e in seen.on(f"{base}/events") if e["type"] == "marker"]) >= 30
+
+        await eventually(delivered, "queued markers delivered")
+        events = seen.on(f"{base}/events")
+        markers = [e["n"] for e in events if e["type"] == "marker"]
+        assert markers == list(range(30))
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs)
+        assert any(e["type"] == "healed" for e in events)
+        assert events.index(next(e for e in events if e["type"] == "healed")) < events.index(
+            next(e for e in events if e["type"] == "marker")
+        )
+        assert agent.mqtt.connections >= 2
+
+        async def online_again() -> bool:
+            states = seen.on(f"{base}/state")
+            return bool(states) and states[-1]["online"] is True
+
+        await eventually(online_again, "state republished after reconnect")
+    finally:
+        await agent.stop()
+        await relay.stop()
+
+
+async def test_agent_process_says_offline_on_stop_and_by_last_will_when_killed(
+    tmp_path: Path, mosquitto: MosquittoServer, collector_task: list[asyncio.Task[None]]
+) -> None:
+    """`python -m edge_agent run`: SIGTERM stops it cleanly (exit 0, offline state published by the
+    agent); a killed process sends no DISCONNECT, so the broker publishes the last will."""
+    site = f"w{secrets.token_hex(4)}"
+    config = tmp_path / "agent.yaml"
+    doc = {"site": site, "state_dir": str(tmp_path / "state"), "mqtt": mqtt_section(mosquitto.port)}
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    topic = f"edge/{site}/state"
+    seen = await start_collector(collector_task, mosquitto.port, [topic])
+
+    async def online() -> bool:
+        return bool(seen.on(topic)) and seen.on(topic)[-1]["online"] is True
+
+    async def offline() -> bool:
+        return seen.on(topic)[-1]["online"] is False
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "edge_agent",
+            "run",
+            "--config",
+            str(config),
+            cwd=PROJECT_ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await eventually(online, "agent online")
+            proc.send_signal(sig)
+            code = await proc.wait()
+            await eventually(offline, f"offline state after {sig.name}")
+            assert code == (0 if sig is signal.SIGTERM else -signal.SIGKILL)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    await publish(mosquitto.port, topic, b"", retain=True)
+
+
+def test_disk_queue_is_ordered_bounded_durable_and_coalesces(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "q", max_items=5)
+    for n in range(3):
+        queue.put("edge/x/events", f'{{"n": {n}}}'.encode())
+    queue.put("edge/x/state", b'{"v": 1}', retain=True, coalesce=True)
+    queue.put("edge/x/state", b'{"v": 2}', retain=True, coalesce=True)  # replaces v1
+    assert len(queue) == 4
+    queue.put("edge/x/events", b'{"n": 3}')
+    queue.put("edge/x/events", b'{"n": 4}')  # full: the oldest event is dropped and counted
+    assert queue.dropped == 1
+    reopened = DiskQueue(tmp_path / "q", max_items=5)  # an agent restart keeps the queue
+    out = []
+    while (item := reopened.peek()) is not None:
+        out.append((item.topic, item.payload, item.retain))
+        reopened.remove(item.seq)
+    assert out == [
+        ("edge/x/events", b'{"n": 1}', False),
+        ("edge/x/events", b'{"n": 2}', False),
+        ("edge/x/state", b'{"v": 2}', True),
+        ("edge/x/events", b'{"n": 3}', False),
+        ("edge/x/events", b'{"n": 4}', False),
+    ]
+    assert DiskQueue(tmp_path / "q", max_items=5).peek() is None
+
+
+def test_disk_queue_sets_aside_an_unreadable_file(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path, max_items=10)
+    queue.put("t", b'{"a": 1}')
+    (tmp_path / f"{99:020d}.msg").write_bytes(b"garbage")
+    reopened = DiskQueue(tmp_path, max_items=10)
+    assert len(reopened) == 1
+    assert (tmp_path / f"{99:020d}.bad").exists()
+
+
+def _tls_broker_files(workdir: Path) -> None:
+    """A throw-away CA, a server certificate for 127.0.0.1, and a password file."""
+
+    def run(*args: str) -> None:
+        subprocess.run(args, cwd=workdir, check=True, capture_output=True)
+
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
+    run(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
+    run(require_binary("mosquitto_passwd"), "-b", "-c", "passwd", "edge", "s3cret")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A mosquitto with TLS and a password file (user ``edge``), on a free port; stopped by PID."""
+    broker_dir = tmp_path / "broker"
+    broker_dir.mkdir()
+    _tls_broker_files(broker_dir)
+    port = free_port()
+    conf = broker_dir / "mosquitto.conf"
+    files = {"cafile": "ca.crt", "certfile": "server.crt", "keyfile": "server.key", "password_file": "passwd"}
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous false", "user root", "persistence false"]
+    lines += [f"{key} {broker_dir / name}" for key, name in files.items()]
+    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    broker = subprocess.Popen(
+        [require_binary("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_for_tcp("127.0.0.1", port)
+        yield port, broker_dir / "ca.crt"
+    finally:
+        stop_process(broker)
+
+
+async def test_tls_and_password(tmp_path: Path, tls_broker: tuple[int, Path]) -> None:
+    port, ca_file = tls_broker
+    tls = aiomqtt.TLSParameters(ca_certs=str(ca_file))
+    with pytest.raises(aiomqtt.MqttError):  # anonymous clients are refused
+        async with aiomqtt.Client("127.0.0.1", port, tls_params=tls):
+            pass
+    site = f"t{secrets.token_hex(4)}"
+    mqtt = {
+        **mqtt_section(port),
+        "username": "edge",
+        "password": "s3cret",
+        "tls": {"ca_file": str(ca_file)},
+    }
+    agent = Agent(
+        AgentConfig.model_validate({"site": site, "state_dir": str(tmp_path / "state"), "mqtt": mqtt})
+    )
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 15)
+        async with aiomqtt.Client("127.0.0.1", port, username="edge", password="s3cret", tls_params=tls) as c:
+            await c.subscribe(f"edge/{site}/state", qos=1)
+            async for message in c.messages:  # the retained state
+                assert isinstance(message.payload, bytes)
+                assert json.loads(message.payload)["site"] == site
+                break
+    finally:
+        await agent.stop()
