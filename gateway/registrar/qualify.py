@@ -1,0 +1,160 @@
+"""OPTIONS qualify of trunk destinations and registered contacts, with hysteresis.
+
+:class:`Reachability` is the pure state machine: ``failures_to_down`` consecutive failures take a
+target down, ``successes_to_up`` consecutive successes bring it back (one lost datagram does not
+flap a carrier out of routing). One transition table, as every state machine here.
+
+:class:`Qualifier` sends an OPTIONS (RFC 3261 §11) to each target every ``interval`` seconds
+through a :class:`~gateway.registrar.outbound.RequestSender` and feeds the outcome in: any final
+response counts as alive (a 4xx / 5xx still proves a SIP stack answers, as Kamailio's dispatcher
+``ds_ping_reply_codes`` default), only silence or a transport error counts as a failure.
+:meth:`Qualifier.is_up` is what routing asks (a down carrier destination is skipped);
+:meth:`Qualifier.snapshot` is for the operations API and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gateway.registrar.outbound import NoResponseError, RequestSender
+from gateway.sip.address import Address
+from gateway.sip.headers import Headers
+from gateway.sip.message import Request
+
+log = logging.getLogger(__name__)
+
+
+class Health(enum.Enum):
+    UNKNOWN = "unknown"  # not probed yet: routable (a fresh start must not black-hole traffic)
+    UP = "up"
+    DOWN = "down"
+
+
+class Probe(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+# (state, probe, threshold reached) -> next state. Below the threshold the state stays.
+_TRANSITIONS: dict[tuple[Health, Probe, bool], Health] = {
+    (Health.UNKNOWN, Probe.SUCCESS, False): Health.UP,
+    (Health.UNKNOWN, Probe.SUCCESS, True): Health.UP,
+    (Health.UNKNOWN, Probe.FAILURE, False): Health.UNKNOWN,
+    (Health.UNKNOWN, Probe.FAILURE, True): Health.DOWN,
+    (Health.UP, Probe.SUCCESS, False): Health.UP,
+    (Health.UP, Probe.SUCCESS, True): Health.UP,
+    (Health.UP, Probe.FAILURE, False): Health.UP,
+    (Health.UP, Probe.FAILURE, True): Health.DOWN,
+    (Health.DOWN, Probe.SUCCESS, False): Health.DOWN,
+    (Health.DOWN, Probe.SUCCESS, True): Health.UP,
+    (Health.DOWN, Probe.FAILURE, False): Health.DOWN,
+    (Health.DOWN, Probe.FAILURE, True): Health.DOWN,
+}
+
+
+@dataclass
+class Reachability:
+    """Hysteresis over probe outcomes; see the module docstring."""
+
+    failures_to_down: int = 3
+    successes_to_up: int = 2
+    state: Health = Health.UNKNOWN
+    streak: int = 0  # consecutive probes with the same outcome as the last one
+    last: Probe | None = None
+    changed_at: float | None = None
+
+    def record(self, probe: Probe, now: float) -> Health:
+        self.streak = self.streak + 1 if probe is self.last else 1
+        self.last = probe
+        threshold = self.successes_to_up if probe is Probe.SUCCESS else self.failures_to_down
+        new = _TRANSITIONS[self.state, probe, self.streak >= threshold]
+        if new is not self.state:
+            self.state = new
+            self.changed_at = now
+        return new
+
+    @property
+    def routable(self) -> bool:
+        return self.state is not Health.DOWN
+
+
+@dataclass
+class Target:
+    name: str  # e.g. "carrier/127.0.0.1:5070" or "62880001"
+    address: Address
+    reach: Reachability = field(default_factory=Reachability)
+
+
+class Qualifier:
+    """Probes targets with OPTIONS every ``interval`` seconds; ``await run()`` until cancelled."""
+
+    def __init__(
+        self,
+        sender: RequestSender,
+        *,
+        interval: float = 30.0,
+        failures_to_down: int = 3,
+        successes_to_up: int = 2,
+    ) -> None:
+        self._sender = sender
+        self.interval = interval
+        self._failures_to_down = failures_to_down
+        self._successes_to_up = successes_to_up
+        self.targets: dict[Address, Target] = {}
+
+    def watch(self, targets: Iterable[tuple[str, Address]]) -> None:
+        """Set the targets (kept state survives for addresses still watched)."""
+        wanted = {address: name for name, address in targets}
+        self.targets = {
+            address: self.targets.get(address) or Target(name, address, Reachability(
+                self._failures_to_down, self._successes_to_up))
+            for address, name in wanted.items()
+        }
+
+    def is_up(self, address: Address) -> bool:
+        """Routable: up, or not probed yet. Unwatched addresses are routable."""
+        target = self.targets.get(address)
+        return target is None or target.reach.routable
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [
+            {"name": t.name, "address": f"{t.address.transport}:{t.address.hostport()}",
+             "state": t.reach.state.value, "streak": t.reach.streak, "changed_at": t.reach.changed_at}
+            for t in self.targets.values()
+        ]
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.gather(*(self.probe(t) for t in list(self.targets.values())))
+            await asyncio.sleep(self.interval)
+
+    async def probe(self, target: Target) -> Health:
+        now = asyncio.get_running_loop().time
+        try:
+            await self._sender.send_request(self._options(target.address), target.address)
+            outcome = Probe.SUCCESS
+        except (NoResponseError, OSError):
+            outcome = Probe.FAILURE
+        before = target.reach.state
+        after = target.reach.record(outcome, now())
+        if after is not before:
+            log.warning("qualify: %s (%s) is %s", target.name, target.address.hostport(), after.value)
+        return after
+
+    def _options(self, destination: Address) -> Request:
+        local = self._sender.local_address(destination.transport)
+        uri = f"sip:{destination.hostport()}"
+        headers = Headers()
+        headers.add("Via", f"SIP/2.0/{local.transport.upper()} {local.hostport()};rport")
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:qualify@{local.hostport()}>;tag={uuid.uuid4().hex[:10]}")
+        headers.add("To", f"<{uri}>")
+        headers.add("Call-ID", f"{uuid.uuid4().hex}@gateway")
+        headers.add("CSeq", "1 OPTIONS")
+        headers.add("Accept", "application/sdp")
+        return Request("OPTIONS", uri, headers)

@@ -1,0 +1,266 @@
+"""Wiring of the registrar into the running gateway.
+
+``await install(gateway, config)`` loads the trunk file, opens the location store chosen by the
+config (``registrar.location_store``; by default ``redis`` when ``redis.url`` / ``REDIS_URL`` is
+set, else ``memory``), agrees on the nonce key and serves REGISTER. The returned
+:class:`RegistrarService` is what the rest of the gateway uses: ``trunks`` (peer identification,
+limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
+registering PBX included), :meth:`RegistrarService.destinations` (a carrier's destinations in
+priority / weight order, those qualified down skipped), ``qualifier.snapshot()`` (up/down of
+trunk destinations) and ``registrar.failures`` (failed authentications per source).
+``await service.close()`` after the gateway has stopped.
+
+When the gateway can send requests (it implements
+:class:`~gateway.registrar.outbound.RequestSender`: ``local_address(transport)`` and
+``async send_request(request, destination) -> Response``), outbound carrier registrations and
+OPTIONS qualify start as tracked tasks; until then they are off (logged).
+
+The nonce key is shared by every gateway process so each accepts the nonces of the others:
+``registrar.nonce_secret`` when configured, else a random key stored once in Redis
+(``SET NX``), else (one process, no Redis) a random key of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.accounts.store import AccountGate
+from gateway.config import GatewayConfig
+from gateway.registrar.location import Binding, LocationStore, LocationStoreError, location_store
+from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
+from gateway.registrar.qualify import Qualifier
+from gateway.registrar.registrar import Registrar
+from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk, TrunkTable, load_trunks
+from gateway.sip.address import Address
+from gateway.sip.message import Request, Response
+
+log = logging.getLogger(__name__)
+
+NONCE_KEY_NAME = "gw:auth:nonce-key"
+
+
+Handler = Callable[[Request, Address], Response | Awaitable[Response | None] | None]
+
+
+class RequestHandlerHost(Protocol):
+    """The part of :class:`gateway.app.Gateway` the registrar needs to serve REGISTER."""
+
+    def add_request_handler(self, method: str, handler: Handler) -> None: ...
+
+
+class ClientRequestHandle(Protocol):
+    """What :meth:`gateway.app.Gateway.send_request` returns (a :class:`gateway.app.ClientRequest`)."""
+
+    @property
+    def synthesized(self) -> bool: ...
+
+    async def wait(self) -> Response: ...
+
+
+@runtime_checkable
+class RequestOriginator(RequestHandlerHost, Protocol):
+    """A gateway that also originates requests (its UAC side)."""
+
+    def local_address(self, transport: str, destination: Address | None = None) -> Address: ...
+
+    def send_request(self, request: Request, destination: Address) -> ClientRequestHandle: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySender:
+    """The gateway's UAC side as a :class:`RequestSender`: a final response the gateway made up
+    itself (408 after Timer F, 503 after a transport error) means no answer came, which outbound
+    registration and qualify must tell apart from a real 408 / 503 of the peer."""
+
+    gateway: RequestOriginator
+
+    def local_address(self, transport: str) -> Address:
+        return self.gateway.local_address(transport)
+
+    async def send_request(self, request: Request, destination: Address) -> Response:
+        client = self.gateway.send_request(request, destination)
+        response = await client.wait()
+        if client.synthesized:
+            where = destination.hostport()
+            raise NoResponseError(f"{request.method} to {where}: no answer ({response.status})")
+        return response
+
+
+@dataclass
+class RegistrarService:
+    registrar: Registrar
+    trunks: TrunkTable
+    store: LocationStore
+    qualifier: Qualifier | None = None
+    outbound: list[OutboundRegistrar] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def destinations(
+        self, carrier: CarrierTrunk, rng: random.Random | None = None
+    ) -> list[CarrierDestination]:
+        """The carrier's destinations to try, in order: by priority (lower first), weighted random
+        within a priority (as DNS SRV, RFC 2782), destinations qualified down left out."""
+        rng = rng or random.SystemRandom()
+        qualifier = self.qualifier
+        usable = [
+            d for d in carrier.destinations
+            if qualifier is None or qualifier.is_up(Address(d.transport or carrier.transport, d.host, d.port))
+        ]
+        ordered: list[CarrierDestination] = []
+        for priority in sorted({d.priority for d in usable}):
+            group = [d for d in usable if d.priority == priority]
+            while group:
+                total = sum(d.weight for d in group)
+                pick = rng.uniform(0, total) if total else 0.0
+                for i, d in enumerate(group):
+                    pick -= d.weight
+                    if pick <= 0 or i == len(group) - 1:
+                        ordered.append(group.pop(i))
+                        break
+        return ordered
+
+    async def contacts(self, number: str) -> list[Binding]:
+        """Where to deliver a call for ``number``: its bindings, or those of its PBX pilot."""
+        now = self.registrar.clock()
+        bindings = await self.store.lookup(number, now)
+        if not bindings:
+            pilot = self.trunks.did_pilot(number)
+            if pilot is not None:
+                bindings = await self.store.lookup(pilot, now)
+        return bindings
+
+    def reload_trunks(self, path: Path) -> TrunkTable:
+        """Load the trunk file again and swap it in at once; on any problem (DataFileError) the
+        running table stays. Qualify targets and outbound registrations follow on restart."""
+        table = load_trunks(path)
+        self.trunks = self.registrar.trunks = table
+        self.registrar.clear_credential_cache()
+        return table
+
+    async def close(self) -> None:
+        """Stop outbound registration and qualify, then release the store."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        await self.store.close()
+
+
+def store_for(config: GatewayConfig) -> LocationStore:
+    """The location store the config names (see the module docstring)."""
+    name = config.registrar.location_store or ("redis" if config.redis.url else "memory")
+    if name == "redis":
+        if not config.redis.url:
+            raise ValueError("registrar.location_store is redis but no redis.url / REDIS_URL is set")
+        return location_store("redis", url=config.redis.url)
+    return location_store(name)
+
+
+async def nonce_key(config: GatewayConfig) -> bytes:
+    """The key nonces are signed with (see the module docstring)."""
+    if config.registrar.nonce_secret is not None:
+        return config.registrar.nonce_secret.encode("utf-8")
+    if config.redis.url:
+        client = aioredis.Redis.from_url(config.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        try:
+            await client.set(NONCE_KEY_NAME, secrets.token_hex(32), nx=True)
+            shared = await client.get(NONCE_KEY_NAME)
+            if isinstance(shared, bytes) and shared:
+                return shared
+        except RedisError as exc:
+            log.warning("cannot share the nonce key through Redis (%s); using a key of this process", exc)
+        finally:
+            await client.aclose()
+    return secrets.token_bytes(32)
+
+
+async def install(
+    gateway: RequestHandlerHost,
+    config: GatewayConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    accounts: AccountGate | None = None,
+) -> RegistrarService:
+    """Build the registrar from ``config`` and serve REGISTER on ``gateway``.
+
+    Raises DataFileError for an invalid trunk file (every problem located).
+    """
+    path = config.registrar.trunks
+    trunks = load_trunks(path) if path is not None else TrunkTable()
+    store = store_for(config)
+    registrar = Registrar(
+        config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts
+    )
+    gateway.add_request_handler("REGISTER", registrar.handle)
+    log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),
+             len(trunks.credentials), store.name)
+    service = RegistrarService(registrar, trunks, store)
+    if isinstance(gateway, RequestOriginator):
+        start_client_side(service, GatewaySender(gateway), config)
+    else:
+        log.info("this host originates no requests: no outbound registration or qualify")
+    return service
+
+
+def start_client_side(service: RegistrarService, sender: RequestSender, config: GatewayConfig) -> None:
+    """Start outbound registrations and OPTIONS qualify of static peers and carrier destinations,
+    as tracked tasks (cancelled by :meth:`RegistrarService.close`)."""
+
+    def track(coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        service.tasks.add(task)
+        task.add_done_callback(service.tasks.discard)
+
+    targets: list[tuple[str, Address]] = []
+    for trunk in service.trunks.trunks.values():
+        if not trunk.enabled:
+            continue
+        if isinstance(trunk, CarrierTrunk):
+            for d in trunk.destinations:
+                address = Address(d.transport or trunk.transport, d.host, d.port)
+                targets.append((f"{trunk.name}/{address.hostport()}", address))
+                if d.registration is not None:
+                    outbound = OutboundRegistrar(trunk.name, d, sender)
+                    service.outbound.append(outbound)
+                    track(outbound.run())
+        elif isinstance(trunk, PeerTrunk):
+            for m in trunk.match:
+                if m.host is not None and m.port is not None:  # a network range has no one address
+                    targets.append((trunk.name, Address(m.transport or trunk.transport, m.host, m.port)))
+    qualify = config.registrar.qualify
+    if qualify.enabled and (targets or qualify.contacts):
+        qualifier = service.qualifier = Qualifier(sender, interval=qualify.interval,
+                                                  failures_to_down=qualify.failures_to_down,
+                                                  successes_to_up=qualify.successes_to_up)
+        qualifier.watch(targets)
+        track(qualifier.run())
+        if qualify.contacts:
+            track(_watch_contacts(service, qualifier, targets, qualify.interval))
+
+
+async def _watch_contacts(
+    service: RegistrarService, qualifier: Qualifier, static: list[tuple[str, Address]], interval: float
+) -> None:
+    """Keep the qualify targets = static trunks + the source address of every live binding."""
+    while True:
+        now = service.registrar.clock()
+        contacts: list[tuple[str, Address]] = []
+        try:
+            async for aor in service.store.aors(now):
+                contacts += [(aor, b.source) for b in await service.store.lookup(aor, now)]
+        except LocationStoreError as exc:
+            log.warning("qualify: cannot list registered contacts: %s", exc)
+        else:
+            qualifier.watch(static + contacts)
+        await asyncio.sleep(interval)
