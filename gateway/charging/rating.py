@@ -1,0 +1,172 @@
+"""Rating: tariff tables (``config/tariffs.yaml``) turned into a price for a call.
+
+A table gives, per call class, a price in fen per billing unit; the billing unit (60 s by
+default, 6 s allowed) and the rounding rule (per started unit by default) apply table-wide and
+may be overridden per class and per group customer. All money is integer fen; prices may be
+fractional fen per unit (0.8 fen per 6 s) and are kept as ``Decimal``: the amount of a call is
+``units * price`` rounded half up to a whole fen, once per call, never via a float.
+
+Billing starts at answer: the duration rated is answer → end in milliseconds, so an
+unanswered attempt rates to 0 units and 0 fen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.charging.events import CallClass, Rating, Rounding
+from gateway.datafile import load_model
+
+_CEIL, _NEAREST = Rounding.CEIL, Rounding.NEAREST  # hot path: no enum descriptor call (3.11)
+
+UnitSeconds = Annotated[int, Field(ge=1, le=3600)]
+GroupName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class _TariffModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassTariff(_TariffModel):
+    """The price of one call class."""
+
+    price_fen_per_unit: Decimal = Field(ge=0, le=100_000)
+    billing_unit_seconds: UnitSeconds | None = None
+    rounding: Rounding | None = None
+
+    @field_validator("price_fen_per_unit", mode="before")
+    @classmethod
+    def _no_binary_float(cls, value: object) -> object:
+        # YAML reads 0.8 as a binary float; go through its shortest repr so 0.8 stays 0.8.
+        return str(value) if isinstance(value, float) else value
+
+    @field_validator("price_fen_per_unit")
+    @classmethod
+    def _at_most_four_decimals(cls, value: Decimal) -> Decimal:
+        if value != value.quantize(Decimal("0.0001")):
+            raise ValueError("at most 4 decimal places (fen per unit)")
+        return value
+
+
+class GroupTariff(_TariffModel):
+    """Overrides for one group customer; classes not listed use the default table."""
+
+    billing_unit_seconds: UnitSeconds | None = None
+    rounding: Rounding | None = None
+    classes: dict[CallClass, ClassTariff] = Field(default_factory=dict)
+
+
+class TariffFile(_TariffModel):
+    """The whole ``tariffs.yaml``."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    currency: Literal["CNY"] = "CNY"
+    billing_unit_seconds: UnitSeconds = 60
+    rounding: Rounding = Rounding.CEIL
+    classes: dict[CallClass, ClassTariff]
+    groups: dict[GroupName, GroupTariff] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _every_class_priced(self) -> TariffFile:
+        missing = [c.value for c in CallClass if c not in self.classes]
+        if missing:
+            raise ValueError(f"classes: no price for call class(es) {', '.join(missing)}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    """One compiled tariff row."""
+
+    tariff_id: str
+    unit_seconds: int
+    rounding: Rounding
+    price_fen_per_unit: Decimal
+    price_text: str = field(init=False)
+    whole_price: int | None = field(init=False)
+    """The price as an int when it is whole fen: integer arithmetic, no Decimal, per event."""
+
+    def __post_init__(self) -> None:
+        price = self.price_fen_per_unit
+        object.__setattr__(self, "price_text", format(price.normalize(), "f"))
+        object.__setattr__(self, "whole_price", int(price) if price == price.to_integral_value() else None)
+
+    def units(self, duration_ms: int) -> int:
+        unit_ms = self.unit_seconds * 1000
+        if duration_ms <= 0:
+            return 0
+        if self.rounding is _CEIL:
+            return -(-duration_ms // unit_ms)
+        if self.rounding is _NEAREST:
+            return (2 * duration_ms + unit_ms) // (2 * unit_ms)
+        return duration_ms // unit_ms
+
+    def rate(self, duration_ms: int) -> Rating:
+        units = self.units(duration_ms)
+        if self.whole_price is not None:
+            amount = units * self.whole_price
+        else:
+            amount = int((self.price_fen_per_unit * units).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return Rating(
+            tariff_id=self.tariff_id,
+            billing_unit_seconds=self.unit_seconds,
+            rounding=self.rounding,
+            price_fen_per_unit=self.price_text,
+            units=units,
+            charged_seconds=units * self.unit_seconds,
+            amount_fen=amount,
+            currency="CNY",
+        )
+
+
+class Rater:
+    """Compiled tariff table: a dictionary lookup per call, no YAML at call time."""
+
+    def __init__(self, table: TariffFile) -> None:
+        self.table_id = table.id
+        self._default = {
+            cls: self._compile(table, "default", cls, (base,)) for cls, base in table.classes.items()
+        }
+        self._groups = {
+            group: {
+                cls: self._compile(table, group, cls, (base, override, override.classes.get(cls)))
+                for cls, base in table.classes.items()
+            }
+            for group, override in table.groups.items()
+        }
+
+    @staticmethod
+    def _compile(
+        table: TariffFile,
+        scope: str,
+        cls: CallClass,
+        layers: tuple[ClassTariff] | tuple[ClassTariff, GroupTariff, ClassTariff | None],
+    ) -> Tariff:
+        """Layers run from general to specific (default class, group, group class): the last setting wins."""
+        unit, rounding = table.billing_unit_seconds, table.rounding
+        for layer in layers:
+            if layer is not None:
+                unit = layer.billing_unit_seconds or unit
+                rounding = layer.rounding or rounding
+        price = next(layer for layer in reversed(layers) if isinstance(layer, ClassTariff)).price_fen_per_unit
+        return Tariff(f"{table.id}/{scope}/{cls.value}", unit, rounding, price)
+
+    def tariff(self, group: str | None, call_class: CallClass) -> Tariff:
+        if group is not None:
+            rows = self._groups.get(group)
+            if rows is not None and call_class in rows:
+                return rows[call_class]
+        return self._default[call_class]
+
+    def rate(self, group: str | None, call_class: CallClass, duration_ms: int) -> Rating:
+        return self.tariff(group, call_class).rate(duration_ms)
+
+
+def load_tariffs(path: str | Path) -> Rater:
+    """Load, validate (errors name file, line and field) and compile a tariff file."""
+    return Rater(load_model(TariffFile, path))

@@ -1,0 +1,62 @@
+"""The ``charging`` section of ``config/gateway.yaml``.
+
+``sink: auto`` (the default) means the failover sink (Redis Streams, spool when Redis is
+unreachable) when a Redis URL is configured, else the spool alone (the embedded default).
+Relative paths: ``tariffs`` is relative to the project root, ``spool.directory`` to ``state_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:._-]+$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpoolSettings(_Section):
+    """The local durable spool (append-only JSON-lines segments)."""
+
+    directory: Path = Path("charging-spool")
+    max_segment_bytes: int = Field(default=16 << 20, ge=4096)
+    max_segment_age_s: int = Field(default=3600, ge=1)
+    """A segment is sealed after this long (or this size), whichever comes first."""
+    fsync: bool = True
+
+
+class StreamSettings(_Section):
+    """The Redis stream billing reads, and its consumer group."""
+
+    key: Name = "charging:events"
+    maxlen: int = Field(default=1_000_000, ge=1000)
+    """Approximate cap (``XADD MAXLEN ~``): size it above the backlog billing may fall behind by."""
+    consumer_group: Name = "billing"
+    socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class ChargingSettings(_Section):
+    sink: str = "auto"
+    tariffs: Path = Path("config/tariffs.yaml")
+    interim_minutes: int | None = Field(default=None, ge=1, le=1440)
+    """Interim events every N minutes of an answered call; off by default."""
+    batch_max_events: int = Field(default=512, ge=1, le=100_000)
+    batch_interval_ms: int = Field(default=20, ge=1, le=10_000)
+    """A batch is written (fsync'd or XADDed) when it is full or this old: the crash window."""
+    retry_interval_s: float = Field(default=1.0, gt=0, le=300)
+    spool: SpoolSettings = SpoolSettings()
+    redis_streams: StreamSettings = StreamSettings()
+
+    @field_validator("sink")
+    @classmethod
+    def _known_sink(cls, value: str) -> str:
+        from gateway.charging.sinks import sink_names  # noqa: PLC0415 - the registry imports this module
+
+        known = ("auto", *sink_names())
+        if value not in known:
+            raise ValueError(f"unknown sink {value!r}; one of {', '.join(known)}")
+        return value
