@@ -13,7 +13,12 @@ from collections.abc import Callable, Sequence
 
 # Modules that contribute sub-commands; each defines ``register(subparsers) -> None`` and sets
 # ``handler`` defaults (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES: tuple[str, ...] = ("gateway.runtime_cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.runtime_cli",
+    "gateway.charging.cli",
+    "gateway.accounts.cli",
+    "gateway.routing.cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

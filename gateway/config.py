@@ -7,13 +7,18 @@ Environment overrides: ``REDIS_URL`` switches every shared store to that Redis.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.accounts.policy import AccountsSettings
+from gateway.call.settings import CallSettings
+from gateway.charging.settings import ChargingSettings
 from gateway.datafile import load_model
+from gateway.registrar.settings import RegistrarConfig
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -31,11 +36,20 @@ class NodeConfig(Section):
 
 
 class ListenConfig(Section):
-    """One SIP listening socket."""
+    """One SIP listening socket. ``host`` is an IPv4 or IPv6 literal (``::1``, no brackets)."""
 
     transport: Literal["udp", "tcp"]
     host: str = "127.0.0.1"
     port: Port = 5060
+
+    @field_validator("host")
+    @classmethod
+    def _ip_literal(cls, value: str) -> str:
+        # We bind sockets: a host name would mean a DNS lookup at start and an ambiguous family.
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
 
 
 class SipTimersConfig(Section):
@@ -44,6 +58,15 @@ class SipTimersConfig(Section):
     t1: float = Field(default=0.5, gt=0, le=10)
     t2: float = Field(default=4.0, gt=0, le=64)
     t4: float = Field(default=5.0, gt=0, le=64)
+    # Table 4 "at least 32 s" (INVITE client Completed, unreliable transports); lower only in tests.
+    timer_d: float = Field(default=32.0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _t2_not_below_t1(self) -> SipTimersConfig:
+        # Timers E and G double up to T2 (RFC 3261 §17.1.2.2): T2 below T1 makes no sense.
+        if self.t2 < self.t1:
+            raise ValueError(f"t2 ({self.t2}) must not be smaller than t1 ({self.t1})")
+        return self
 
 
 class SipConfig(Section):
@@ -55,6 +78,12 @@ class SipConfig(Section):
     timers: SipTimersConfig = SipTimersConfig()
     advertised_host: str | None = None
     tcp_idle_timeout: float = Field(default=300.0, gt=0)
+    # Open TCP connections (accepted + outgoing) beyond which new ones are closed at once.
+    tcp_max_connections: int = Field(default=10_000, ge=1)
+    # Larger messages get 513 (RFC 3261 §21.5.14); a UDP datagram cannot exceed 64 KiB anyway.
+    max_message_size: int = Field(default=65_535, ge=1_500, le=65_535)
+    # On SIGTERM/SIGINT: seconds to let open transactions get their final answers before closing.
+    shutdown_grace: float = Field(default=2.0, ge=0, le=60)
 
 
 class RedisConfig(Section):
@@ -84,6 +113,10 @@ class GatewayConfig(Section):
     redis: RedisConfig = RedisConfig()
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
+    charging: ChargingSettings = ChargingSettings()
+    accounts: AccountsSettings = AccountsSettings()
+    registrar: RegistrarConfig = RegistrarConfig()
+    call: CallSettings = CallSettings()
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 
@@ -98,4 +131,10 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
     base = Path(path).resolve().parent.parent
     resolved = [p if p.is_absolute() else base / p for p in config.dialplans]
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    return config.model_copy(update={"dialplans": resolved, "state_dir": state_dir})
+    # base / an absolute path is that path: only a relative tariffs path moves.
+    charging = config.charging.model_copy(update={"tariffs": base / config.charging.tariffs})
+    trunks = config.registrar.trunks
+    registrar = config.registrar.model_copy(update={"trunks": base / trunks if trunks else None})
+    return config.model_copy(
+        update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar}
+    )
