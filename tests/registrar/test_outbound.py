@@ -13,8 +13,7 @@ import pytest
 
 from gateway.registrar.outbound import Backoff, OutboundRegistrar, State, refresh_delay
 from gateway.registrar.trunks import CarrierDestination
-from gateway.sip.timers import TimerConfig
-from tests.registrar.txclient import UdpTransactionClient
+from tests.registrar.uac import gateway_sender
 from tests.support.servers import free_port, require_binary, stop_process
 
 UAS = Path(__file__).parent / "sipp" / "carrier_register_uas.xml"
@@ -39,14 +38,22 @@ async def test_challenge_accept_then_silence_backs_off(tmp_path: Path) -> None:
          "-trace_msg", "-message_file", str(tmp_path / "uas.msg")],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    client = await UdpTransactionClient.open(TimerConfig(t1=0.02, t2=0.16, t4=0.2))  # Timer F = 1.28 s
     destination = CarrierDestination.model_validate(
         {"host": "127.0.0.1", "port": port, "register": {"username": "gw-acme", "password": "carrier-pw",
                                                           "expires": 60}}
     )
-    reg = OutboundRegistrar("carrier", destination, client, backoff=Backoff(base=0.3, cap=1.2, jitter=0.2),
-                            rng=random.Random(1))
-    await asyncio.sleep(0.3)  # let SIPp bind
+    try:
+        async with gateway_sender() as sender:  # Timer F = 1.28 s
+            reg = OutboundRegistrar("carrier", destination, sender,
+                                    backoff=Backoff(base=0.3, cap=1.2, jitter=0.2), rng=random.Random(1))
+            await asyncio.sleep(0.3)  # let SIPp bind
+            await _run_until_failures(reg)
+    finally:
+        stop_process(uas)
+    _check_attempts(reg, tmp_path)
+
+
+async def _run_until_failures(reg: OutboundRegistrar) -> None:
     task = asyncio.create_task(reg.run())
     try:
         states: list[State] = []
@@ -61,8 +68,9 @@ async def test_challenge_accept_then_silence_backs_off(tmp_path: Path) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        client.close()
-        stop_process(uas)
+
+
+def _check_attempts(reg: OutboundRegistrar, tmp_path: Path) -> None:
     times = list(reg.attempts)
     # REGISTER (401), REGISTER (200), then refresh + retries into silence.
     assert len(times) >= 6

@@ -10,8 +10,7 @@ import pytest
 
 from gateway.registrar.qualify import Health, Probe, Qualifier, Reachability
 from gateway.sip.address import Address
-from gateway.sip.timers import TimerConfig
-from tests.registrar.txclient import UdpTransactionClient
+from tests.registrar.uac import gateway_sender
 from tests.support.servers import free_port, require_binary, stop_process
 
 OK, FAIL = Probe.SUCCESS, Probe.FAILURE
@@ -45,21 +44,20 @@ async def test_options_qualify_against_sipp(tmp_path: Path) -> None:
          "-i", "127.0.0.1", "-nostdin"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    client = await UdpTransactionClient.open(TimerConfig(t1=0.02, t2=0.16, t4=0.2))
-    q = Qualifier(client, interval=0.1, failures_to_down=2, successes_to_up=2)
-    peer = Address("udp", "127.0.0.1", port)
-    q.watch([("carrier/test", peer)])
-    (target,) = q.targets.values()
     try:
-        await asyncio.sleep(0.3)
-        for _ in range(20):
-            if await q.probe(target) is Health.UP:
-                break
-        assert q.is_up(peer)
-        stop_process(uas)
-        states = [await q.probe(target) for _ in range(2)]
-        assert states == [Health.UP, Health.DOWN] and not q.is_up(peer)
-        assert q.snapshot()[0]["state"] == "down"
+        async with gateway_sender() as sender:
+            q = Qualifier(sender, interval=0.1, failures_to_down=2, successes_to_up=2)
+            peer = Address("udp", "127.0.0.1", port)
+            q.watch([("carrier/test", peer)])
+            (target,) = q.targets.values()
+            await asyncio.sleep(0.3)
+            for _ in range(20):
+                if await q.probe(target) is Health.UP:
+                    break
+            assert q.is_up(peer)
+            stop_process(uas)
+            states = [await q.probe(target) for _ in range(2)]
+            assert states == [Health.UP, Health.DOWN] and not q.is_up(peer)
+            assert q.snapshot()[0]["state"] == "down"
     finally:
-        client.close()
         stop_process(uas)

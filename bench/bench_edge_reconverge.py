@@ -1,6 +1,6 @@
 """Re-convergence time after a break from outside (a benchmark, not a test: no assertions on time).
 
-Run as root: ``.venv/bin/python -m tests.edge_agent.reconverge_bench [repetitions]``. It builds
+Run as root: ``.venv/bin/python -m bench.bench_edge_reconverge [repetitions]``. It builds
 the test topology, runs an agent with the default reconcile settings (debounce 50 ms), breaks
 the site with ``ip`` and measures, per kind of break, the time from the ``ip`` command returning
 to the agent having applied the heal (its ``heals`` counter moving), plus the agent's own figure
