@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.sip import entropy
 from gateway.sip.headers import AuthHeader, parse_auth
 
 
@@ -56,22 +57,30 @@ class Algorithm(enum.Enum):
     @property
     def base(self) -> Algorithm:
         """The algorithm whose HA1 a ``-sess`` variant builds on (RFC 7616 §3.4.2)."""
-        return {Algorithm.MD5_SESS: Algorithm.MD5, Algorithm.SHA256_SESS: Algorithm.SHA256}.get(self, self)
+        return _BASE[self]
 
     def digest(self, data: str) -> str:
         """``H(data)``: lower-case hex of the hash of the UTF-8 bytes (RFC 7616 §3.4.1)."""
-        name = "md5" if self.base is Algorithm.MD5 else "sha256"
-        return hashlib.new(name, data.encode("utf-8"), usedforsecurity=False).hexdigest()
+        return _HASH[self](data.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     @classmethod
     def parse(cls, text: str | None) -> Algorithm:
         """The algorithm named by a header; absent means MD5 (RFC 7616 §3.3). Case-insensitive."""
         if text is None:
             return cls.MD5
-        for alg in cls:
-            if alg.value.lower() == text.lower():
-                return alg
-        raise DigestError(f"unsupported digest algorithm {text!r}", status=401)
+        alg = _BY_NAME.get(text.lower())
+        if alg is None:
+            raise DigestError(f"unsupported digest algorithm {text!r}", status=401)
+        return alg
+
+
+# Looked up on every authenticated request: plain dictionaries, built once.
+_BASE = {
+    Algorithm.MD5: Algorithm.MD5, Algorithm.MD5_SESS: Algorithm.MD5,
+    Algorithm.SHA256: Algorithm.SHA256, Algorithm.SHA256_SESS: Algorithm.SHA256,
+}  # fmt: skip
+_HASH = {alg: hashlib.md5 if base is Algorithm.MD5 else hashlib.sha256 for alg, base in _BASE.items()}
+_BY_NAME = {alg.value.lower(): alg for alg in Algorithm}
 
 
 def compute_ha1(algorithm: Algorithm, username: str, realm: str, password: str) -> str:
@@ -261,7 +270,7 @@ class NonceIssuer:
         lifetime: float = 300.0,
         *,
         skew: float = 5.0,
-        random: Callable[[int], bytes] = secrets.token_bytes,
+        random: Callable[[int], bytes] = entropy.token_bytes,
     ) -> None:
         if len(key) < 16:
             raise ValueError("nonce key must be at least 16 bytes")
@@ -271,7 +280,8 @@ class NonceIssuer:
         self._random = random
 
     def _mac(self, head: bytes, realm: str) -> bytes:
-        return hmac.new(self._key, head + realm.encode("utf-8"), hashlib.sha256).digest()[:_NONCE_MAC]
+        # hmac.digest: the one-shot C implementation of hmac.new(...).digest() (same bytes).
+        return hmac.digest(self._key, head + realm.encode("utf-8"), "sha256")[:_NONCE_MAC]
 
     def issue(self, now: float, realm: str) -> str:
         head = _NONCE_HEAD.pack(int(now * 1000)) + self._random(_NONCE_RANDOM)
@@ -294,18 +304,22 @@ class NonceIssuer:
         return raw if len(raw) == size else None
 
     def check(self, nonce: str, now: float, realm: str) -> NonceState:
+        return self.verify(nonce, now, realm)[0]
+
+    def verify(self, nonce: str, now: float, realm: str) -> tuple[NonceState, float | None]:
+        """:meth:`check` and :meth:`issued_at` from one decoding of ``nonce``."""
         raw = self._decode(nonce)
         if raw is None:
-            return NonceState.INVALID
+            return NonceState.INVALID, None
         head, mac = raw[: -_NONCE_MAC], raw[-_NONCE_MAC:]
-        if not hmac.compare_digest(mac, self._mac(head, realm)):
-            return NonceState.INVALID
         issued = _NONCE_HEAD.unpack_from(head)[0] / 1000
+        if not hmac.compare_digest(mac, self._mac(head, realm)):
+            return NonceState.INVALID, issued
         if issued > now + self._skew:
-            return NonceState.INVALID
+            return NonceState.INVALID, issued
         if now - issued > self.lifetime:
-            return NonceState.STALE
-        return NonceState.VALID
+            return NonceState.STALE, issued
+        return NonceState.VALID, issued
 
 
 class NonceCountTracker:

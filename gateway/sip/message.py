@@ -6,7 +6,7 @@ responses). Sans-I/O: bytes in, objects and bytes out.
 Parsing is split in two so it stays fast: ``parse_message`` frames the message, splits the
 header section into raw ``(name, value)`` fields and parses the fields every element needs to
 route or answer (Via, From, To, Call-ID, CSeq). Everything else is parsed on first access and
-cached in the message's :class:`Headers` until they change.
+cached in the message's :class:`Headers` (by header key) until that field changes.
 
 Serialisation writes CRLF line ends, full header names, every field on its own line as stored,
 and a Content-Length equal to the body; ``parse_message(m.to_bytes()) == m`` for every message

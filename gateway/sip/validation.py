@@ -11,11 +11,12 @@ ACK instead of sending it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.sip.errors import SipParseError, describe
-from gateway.sip.headers import SINGLE_HEADERS, canonical_name, quote_string
+from gateway.sip.headers import SINGLE_HEADERS, canonical_name, header_key, quote_string
 from gateway.sip.limits import MAX_CSEQ, MAX_FORWARDS_LIMIT
 from gateway.sip.message import Request, Response, default_reason, make_response
 from gateway.sip.uri import SipUri, parse_uri
@@ -58,6 +59,12 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
+@functools.lru_cache(maxsize=64)
+def _singleton_keys(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """Keys of the fields that must not repeat: RFC 3261's, then a policy's extra ones."""
+    return (*SINGLE_HEADERS, *(header_key(name) for name in extra))
+
+
 def _reject(request: Request, status: int, detail: str, to_tag: str | None, **extra: str) -> Response:
     """Error response whose Reason-Phrase says what was wrong (printable, one line)."""
     response = make_response(request, status, f"{default_reason(status)} ({detail})", to_tag=to_tag)
@@ -66,16 +73,24 @@ def _reject(request: Request, status: int, detail: str, to_tag: str | None, **ex
     return response
 
 
-_Check = Callable[[Request, Policy, bool, "str | None"], "Response | None"]
+FieldCounts = dict[str, int]
+"""How many field lines of each header key the request has: counted in one pass, shared by the
+checks (a header field that is absent needs no parsing, a repeated singleton is seen at once)."""
+
+_Check = Callable[[Request, Policy, bool, "str | None", FieldCounts], "Response | None"]
 
 
-def _version(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _version(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     if req.version != "SIP/2.0":
         return _reject(req, 505, f"{req.version} is not supported, only SIP/2.0", tag)
     return None
 
 
-def _method(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _method(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     # A proxy forwards methods it does not know (RFC 3261 §16.1); a UAS answers 501 (§8.2.1).
     if not forwarding and req.method not in policy.methods:
         allow = ", ".join(sorted(policy.methods))
@@ -83,15 +98,19 @@ def _method(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> 
     return None
 
 
-def _singletons(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
-    for key in (*SINGLE_HEADERS, *policy.extra_singletons):
-        count = req.headers.count(key)
+def _singletons(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
+    for key in _singleton_keys(policy.extra_singletons):
+        count = counts.get(key, 0)
         if count > 1:
             return _reject(req, 400, f"{count} {canonical_name(key)} header fields, at most one allowed", tag)
     return None
 
 
-def _cseq(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _cseq(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     cseq = req.cseq
     if cseq.seq > MAX_CSEQ:
         return _reject(req, 400, f"CSeq number {str(cseq.seq)[:24]} exceeds {MAX_CSEQ}", tag)
@@ -101,14 +120,18 @@ def _cseq(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Re
     return None
 
 
-def _max_forwards(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _max_forwards(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     value = req.max_forwards
     if value is not None and value > MAX_FORWARDS_LIMIT:
         return _reject(req, 400, f"Max-Forwards {str(value)[:24]} exceeds {MAX_FORWARDS_LIMIT}", tag)
     return None
 
 
-def _request_uri(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _request_uri(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     uri = req.request_uri
     if uri.scheme not in policy.uri_schemes:
         return _reject(req, 416, f"Request-URI scheme {describe(uri.scheme)} is not supported", tag)
@@ -118,32 +141,45 @@ def _request_uri(req: Request, policy: Policy, forwarding: bool, tag: str | None
     return None
 
 
-def _fields(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _fields(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     """Header fields we act on parse (malformed ones raise SipParseError, turned into 400)."""
-    contacts = req.contacts
-    if any(c.is_wildcard for c in contacts) and (
-        len(contacts) > 1 or req.method != "REGISTER" or req.expires != 0
-    ):
-        return _reject(req, 400, "Contact '*' is only allowed alone in a REGISTER with Expires 0", tag)
+    # Absent fields parse to nothing: only the present ones are read (and cached for later).
+    if "contact" in counts:
+        contacts = req.contacts
+        if any(c.is_wildcard for c in contacts) and (
+            len(contacts) > 1 or req.method != "REGISTER" or req.expires != 0
+        ):
+            return _reject(req, 400, "Contact '*' is only allowed alone in a REGISTER with Expires 0", tag)
     req.vias  # noqa: B018 -- parsed for the check (parse_message parses only the top one)
-    req.routes  # noqa: B018
-    req.record_routes  # noqa: B018
-    req.content_type  # noqa: B018
-    req.session_expires  # noqa: B018
-    req.expires  # noqa: B018
+    if "route" in counts:
+        req.routes  # noqa: B018
+    if "record-route" in counts:
+        req.record_routes  # noqa: B018
+    if "content-type" in counts:
+        req.content_type  # noqa: B018
+    if "session-expires" in counts:
+        req.session_expires  # noqa: B018
+    if "expires" in counts:
+        req.expires  # noqa: B018
     branch = req.top_via.branch
     if branch == MAGIC_COOKIE:
         return _reject(req, 400, "Via branch is only the magic cookie z9hG4bK (no transaction id)", tag)
     return None
 
 
-def _hops(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _hops(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     if forwarding and req.max_forwards == 0:
         return _reject(req, 483, "Max-Forwards is 0", tag)
     return None
 
 
-def _registrar(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _registrar(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     if policy.registrar and req.method == "REGISTER":
         scheme = parse_uri(req.to.uri).scheme
         if scheme not in ("sip", "sips"):
@@ -151,9 +187,13 @@ def _registrar(req: Request, policy: Policy, forwarding: bool, tag: str | None) 
     return None
 
 
-def _extensions(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _extensions(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     if req.method in ("ACK", "CANCEL"):
         return None  # RFC 3261 §8.2.2.3: Require is not checked for ACK and CANCEL
+    if ("proxy-require" if forwarding else "require") not in counts:
+        return None
     name, tags = ("Proxy-Require", req.proxy_require) if forwarding else ("Require", req.require)
     unknown = [t for t in tags if t not in policy.option_tags]
     if unknown:
@@ -162,7 +202,9 @@ def _extensions(req: Request, policy: Policy, forwarding: bool, tag: str | None)
     return None
 
 
-def _body(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
+def _body(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
     if forwarding or policy.content_types is None or not req.body:
         return None
     content_type = req.content_type
@@ -189,8 +231,10 @@ def _acceptable(accept: str, offered: str) -> bool:
     return kind == offered
 
 
-def _accept(req: Request, policy: Policy, forwarding: bool, tag: str | None) -> Response | None:
-    if forwarding or req.method not in policy.answer_methods or "Accept" not in req.headers:
+def _accept(
+    req: Request, policy: Policy, forwarding: bool, tag: str | None, counts: FieldCounts
+) -> Response | None:
+    if forwarding or req.method not in policy.answer_methods or "accept" not in counts:
         return None
     accepts = req.headers.get_all("Accept")
     if any(_acceptable(a, t) for a in accepts for t in policy.answer_types):
@@ -230,9 +274,13 @@ def validate_request(
     instead of Require, bodies and Accept not ours to judge). ``to_tag`` goes into the To of the
     error response (a UAS tags its responses, RFC 3261 §8.2.6.2).
     """
+    counts: FieldCounts = {}
+    for item in request.headers._items:
+        key = item[0]
+        counts[key] = counts.get(key, 0) + 1
     for check in CHECKS:
         try:
-            response = check(request, policy, forwarding, to_tag)
+            response = check(request, policy, forwarding, to_tag, counts)
         except SipParseError as exc:
             response = _reject(request, exc.status, exc.reason, to_tag)
         if response is not None:

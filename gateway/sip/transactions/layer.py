@@ -148,6 +148,16 @@ class TransactionLayer:
             self._ctx.counters.protocol_errors += 1
         return self._collect(now)
 
+    def receive_retransmission(self, transaction: ServerTransaction, now: float) -> list[TransactionEvent]:
+        """The request that created the live ``transaction`` arrived again byte for byte from
+        the same source (the transport adapter recognised the datagram, §17.2.3): what
+        :meth:`receive` of it would do, without parsing, stamping or matching it again."""
+        if transaction.terminated:
+            self._ctx.counters.protocol_errors += 1
+        else:
+            self._fire_network(transaction, Input.REQUEST, now, None)
+        return self._collect(now)
+
     def _receive_response(self, response: Response, now: float) -> None:
         key = client_key(response)
         tx = self._clients.get(key) if key is not None else None
@@ -189,7 +199,7 @@ class TransactionLayer:
         tx: Transaction,
         trigger: Input,
         now: float,
-        message: Request | Response,
+        message: Request | Response | None,
         source: Address | None = None,
     ) -> None:
         if tx.accepts(trigger):

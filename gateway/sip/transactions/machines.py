@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from gateway.sip.address import Address
-from gateway.sip.message import Request, Response, make_response
+from gateway.sip.message import Request, Response, make_response, parse_message
 from gateway.sip.timers import TimerConfig, TimerHeap, TimerName
 from gateway.sip.transactions.builders import build_ack
 from gateway.sip.transactions.events import (
@@ -519,15 +519,20 @@ class ServerTransaction(Transaction):
     ``response_destination`` (where responses go, §18.2.2), ``key``, ``last_response``
     (the latest response sent), ``acked`` (Accepted: the ACK for the 2xx arrived) and
     ``ack_match`` (Accepted: Call-ID, CSeq number and To tag the 2xx's ACK carries).
+
+    A non-INVITE transaction Completed on an unreliable transport waits 64*T1 for nothing but
+    request retransmissions (Timer J, §17.2.2), so it keeps only what answers them: its key and
+    the encoded response. The typed views parsed from its request and the response object are
+    dropped (about half of its memory); ``last_response`` is parsed again from the bytes if asked.
     """
 
     __slots__ = (
         "_data",
         "_interval",
+        "_last_response",
         "ack_match",
         "acked",
         "key",
-        "last_response",
         "response_destination",
         "source",
     )
@@ -546,11 +551,32 @@ class ServerTransaction(Transaction):
         self.source = source
         self.key = key
         self.response_destination = response_destination
-        self.last_response: Response | None = None
+        self._last_response: Response | None = None
         self._data: bytes | None = None  # encoded last response
         self._interval = ctx.config.t1  # current G / 2xx retransmission interval
         self.acked = False  # Accepted: the ACK for our 2xx arrived
         self.ack_match: AckMatch | None = None  # Accepted: how the ACK of our 2xx is recognised
+
+    @property
+    def last_response(self) -> Response | None:
+        """The latest response sent (None before the first)."""
+        response = self._last_response
+        if response is None and self._data is not None:  # released in Completed (see the class)
+            parsed = parse_message(self._data)
+            assert isinstance(parsed, Response)
+            response = self._last_response = parsed
+        return response
+
+    def _release(self) -> None:
+        """Drop what a Completed non-INVITE transaction no longer needs (see the class)."""
+        self._last_response = None
+        cache = self.request.headers._cache
+        # Every view is parsed again on demand, except a top Via parsed without the others
+        # (``parse_message`` with several Vias): parsing them all might fail on a lower one.
+        top = None if "via" in cache else cache.get("top-via")
+        cache.clear()
+        if top is not None:
+            cache["top-via"] = top
 
     @property
     def response_to_tag(self) -> str | None:
@@ -573,7 +599,7 @@ class ServerTransaction(Transaction):
         match action:
             case Action.SEND_RESPONSE:
                 if isinstance(message, Response):
-                    self.last_response = message
+                    self._last_response = message
                     self._data = message.to_bytes()
                     self._send(self._data, self.response_destination, retransmission=False)
             case Action.ARM_TRYING:
@@ -604,6 +630,8 @@ class ServerTransaction(Transaction):
                 self._arm(T.I, cfg.wait_duration(T.I, self.reliable), now)
             case Action.ARM_J:
                 self._arm(T.J, cfg.wait_duration(T.J, self.reliable), now)
+                if not self.reliable:
+                    self._release()
             case Action.ARM_2XX:
                 if self.last_response is not None:
                     self.ack_match = (self.request.call_id, self.request.cseq.seq, self.last_response.to.tag)

@@ -1,0 +1,29 @@
+"""Thin asyncio adapters that move SIP bytes between sockets and the sans-I/O core.
+
+Nothing here parses SIP beyond stream framing (:mod:`gateway.sip.framing`): the adapters hand
+whole messages, as bytes plus the :class:`~gateway.sip.address.Address` they came from, to a
+:class:`MessageSink` (the running gateway), and send bytes to an ``Address`` on request.
+
+* :mod:`gateway.transport.udp` — one datagram endpoint per UDP listener (IPv4 or IPv6).
+* :mod:`gateway.transport.tcp` — listeners plus a connection table keyed by the remote address,
+  reused for responses (RFC 3261 §18.2.2) and for requests to the same destination (§18.1.1),
+  idle connections closed, reading paused while a connection's write buffer is full.
+* :class:`~gateway.transport.set.TransportSet` — all listeners of a gateway, behind one ``send``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.sip.address import Address
+from gateway.sip.framing import FramingError
+
+
+class MessageSink(Protocol):
+    """What the transports deliver to (implemented by the running gateway)."""
+
+    def message_received(self, data: bytes, source: Address) -> None:
+        """A whole message (one datagram, or one framed stream message) from ``source``."""
+
+    def framing_failed(self, error: FramingError, source: Address) -> bytes | None:
+        """A stream from ``source`` lost its framing; return an answer to write before closing."""

@@ -1,0 +1,264 @@
+"""SIP over TCP: listeners, a connection table keyed by the remote address, idle close, backpressure.
+
+* Every connection, accepted or opened by us, is entered in the table under the peer's
+  ``Address("tcp", ip, port)``. Responses go back on the connection their request came in on
+  (RFC 3261 §18.2.2: the response destination of a TCP request is its source), and requests to
+  a destination reuse an open connection to it (§18.1.1) instead of opening another.
+* Each connection owns a :class:`~gateway.sip.framing.StreamFramer`; a double-CRLF ping is
+  answered with a CRLF pong (RFC 5626 §3.5.1); a framing error is answered when the sink can
+  (400 / 513) and the connection is closed, since the stream cannot be resynchronised.
+* One timer handle per connection closes it after ``idle_timeout`` seconds without traffic;
+  activity only moves a timestamp, the handle re-arms itself when it fires early.
+* Backpressure: when the kernel and asyncio write buffers exceed the high-water mark
+  (``pause_writing``), the connection stops reading until the peer has drained them, so a peer
+  that sends requests but does not read answers cannot grow our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from typing import cast
+
+from gateway.metrics import DropReason, Metrics
+from gateway.sip.address import Address
+from gateway.sip.framing import PONG, FramedMessage, FramingError, KeepAlivePing, StreamFramer
+from gateway.transport import MessageSink
+
+log = logging.getLogger(__name__)
+
+WRITE_HIGH_WATER = 256 * 1024
+"""Write-buffer size above which a connection stops reading (asyncio ``pause_writing``)."""
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to establish an outgoing connection before its queued messages are given up (the
+transactions waiting on it learn of it as a transport error, RFC 3261 §17.1.4)."""
+
+
+def _peer_address(sockname: tuple[str | int, ...]) -> Address:
+    return Address("tcp", str(sockname[0]), int(sockname[1]))
+
+
+class TcpConnection(asyncio.Protocol):
+    """One SIP TCP connection (accepted or outgoing)."""
+
+    def __init__(self, owner: TcpTransport) -> None:
+        self._owner = owner
+        self._framer = StreamFramer(max_message=owner.max_message)
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._last_activity = self._loop.time()
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._close_reason = "peer"
+        self.peer: Address | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: uvloop's transports do not derive from the asyncio ABCs.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # SIP messages are small and latency-bound: do not let Nagle hold answers back.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = _peer_address(transport.get_extra_info("peername"))
+        self._owner.register(self)
+        self._arm_idle_timer(self._owner.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        peer = self.peer
+        assert peer is not None
+        for event in self._framer.feed(data):
+            if isinstance(event, FramedMessage):
+                self._owner.sink.message_received(event.data, peer)
+            elif isinstance(event, KeepAlivePing):
+                self._owner.metrics.messages_received.labels("tcp", "keepalive").inc()
+                self.write(PONG)
+            else:
+                self._framing_failed(event, peer)
+                return
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too: SIP has no use for half-closed connections
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        if exc is not None and self._close_reason == "peer":
+            self._close_reason = "error"
+        self._owner.unregister(self, self._close_reason)
+
+    # -- ours -----------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            self._owner.metrics.transport_errors.labels("tcp").inc()
+            return
+        self._last_activity = self._loop.time()
+        self._transport.write(data)
+
+    def close(self, reason: str) -> None:
+        """Close after flushing what is already written."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._close_reason = reason
+            self._transport.close()
+
+    def _framing_failed(self, error: FramingError, peer: Address) -> None:
+        self._owner.metrics.dropped(DropReason.FRAMING)
+        answer = self._owner.sink.framing_failed(error, peer)
+        if answer is not None:
+            self.write(answer)
+        # Debug level: a hostile peer must not flood the log; the metric counts every one.
+        log.debug("closing TCP connection with %s: %s %s", peer.hostport(), error.status, error.reason)
+        self.close("framing")
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_handle = self._loop.call_at(self._loop.time() + delay, self._idle_check)
+
+    def _idle_check(self) -> None:
+        idle_for = self._loop.time() - self._last_activity
+        remaining = self._owner.idle_timeout - idle_for
+        if remaining <= 0:
+            self._idle_handle = None
+            log.debug("closing idle TCP connection %s", self.peer)
+            self.close("idle")
+        else:
+            self._arm_idle_timer(remaining)
+
+
+class TcpTransport:
+    """All TCP listeners of a gateway and the table of open connections."""
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        metrics: Metrics,
+        *,
+        idle_timeout: float,
+        max_message: int,
+        max_connections: int = 10_000,
+        on_connect_failed: Callable[[Address], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.idle_timeout = idle_timeout
+        self.max_message = max_message
+        self.max_connections = max_connections
+        self._open = 0  # connections made and not yet lost (the table may hold fewer)
+        self._on_connect_failed = on_connect_failed
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[Address, TcpConnection] = {}
+        # Bytes for destinations we are connecting to; sent in order once connected.
+        self._pending: dict[Address, list[bytes]] = {}
+        self._connect_tasks: set[asyncio.Task[None]] = set()
+        self.locals: list[Address] = []
+
+    async def listen(self, host: str, port: int) -> Address:
+        """Start accepting on ``host:port`` (IPv4 or IPv6 literal); returns the bound address."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server = await loop.create_server(
+            lambda: TcpConnection(self), host, port, family=family, reuse_address=True, backlog=1024
+        )
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()
+        local = Address("tcp", str(bound[0]), int(bound[1]))
+        self.locals.append(local)
+        return local
+
+    @property
+    def connections(self) -> dict[Address, TcpConnection]:
+        """The connection table (read-only use)."""
+        return self._connections
+
+    def register(self, connection: TcpConnection) -> None:
+        assert connection.peer is not None
+        self._open += 1
+        self.metrics.tcp_connections.inc()
+        if self._open > self.max_connections:
+            # Past the limit (a flood, or a leak at a peer): refuse instead of exhausting fds.
+            connection.close("limit")
+            if self._pending.pop(connection.peer, None) is not None:
+                self._connect_failed(connection.peer)
+            return
+        # A second connection from the same address replaces the first in the table (the newer
+        # one is where the peer expects answers); the old one stays open until idle or closed.
+        self._connections[connection.peer] = connection
+        for data in self._pending.pop(connection.peer, ()):
+            connection.write(data)
+
+    def unregister(self, connection: TcpConnection, reason: str) -> None:
+        self._open -= 1
+        self.metrics.tcp_connections.dec()
+        self.metrics.tcp_connections_closed.labels(reason).inc()
+        if connection.peer is not None and self._connections.get(connection.peer) is connection:
+            del self._connections[connection.peer]
+
+    def send(self, data: bytes, destination: Address) -> None:
+        """Write on the open connection to ``destination``, or open one (IP literals only)."""
+        connection = self._connections.get(destination)
+        if connection is not None:
+            connection.write(data)
+            return
+        try:
+            canonical = str(ipaddress.ip_address(destination.host))
+        except ValueError:
+            # RFC 3263 resolution belongs to the caller; the transport only dials addresses.
+            self._connect_failed(destination)
+            return
+        if canonical != destination.host:  # the table is keyed by the kernel's spelling
+            self.send(data, Address("tcp", canonical, destination.port))
+            return
+        pending = self._pending.get(destination)
+        if pending is not None:
+            pending.append(data)
+            return
+        self._pending[destination] = [data]
+        task = asyncio.get_running_loop().create_task(self._connect(destination))
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+
+    async def _connect(self, destination: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(lambda: TcpConnection(self), destination.host, destination.port)
+        except (OSError, TimeoutError) as exc:
+            log.info("TCP connection to %s failed: %s", destination.hostport(), exc or "timed out")
+            self._pending.pop(destination, None)
+            self._connect_failed(destination)
+
+    def _connect_failed(self, destination: Address) -> None:
+        self.metrics.transport_errors.labels("tcp").inc()
+        if self._on_connect_failed is not None:
+            self._on_connect_failed(destination)
+
+    def stop_accepting(self) -> None:
+        for server in self._servers:
+            server.close()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (after flushing) and wait for the listeners."""
+        self.stop_accepting()
+        for task in list(self._connect_tasks):
+            task.cancel()
+        for connection in list(self._connections.values()):
+            connection.close("shutdown")
+        for server in self._servers:
+            await server.wait_closed()
+        self._pending.clear()

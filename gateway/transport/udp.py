@@ -1,0 +1,79 @@
+"""SIP over UDP: one asyncio datagram endpoint per listener (IPv4 or IPv6).
+
+Each datagram is one message (RFC 3261 §18.3: the datagram boundary frames it, octets after
+Content-Length are the codec's business). The endpoint hands datagrams to the sink unchanged
+and sends whatever it is given; send errors (ICMP unreachable surfaced by the kernel, a full
+socket buffer) are counted and logged, never raised into the SIP core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import cast
+
+from gateway.metrics import Metrics
+from gateway.sip.address import Address
+from gateway.transport import MessageSink
+
+log = logging.getLogger(__name__)
+
+# Kernel receive buffer asked for: bursts of a few thousand requests must not be lost while the
+# loop is busy (the kernel caps it at net.core.rmem_max; asking more is harmless).
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """One bound UDP socket delivering datagrams to a :class:`MessageSink`."""
+
+    def __init__(self, sink: MessageSink, metrics: Metrics) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._transport: asyncio.DatagramTransport | None = None
+        self.local: Address | None = None
+        self.family = socket.AF_INET
+
+    @classmethod
+    async def listen(
+        cls, host: str, port: int, sink: MessageSink, metrics: Metrics
+    ) -> UdpEndpoint:
+        """Bind ``host:port`` (an IPv4 or IPv6 literal) and start receiving."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        _, endpoint = await loop.create_datagram_endpoint(lambda: cls(sink, metrics), sock=sock)
+        bound = sock.getsockname()
+        endpoint.family = family
+        endpoint.local = Address("udp", bound[0], bound[1])
+        return endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: neither asyncio's nor uvloop's class derives from the ABC.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends (RFC 3261 §18.4 lets the TU learn of them; we count them).
+        self._metrics.transport_errors.labels("udp").inc()
+        log.debug("UDP error on %s: %s", self.local, exc)
+
+    def send(self, data: bytes, destination: Address) -> None:
+        if self._transport is None or self._transport.is_closing():
+            self._metrics.transport_errors.labels("udp").inc()
+            return
+        self._transport.sendto(data, (destination.host, destination.port))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -1,0 +1,143 @@
+"""The real gateway as a subprocess (``python -m gateway run --config ...``) on free loopback ports.
+
+Used by the runtime tests and by ``bench/bench_options.py``. The process is started by us and
+stopped by its PID (SIGTERM, then SIGKILL); its log goes to a file in the work directory.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.support.servers import free_udp_tcp_port, stop_process
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+SIP_CORE_ONLY: dict[str, object] = {"dialplans": []}
+"""``extra_config`` for a gateway without the demo tenant's dialplans (they need its trunks):
+the SIP core, OPTIONS and the error answers, nothing routed."""
+
+
+def options_request(host: str, port: int, local: tuple[str, int], transport: str = "UDP") -> bytes:
+    """A minimal valid OPTIONS to ``host:port`` from ``local`` (with rport, RFC 3581)."""
+    lhost = f"[{local[0]}]" if ":" in local[0] else local[0]
+    rhost = f"[{host}]" if ":" in host else host
+    tag = uuid.uuid4().hex[:8]
+    return (
+        f"OPTIONS sip:ping@{rhost}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {lhost}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:probe@{lhost}>;tag={tag}\r\nTo: <sip:ping@{rhost}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_exchange(host: str, port: int, data: bytes, timeout: float = 1.0) -> bytes | None:
+    """Send one datagram from a fresh socket and return the first datagram back (None: silence)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(timeout)
+        sock.sendto(data, (host, port))
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return None
+
+
+def probe_options(host: str, port: int, timeout: float = 1.0) -> bytes | None:
+    """One OPTIONS over UDP from a fresh socket; the answer, or None after ``timeout``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.settimeout(timeout)
+        sock.sendto(options_request(host, port, sock.getsockname()[:2]), (host, port))
+        try:
+            return sock.recv(65535)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class GatewayProcess:
+    """One gateway subprocess with its own config file in ``workdir``."""
+
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    ipv6_port: int | None = None
+    sip_overrides: dict[str, object] = field(default_factory=dict)
+    extra_config: dict[str, object] = field(default_factory=dict)  # more top-level sections
+    log_level: str = "INFO"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "config" / "gateway.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "gateway.log"
+
+    def write_config(self) -> None:
+        if not self.port:
+            self.port = free_udp_tcp_port(self.host)
+        listen = [
+            {"transport": "udp", "host": self.host, "port": self.port},
+            {"transport": "tcp", "host": self.host, "port": self.port},
+        ]
+        if self.ipv6_port is not None:
+            listen += [
+                {"transport": "udp", "host": "::1", "port": self.ipv6_port},
+                {"transport": "tcp", "host": "::1", "port": self.ipv6_port},
+            ]
+        config = {
+            "node": {"id": "test-gw"},
+            "sip": {"listen": listen, **self.sip_overrides},
+            "api": {"enabled": False},
+            "logging": {"level": self.log_level},
+            "dialplans": [str(PROJECT_ROOT / "dialplans")],
+            "state_dir": str(self.workdir / "var"),
+            **self.extra_config,
+        }
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the process and wait until it answers OPTIONS over UDP."""
+        self.write_config()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
+                cwd=PROJECT_ROOT,
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            answer = probe_options(self.host, self.port, timeout=0.2)
+            if answer is not None and answer.startswith(b"SIP/2.0 200 "):
+                return
+        self.stop()
+        raise TimeoutError(f"gateway did not answer OPTIONS within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (then SIGKILL) by PID; returns the exit code."""
+        if self.proc is None:
+            return None
+        stop_process(self.proc, timeout=10)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
