@@ -18,7 +18,9 @@ from gateway.accounts.policy import AccountsSettings
 from gateway.call.settings import CallSettings
 from gateway.charging.settings import ChargingSettings
 from gateway.datafile import load_model
+from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
+from gateway.switchboard.settings import SwitchboardSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -92,14 +94,6 @@ class RedisConfig(Section):
     url: str | None = None
 
 
-class ApiConfig(Section):
-    """The operations HTTP API and console."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: Port = 8080
-
-
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(default=False, alias="json")
@@ -117,6 +111,7 @@ class GatewayConfig(Section):
     accounts: AccountsSettings = AccountsSettings()
     registrar: RegistrarConfig = RegistrarConfig()
     call: CallSettings = CallSettings()
+    switchboard: SwitchboardSettings = SwitchboardSettings()
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 

@@ -157,6 +157,7 @@ class Registrar:
         # Unknown users are checked against a fake HA1 so they cost the same as known ones.
         self._decoy_key = hmac.new(nonce_key, b"decoy", hashlib.sha256).digest()
         self._ha1_cache: dict[tuple[str, str, Algorithm], str] = {}
+        self._date: tuple[int, str] = (-1, "")
         # Challenges rendered once around a placeholder nonce (our nonces need no quoting):
         # the 401 is half of all REGISTER traffic.
         self._templates: dict[bool, list[tuple[str, str]]] = {}
@@ -263,8 +264,7 @@ class Registrar:
                             creds.username, source.hostport(), failures)
             return _Outcome(None)
         # The password is right: anything wrong with the nonce is staleness (RFC 7616 §3.3).
-        state = self.nonces.check(creds.nonce, now, self.config.realm)
-        issued = self.nonces.issued_at(creds.nonce)
+        state, issued = self.nonces.verify(creds.nonce, now, self.config.realm)
         if state is not NonceState.VALID or issued is None:
             return _Outcome(None, stale=True)
         if not self.replays.accept(creds.nonce, creds.nc_value, issued, now):
@@ -340,6 +340,13 @@ class Registrar:
             if b.reg_id is not None:
                 contact.params["reg-id"] = str(b.reg_id)
             response.headers.add("Contact", str(contact))
-        response.headers.add("Date", email.utils.formatdate(now, usegmt=True))
+        response.headers.add("Date", self._date_header(now))
         return response
+
+    def _date_header(self, now: float) -> str:
+        """The Date value for ``now`` (RFC 3261 §20.17: whole seconds), formatted once a second."""
+        second = int(now)
+        if self._date[0] != second:
+            self._date = (second, email.utils.formatdate(second, usegmt=True))
+        return self._date[1]
 

@@ -109,26 +109,12 @@ class RegistrarService:
     def destinations(
         self, carrier: CarrierTrunk, rng: random.Random | None = None
     ) -> list[CarrierDestination]:
-        """The carrier's destinations to try, in order: by priority (lower first), weighted random
-        within a priority (as DNS SRV, RFC 2782), destinations qualified down left out."""
-        rng = rng or random.SystemRandom()
-        qualifier = self.qualifier
-        usable = [
-            d for d in carrier.destinations
-            if qualifier is None or qualifier.is_up(Address(d.transport or carrier.transport, d.host, d.port))
-        ]
-        ordered: list[CarrierDestination] = []
-        for priority in sorted({d.priority for d in usable}):
-            group = [d for d in usable if d.priority == priority]
-            while group:
-                total = sum(d.weight for d in group)
-                pick = rng.uniform(0, total) if total else 0.0
-                for i, d in enumerate(group):
-                    pick -= d.weight
-                    if pick <= 0 or i == len(group) - 1:
-                        ordered.append(group.pop(i))
-                        break
-        return ordered
+        """The carrier's destinations to try, in order (see ``CarrierTrunk.ordered_destinations``)."""
+        return carrier.ordered_destinations(self.is_up, rng or random.SystemRandom())
+
+    def is_up(self, address: Address) -> bool:
+        """Whether OPTIONS qualify lets calls go to ``address`` (always, when qualify is off)."""
+        return self.qualifier is None or self.qualifier.is_up(address)
 
     async def contacts(self, number: str) -> list[Binding]:
         """Where to deliver a call for ``number``: its bindings, or those of its PBX pilot."""

@@ -28,7 +28,8 @@ peers, duplicate usernames or numbers owned twice are errors naming the file, li
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -245,6 +246,28 @@ class CarrierTrunk(TrunkBase):
     kind: Literal["carrier"]
     group: str = Field(default="*", pattern=r"^(\*|[A-Za-z0-9._-]{1,64})$")
     destinations: list[CarrierDestination] = Field(min_length=1)
+
+
+    def address_of(self, destination: CarrierDestination) -> Address:
+        return Address(destination.transport or self.transport, destination.host, destination.port)
+
+    def ordered_destinations(
+        self, is_up: Callable[[Address], bool], rng: random.Random
+    ) -> list[CarrierDestination]:
+        """The destinations to try, in order: by priority (lower first), weighted random within a
+        priority (as DNS SRV, RFC 2782 §"Usage rules"), those ``is_up`` says are down left out."""
+        usable = [d for d in self.destinations if is_up(self.address_of(d))]
+        ordered: list[CarrierDestination] = []
+        for priority in sorted({d.priority for d in usable}):
+            group = [d for d in usable if d.priority == priority]
+            while group:
+                pick = rng.uniform(0, sum(d.weight for d in group))
+                for i, d in enumerate(group):
+                    pick -= d.weight
+                    if pick <= 0 or i == len(group) - 1:
+                        ordered.append(group.pop(i))
+                        break
+        return ordered
 
 
 Trunk = Annotated[RegisteringTrunk | PeerTrunk | CarrierTrunk, Field(discriminator="kind")]

@@ -1,0 +1,97 @@
+"""Call control → charging: one :class:`~gateway.charging.service.ChargedCall` per call, fed at
+attempt, ring, answer and end, so every call yields exactly one stop event however it ends.
+
+Only calls the dialplan classified are charged (``Route.charge``); static transit routes
+(tests, benchmarks) carry no call class and are not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.charging.events import CalledNumber, CallingNumber, EndReason, ReleasedBy
+from gateway.charging.recorder import CallInfo
+from gateway.charging.service import ChargedCall, ChargingService
+from gateway.routing import CallClass, Direction
+
+if TYPE_CHECKING:
+    from gateway.call.b2bua import Call, Side
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeSpec:
+    """What the dialplan decided that charging records (see :class:`CallInfo`)."""
+
+    originating: str
+    direction: Direction
+    calling: CallingNumber
+    called: CalledNumber
+    call_class: CallClass
+    group: str | None
+    terminating: str | None
+
+
+_END_REASONS = {
+    "normal": EndReason.NORMAL,
+    "cancelled": EndReason.CANCELLED,
+    "failed": EndReason.REJECTED,
+    "no_answer": EndReason.NO_ANSWER,
+    "session_expired": EndReason.SESSION_EXPIRED,
+    "session_refresh_failed": EndReason.SESSION_EXPIRED,
+    "max_duration": EndReason.NORMAL,
+    "no_ack": EndReason.FAILURE,
+    "shutdown": EndReason.SHUTDOWN,
+}
+
+
+class ChargingObserver:
+    """A :class:`~gateway.call.b2bua.CallObserver` writing charging events."""
+
+    def __init__(self, service: ChargingService) -> None:
+        self._service = service
+        self._open: dict[str, ChargedCall] = {}
+
+    def attempt(self, call: Call) -> None:
+        spec = call.route.charge
+        if spec is None:
+            return
+        info = CallInfo(
+            call_id=call.uid,
+            a_leg_sip_call_id=call.a.call_id,
+            originating=spec.originating,
+            direction=spec.direction,
+            calling=spec.calling,
+            called=spec.called,
+            call_class=spec.call_class,
+            group=spec.group,
+            terminating=spec.terminating,
+        )
+        try:
+            self._open[call.uid] = self._service.open_call(info)
+        except (RuntimeError, ValueError) as exc:  # closing, or a duplicate id (a bug): log, go on
+            log.error("charging: cannot open call %s: %s", call.uid, exc)
+
+    def ringing(self, call: Call) -> None:
+        charged = self._open.get(call.uid)
+        if charged is not None:
+            charged.ringing()
+
+    def answered(self, call: Call) -> None:
+        charged = self._open.get(call.uid)
+        if charged is not None:
+            charged.routed(b_leg_sip_call_id=call.b.call_id if call.b is not None else None)
+            charged.answered()
+
+    def ended(self, call: Call, status: int | None, released_by: Side | None, reason: str) -> None:
+        charged = self._open.pop(call.uid, None)
+        if charged is None:
+            return
+        if released_by is None:
+            by = ReleasedBy.GATEWAY
+        else:
+            by = ReleasedBy.CALLER if released_by.value == "a" else ReleasedBy.CALLEE
+        charged.ended(_END_REASONS.get(reason, EndReason.FAILURE), by, sip_status=status)

@@ -1,0 +1,280 @@
+"""Concurrent-call and calls-per-second limits per trunk and per group.
+
+A call takes one *slot* in every scope it crosses (its inbound trunk, its outbound trunk, their
+groups) when it is admitted, and gives every slot back when it ends, however it ends: the B2BUA
+releases in the one place a call is finalised (tested: no counter survives a call).
+
+Two back ends, registered by name (:func:`limiter`):
+
+* ``memory`` — one process: counters and a token bucket per scope;
+* ``redis`` — shared by every worker: one sorted set per scope whose members are call ids
+  scored with an expiry time taken from the Redis server clock (``TIME``), so a slot of a
+  process that died disappears after ``slot_ttl`` without anyone cleaning up; live calls
+  refresh their slots every ``slot_ttl / 3``. Calls per second: one counter per scope and
+  second, expiring after two seconds. Admission checks every scope and takes all slots in one
+  Lua script, so two workers never both take the last slot.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One limited thing: ``key`` is ``trunk:<name>`` or ``group:<name>``."""
+
+    key: str
+    max_calls: int
+    max_cps: float
+
+
+class Limiter(abc.ABC):
+    """Admission of calls against their scopes' limits."""
+
+    name = ""
+
+    @abc.abstractmethod
+    async def acquire(self, call: str, scopes: Sequence[Scope]) -> Scope | None:
+        """Take a slot in every scope for ``call``; the scope that refused (nothing taken) or None."""
+
+    @abc.abstractmethod
+    def release(self, call: str, scopes: Sequence[Scope]) -> None:
+        """Give back ``call``'s slots (idempotent)."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> dict[str, int]:
+        """Slots held by this process, per scope key (for status and leak checks)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional: only some back ends hold resources
+        """Release resources (connections, background tasks)."""
+
+
+_LIMITERS: dict[str, Callable[..., Limiter]] = {}
+
+
+def register_limiter(name: str) -> Callable[[type[Limiter]], type[Limiter]]:
+    def add(cls: type[Limiter]) -> type[Limiter]:
+        cls.name = name
+        _LIMITERS[name] = cls
+        return cls
+
+    return add
+
+
+def limiter(name: str, **options: Any) -> Limiter:
+    """The limiter registered as ``name`` (``memory`` or ``redis``)."""
+    try:
+        factory = _LIMITERS[name]
+    except KeyError:
+        raise ValueError(f"unknown limits back end {name!r}; known: {sorted(_LIMITERS)}") from None
+    return factory(**options)
+
+
+@register_limiter("memory")
+class MemoryLimiter(Limiter):
+    """Counters and token buckets of one process. ``clock`` is the loop's monotonic clock."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._active: dict[str, int] = {}
+        self._held: dict[str, tuple[Scope, ...]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def _tokens(self, scope: Scope, now: float) -> float:
+        capacity = max(1.0, scope.max_cps)  # a burst of one second's worth
+        tokens, last = self._buckets.get(scope.key, (capacity, now))
+        return min(capacity, tokens + (now - last) * scope.max_cps)
+
+    async def acquire(self, call: str, scopes: Sequence[Scope]) -> Scope | None:
+        return self.try_acquire(call, scopes)
+
+    def try_acquire(self, call: str, scopes: Sequence[Scope]) -> Scope | None:
+        """:meth:`acquire` without awaiting (nothing here waits)."""
+        now = self._clock()
+        active = self._active
+        for scope in scopes:
+            if active.get(scope.key, 0) >= scope.max_calls or self._tokens(scope, now) < 1.0:
+                return scope
+        for scope in scopes:
+            active[scope.key] = active.get(scope.key, 0) + 1
+            self._buckets[scope.key] = (self._tokens(scope, now) - 1.0, now)
+        self._held[call] = tuple(scopes)
+        return None
+
+    def release(self, call: str, scopes: Sequence[Scope]) -> None:
+        held = self._held.pop(call, None)
+        if held is None:
+            return
+        for scope in held:
+            left = self._active[scope.key] - 1
+            if left:
+                self._active[scope.key] = left
+            else:
+                del self._active[scope.key]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._active)
+
+
+# KEYS: per scope its slot set and its per-second counter. ARGV: ttl ms, member, second, then per
+# scope max calls and max calls per second. Returns 0 (admitted) or the 1-based refusing scope.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local member = ARGV[2]
+local n = #KEYS / 2
+for i = 1, n do
+  local slots = KEYS[2 * i - 1]
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  if redis.call('ZCARD', slots) >= tonumber(ARGV[2 + 2 * i - 1]) then return i end
+  local used = tonumber(redis.call('GET', KEYS[2 * i] .. ':' .. t[1]) or '0')
+  if used >= tonumber(ARGV[2 + 2 * i]) then return i end
+end
+for i = 1, n do
+  local slots = KEYS[2 * i - 1]
+  local rate = KEYS[2 * i] .. ':' .. t[1]
+  redis.call('ZADD', slots, now + ttl, member)
+  redis.call('PEXPIRE', slots, ttl)
+  redis.call('INCR', rate)
+  redis.call('PEXPIRE', rate, 2000)
+end
+return 0
+"""
+
+# KEYS: slot sets; ARGV: ttl ms, then "<key index>:<member>" pairs to push forward.
+_REFRESH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local sep = string.find(ARGV[i], ':', 1, true)
+  local key = KEYS[tonumber(string.sub(ARGV[i], 1, sep - 1))]
+  redis.call('ZADD', key, 'XX', now + ttl, string.sub(ARGV[i], sep + 1))
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 0
+"""
+
+
+@register_limiter("redis")
+class RedisLimiter(Limiter):
+    """Slots shared by every worker through Redis; see the module docstring.
+
+    When Redis is unreachable a call is admitted against this process's own counters only
+    (failing open on a shared-state outage, logged), never refused for our own failure.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str,
+        slot_ttl: float = 120.0,
+        prefix: str = "gw:limit:",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._node = node
+        self._ttl_ms = int(slot_ttl * 1000)
+        self._slot_ttl = slot_ttl
+        self._prefix = prefix
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._refresh = self._client.register_script(_REFRESH)
+        self._held: dict[str, tuple[Scope, ...]] = {}
+        self._local: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def _member(self, call: str) -> str:
+        return f"{self._node}:{call}"
+
+    def _keys(self, scope: Scope) -> tuple[str, str]:
+        return f"{self._prefix}slots:{scope.key}", f"{self._prefix}cps:{scope.key}"
+
+    async def acquire(self, call: str, scopes: Sequence[Scope]) -> Scope | None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._refresh_loop())
+        keys: list[str] = []
+        args: list[str | int | float] = [self._ttl_ms, self._member(call)]
+        for scope in scopes:
+            keys.extend(self._keys(scope))
+            args += [scope.max_calls, scope.max_cps]
+        try:
+            refused = int(await self._acquire(keys=keys, args=args))
+        except RedisError as exc:
+            log.warning("limits: Redis unavailable (%s); admitting on local counters", exc)
+            refused = 0
+        if refused:
+            return scopes[refused - 1]
+        self._held[call] = tuple(scopes)
+        for scope in scopes:
+            self._local[scope.key] = self._local.get(scope.key, 0) + 1
+        return None
+
+    def release(self, call: str, scopes: Sequence[Scope]) -> None:
+        held = self._held.pop(call, None)
+        if held is None:
+            return
+        for scope in held:
+            left = self._local[scope.key] - 1
+            if left:
+                self._local[scope.key] = left
+            else:
+                del self._local[scope.key]
+        task = asyncio.get_running_loop().create_task(self._remove(call, held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _remove(self, call: str, scopes: tuple[Scope, ...]) -> None:
+        member = self._member(call)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for scope in scopes:
+                    pipe.zrem(self._keys(scope)[0], member)
+                await pipe.execute()
+        except RedisError as exc:  # the slot expires by itself after slot_ttl
+            log.warning("limits: cannot release %s in Redis (%s); it expires by TTL", call, exc)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._slot_ttl / 3)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Push the expiry of every slot this process holds forward by ``slot_ttl``."""
+        index: dict[str, int] = {}
+        args: list[str | int] = [self._ttl_ms]
+        for call, scopes in self._held.items():
+            member = self._member(call)
+            for scope in scopes:
+                key = self._keys(scope)[0]
+                position = index.setdefault(key, len(index) + 1)
+                args.append(f"{position}:{member}")
+        if len(args) == 1:
+            return
+        try:
+            await self._refresh(keys=list(index), args=args)
+        except RedisError as exc:
+            log.warning("limits: cannot refresh slots in Redis (%s)", exc)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._local)
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()

@@ -1,0 +1,336 @@
+"""Where a call goes: the inbound trunk, the ordered destinations and the limit scopes.
+
+A :class:`Router` turns an initial INVITE and its source into a :class:`Route` (or a
+:class:`Refused`). :class:`DialplanRouter` asks the dialplan (see its docstring);
+:class:`StaticRouter` serves setups without a dialplan (tests, benchmarks,
+transit trunks): the static peer or carrier trunk the INVITE comes from is identified by the
+trunk table, and ``call.routes`` names the trunk its calls go to. Destinations of a carrier
+trunk come in priority order (lower first, as DNS SRV) with destinations that OPTIONS qualify
+reports down skipped; a peer trunk's destinations are its ``match`` entries with a port.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.accounts.store import AccountGate, Subscriber
+from gateway.call.charging import ChargeSpec
+from gateway.call.limits import Scope
+from gateway.call.settings import CallSettings
+from gateway.charging.events import CalledNumber, CallingNumber
+from gateway.registrar.location import Binding
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable
+from gateway.routing import (
+    CallClass,
+    CallRequest,
+    CompiledPlan,
+    Decision,
+    Origin,
+    Refusal,
+    Target,
+    TargetKind,
+)
+from gateway.sip.address import Address
+from gateway.sip.errors import SipParseError
+from gateway.sip.message import Request
+from gateway.sip.uri import SipUri, TelUri, parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One place to send the outbound INVITE. ``trusted``: the next hop is inside the trust
+    domain (RFC 3325 §2.3: the carrier), so P-Asserted-Identity goes there even with Privacy."""
+
+    address: Address
+    user: str
+    trunk: str | None = None
+    uri_host: str | None = None  # Request-URI host; None: the address's host:port
+    trusted: bool = False
+    uri: str | None = None  # the whole Request-URI (a registered Contact)
+
+    def request_uri(self) -> str:
+        if self.uri is not None:
+            return self.uri
+        host = self.uri_host or self.address.hostport()
+        params = ";transport=tcp" if self.address.transport == "tcp" else ""
+        return f"sip:{self.user}@{host}{params}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Destinations in failover order; ``scopes`` are the limits the call takes slots in."""
+
+    destinations: tuple[Destination, ...]
+    scopes: tuple[Scope, ...]
+    inbound_trunk: str | None = None
+    outbound_trunk: str | None = None
+    presented_calling: str | None = None  # From user toward the callee (None: keep the caller's)
+    asserted_calling: str | None = None  # P-Asserted-Identity user (None: keep / none)
+    busy_status: int = 503
+    charge: ChargeSpec | None = None  # what charging records; None: not charged (static routes)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Answer the INVITE with ``status`` (403 unknown peer, 404 no route, ...); ``reason_header``
+    is an RFC 3326 Reason value (a Q.850 cause) to add, when known."""
+
+    status: int
+    reason: str
+    reason_header: str | None = None
+
+
+Router = Callable[[Request, Address], "Route | Refused | Awaitable[Route | Refused]"]
+
+
+def user_of(uri_text: str) -> str | None:
+    """The user part (SIP) or number (tel) of a URI, None when it has none or does not parse."""
+    try:
+        uri = parse_uri(uri_text)
+    except SipParseError:
+        return None
+    if isinstance(uri, SipUri):
+        return uri.user
+    if isinstance(uri, TelUri):
+        return uri.number
+    return None
+
+
+def trunk_scopes(trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, settings: CallSettings) -> list[Scope]:
+    """The trunk's own limit and, when configured, its group's."""
+    scopes = [Scope(f"trunk:{trunk.name}", trunk.max_calls, trunk.max_cps)]
+    group = settings.groups.get(trunk.group)
+    if group is not None:
+        scopes.append(Scope(f"group:{trunk.group}", group.max_calls, group.max_cps))
+    return scopes
+
+
+def trunk_destinations(
+    trunk: PeerTrunk | CarrierTrunk, user: str, is_up: Callable[[Address], bool]
+) -> list[Destination]:
+    """Where a trunk takes calls, in the order to try them, down ones left out."""
+    if isinstance(trunk, CarrierTrunk):
+        return [
+            Destination(trunk.address_of(dest), user, trunk.name, trusted=True)
+            for dest in trunk.ordered_destinations(is_up, _DESTINATION_RNG)
+        ]
+    out: list[Destination] = []
+    for match in trunk.match:
+        if match.host is not None and match.port is not None:
+            address = Address(match.transport or trunk.transport, match.host, match.port)
+            out.append(Destination(address, user, trunk.name))
+    return [d for d in out if is_up(d.address)]
+
+
+_DESTINATION_RNG = random.SystemRandom()
+"""Spreads calls over same-priority carrier destinations by weight."""
+
+
+class StaticRouter:
+    """Routes by ``call.routes`` (see the module docstring)."""
+
+    def __init__(
+        self, trunks: TrunkTable, settings: CallSettings, is_up: Callable[[Address], bool] | None = None
+    ) -> None:
+        self._trunks = trunks
+        self._settings = settings
+        self._is_up = is_up or (lambda _address: True)
+        self._routes = {route.source: route.target for route in settings.routes}
+
+    def __call__(self, request: Request, source: Address) -> Route | Refused:
+        from_uri = request.from_.uri
+        inbound = self._trunks.identify(source, user_of(from_uri))
+        if inbound is None:
+            return Refused(403, "Unknown Peer")
+        target_name = self._routes.get(inbound.name)
+        target = self._trunks.trunks.get(target_name) if target_name is not None else None
+        if not isinstance(target, PeerTrunk | CarrierTrunk) or not target.enabled:
+            return Refused(404, "No Route")
+        user = user_of(request.uri)
+        if not user:
+            return Refused(404, "No Called Number")
+        destinations = trunk_destinations(target, user, self._is_up)
+        if not destinations:
+            return Refused(503, "No Destination Available")
+        scopes: Sequence[Scope] = [
+            *trunk_scopes(inbound, self._settings),
+            *trunk_scopes(target, self._settings),
+        ]
+        unique = tuple({scope.key: scope for scope in scopes}.values())
+        return Route(
+            tuple(destinations),
+            unique,
+            inbound_trunk=inbound.name,
+            outbound_trunk=target.name,
+            busy_status=self._settings.busy_status_for(inbound.name),
+        )
+
+
+def binding_destination(binding: Binding, user: str, trunk: str | None) -> Destination:
+    """Where a registered contact takes calls: the Contact's own address when it names the host
+    the REGISTER came from (no NAT in between), else the REGISTER's source (received / rport,
+    RFC 3581: the pinhole a NATed device keeps open). The Request-URI is the Contact."""
+    address = binding.source
+    try:
+        uri = parse_uri(binding.contact)
+    except SipParseError:
+        uri = None
+    if isinstance(uri, SipUri) and uri.host.strip("[]") == binding.source.host:
+        transport = (uri.transport or binding.source.transport).lower()
+        if transport in ("udp", "tcp"):
+            address = Address(transport, binding.source.host, uri.port or 5060)  # type: ignore[arg-type]
+    return Destination(address, user, trunk, uri=binding.contact)
+
+
+class DialplanRouter:
+    """Routes by the dialplan (``gateway.routing``): who calls (a registered line, a static PBX
+    or the carrier trunk) → ``CompiledPlan.decide`` → targets resolved to destinations (the
+    location store for registered lines, the trunk table for PBX and carrier trunks). Calls
+    from a trunk with a static route in ``call.routes`` take that route instead.
+
+    A registered line is recognised by its From user being a line of a registering trunk and
+    the INVITE coming from the transport address (transport, IP, port) it registered from.
+    """
+
+    def __init__(
+        self,
+        plan: Callable[[], CompiledPlan],
+        trunks: TrunkTable,
+        settings: CallSettings,
+        *,
+        contacts: Callable[[str], Awaitable[list[Binding]]],
+        clock: Callable[[], datetime],
+        is_up: Callable[[Address], bool] | None = None,
+        accounts: AccountGate | None = None,
+    ) -> None:
+        self._plan = plan
+        self._trunks = trunks
+        self._settings = settings
+        self._contacts = contacts
+        self._clock = clock
+        self._is_up = is_up or (lambda _address: True)
+        self._accounts = accounts
+        self._static = StaticRouter(trunks, settings, is_up)
+        self._static_sources = {route.source for route in settings.routes}
+
+    async def __call__(self, request: Request, source: Address) -> Route | Refused:
+        calling = user_of(request.from_.uri) or ""
+        called = user_of(request.uri)
+        if not called:
+            return Refused(404, "No Called Number")
+        scopes: list[Scope] = []
+        line = self._trunks.owner_of(calling)
+        inbound_name: str | None = None
+        group: str | None
+        trunk_name: str | None
+        if line is not None and await self._registered_from(calling, source):
+            origin, group, trunk_name = Origin.MEMBER, line.group, None
+            scopes += trunk_scopes(line, self._settings)
+            inbound_name = line.name
+        else:
+            peer = self._trunks.identify(source, calling)
+            if peer is None:
+                return Refused(403, "Unknown Peer")
+            if peer.name in self._static_sources:
+                return self._static(request, source)
+            origin = Origin.CARRIER if isinstance(peer, CarrierTrunk) else Origin.PBX
+            group = None if peer.group == "*" else peer.group
+            trunk_name = peer.name
+            scopes += trunk_scopes(peer, self._settings)
+            inbound_name = peer.name
+        plan = self._plan()
+        outcome = plan.decide(CallRequest(origin, calling, called, self._clock(), group, trunk_name))
+        if isinstance(outcome, Refusal):
+            return Refused(outcome.status, outcome.reason)
+        if self._accounts is not None:
+            barred = await self._check_accounts(outcome, origin)
+            if barred is not None:
+                return barred
+        destinations: list[Destination] = []
+        outbound_name: str | None = None
+        for target in outcome.targets:
+            found = await self._resolve(target)
+            if found and outbound_name is None:
+                outbound_name = target.trunk
+                trunk = self._trunks.trunks.get(target.trunk) if target.trunk else None
+                if trunk is not None:
+                    scopes += trunk_scopes(trunk, self._settings)
+            destinations += found
+        if not destinations:
+            return Refused(480, "Temporarily Unavailable")  # e.g. the line is not registered
+        return Route(
+            tuple(destinations),
+            tuple({scope.key: scope for scope in scopes}.values()),
+            inbound_trunk=inbound_name,
+            outbound_trunk=outbound_name,
+            presented_calling=outcome.presented_calling,
+            asserted_calling=outcome.asserted_calling,
+            busy_status=self._settings.busy_status_for(inbound_name),
+            charge=self._charge(plan, outcome, calling, called, inbound=inbound_name, outbound=outbound_name),
+        )
+
+    @staticmethod
+    def _charge(
+        plan: CompiledPlan,
+        decision: Decision,
+        calling: str,
+        called: str,
+        *,
+        inbound: str | None,
+        outbound: str | None,
+    ) -> ChargeSpec:
+        charging = decision.charging
+        group = charging.group
+        return ChargeSpec(
+            originating=charging.member or inbound or "",
+            direction=charging.direction,
+            calling=CallingNumber(
+                received=calling,
+                normalised=plan.national_form(decision.asserted_calling, group),
+                presented=decision.presented_calling,
+            ),
+            called=CalledNumber(
+                dialled=called,
+                normalised=plan.national_form(decision.called, group),
+                short_number=called if charging.short_dialled else None,
+            ),
+            call_class=decision.call_class,
+            group=group,
+            terminating=decision.targets[0].member if decision.targets else outbound,
+        )
+
+    async def _check_accounts(self, decision: Decision, origin: Origin) -> Refused | None:
+        """Account-state gating (``gateway.accounts``): the calling member and the called member
+        (when they are the gateway's subscribers) in their groups; the policy's status and
+        Q.850 cause when barred."""
+        assert self._accounts is not None
+        charging = decision.charging
+        calling = None
+        if origin is not Origin.CARRIER and charging.member is not None and charging.group is not None:
+            calling = Subscriber(charging.member, charging.group)
+        target = decision.targets[0] if decision.targets else None
+        called = None
+        if target is not None and target.member is not None:
+            called = Subscriber(target.member, charging.terminating_group or charging.group)
+        refusal = await self._accounts.check_call(
+            calling, called, is_emergency=decision.call_class is CallClass.EMERGENCY
+        )
+        if refusal is None:
+            return None
+        return Refused(refusal.status, refusal.reason, refusal.reason_header())
+
+    async def _registered_from(self, number: str, source: Address) -> bool:
+        bindings = await self._contacts(number)
+        return any(b.source == source for b in bindings)
+
+    async def _resolve(self, target: Target) -> list[Destination]:
+        if target.kind is TargetKind.REGISTERED:
+            bindings = await self._contacts(target.user)
+            return [binding_destination(b, target.user, target.trunk) for b in bindings]
+        trunk = self._trunks.trunks.get(target.trunk) if target.trunk else None
+        if isinstance(trunk, PeerTrunk | CarrierTrunk) and trunk.enabled:
+            return trunk_destinations(trunk, target.user, self._is_up)
+        return []  # switchboard targets are the switchboard's (not served here yet)

@@ -1,0 +1,169 @@
+"""Wiring of call control into the running gateway, and its status socket.
+
+``service = await install(gateway, config, trunks=...)`` builds the limiter the config names
+(``call.limits_backend``: ``redis`` when ``redis.url`` is set, else ``memory``), the router
+(static routes of ``call.routes`` over the trunk table) and the B2BUA, registers its request
+handlers, and opens the status socket. On shutdown: ``await service.drain()`` *before*
+``gateway.stop()`` (calls end with BYE after ``call.drain_grace``), then ``await service.close()``.
+
+Status socket (``call.status_socket``, a UNIX stream socket under ``state_dir``): connect, read
+one JSON document until EOF. It holds the B2BUA's :meth:`~gateway.call.b2bua.B2BUA.snapshot`
+(active calls: who, where, since when, state; leak counters), the limiter's slots per scope and
+the transaction layer's live transaction count. It is what the tests read to prove that every
+call leaves nothing behind, and what the operations API can serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.accounts.store import AccountGate
+from gateway.call.b2bua import B2BUA, CallObserver
+from gateway.call.charging import ChargingObserver
+from gateway.call.limits import Limiter, limiter
+from gateway.call.routing import DialplanRouter, Router, StaticRouter
+from gateway.charging.service import ChargingService, wall_clock
+from gateway.config import GatewayConfig
+from gateway.registrar.location import Binding
+from gateway.registrar.trunks import TrunkTable
+from gateway.routing import DialplanHolder
+from gateway.sip.address import Address
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CallService:
+    b2bua: B2BUA
+    limiter: Limiter
+    gateway: Gateway
+    config: GatewayConfig
+    status_path: Path | None = None
+    accounts: AccountGate | None = None
+    _server: asyncio.AbstractServer | None = None
+
+    def status(self) -> dict[str, object]:
+        return {
+            **self.b2bua.snapshot(),
+            "limits": self.limiter.snapshot(),
+            "transactions": self.gateway.transaction_count,
+        }
+
+    async def _serve_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(json.dumps(self.status()).encode())
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def open_status(self) -> None:
+        path = self.status_path
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve_status, path=str(path))
+
+    async def drain(self) -> None:
+        """Refuse new calls, let live ones end for ``call.drain_grace`` s, end the rest with BYE."""
+        await self.b2bua.drain(self.config.call.drain_grace)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            if self.status_path is not None:
+                self.status_path.unlink(missing_ok=True)
+        await self.limiter.close()
+        if self.accounts is not None:
+            await self.accounts.store.close()
+
+
+def limiter_for(config: GatewayConfig) -> Limiter:
+    settings = config.call
+    name = settings.limits_backend or ("redis" if config.redis.url else "memory")
+    if name == "redis":
+        if not config.redis.url:
+            raise ValueError("call.limits_backend is redis but no redis.url / REDIS_URL is set")
+        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl)
+    loop = asyncio.get_running_loop()
+    return limiter("memory", clock=loop.time)
+
+
+async def install(
+    gateway: Gateway,
+    config: GatewayConfig,
+    *,
+    trunks: TrunkTable,
+    contacts: Callable[[str], Awaitable[list[Binding]]] | None = None,
+    router: Router | None = None,
+    observer: CallObserver | None = None,
+    dialplan: DialplanHolder | None = None,
+    charging: ChargingService | None = None,
+    accounts: AccountGate | None = None,
+    is_up: Callable[[Address], bool] | None = None,
+) -> CallService:
+    """Build call control from ``config`` and serve INVITE / BYE / UPDATE / INFO on ``gateway``.
+
+    The router: ``router`` when given; else the dialplan (``config.dialplans``; a bad dialplan
+    raises DataFileError: the gateway must not start) with ``contacts`` (the registrar's
+    location lookup) for registered lines; with no dialplan configured, ``call.routes`` only.
+    ``dialplan``: a holder shared with others (the operations API swaps plans in it); by
+    default one is loaded from ``config.dialplans``. ``charging``: the started charging service;
+    each call the dialplan classified then yields exactly one stop event (:mod:`.charging`);
+    ``observer`` replaces that. ``accounts``: the account-state gate shared with the registrar
+    (by default one from ``config.accounts``). ``is_up``: OPTIONS qualify state of destinations.
+    """
+    settings = config.call
+    limits = limiter_for(config)
+    if router is None:
+        if (dialplan is not None or config.dialplans) and contacts is not None:
+            holder = dialplan or DialplanHolder.load(config.dialplans, known_trunks=list(trunks.trunks))
+            accounts = accounts or AccountGate.from_settings(config.accounts, config.redis.url)
+            router = DialplanRouter(
+                lambda: holder.plan, trunks, settings, contacts=contacts, clock=wall_clock,
+                accounts=accounts, is_up=is_up,
+            )
+        else:
+            router = StaticRouter(trunks, settings, is_up)
+    if observer is None and charging is not None:
+        observer = ChargingObserver(charging)
+    b2bua = B2BUA(gateway, settings, router, limits, observer=observer)
+    b2bua.install()
+    status_path = None
+    if settings.status_socket is not None:
+        status_path = (
+            settings.status_socket
+            if settings.status_socket.is_absolute()
+            else config.state_dir / settings.status_socket
+        )
+    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts)
+    await service.open_status()
+    log.info("call control: %d static routes, %s limits", len(settings.routes), limits.name)
+    return service
+
+
+def read_status(path: str | Path, timeout: float = 2.0) -> dict[str, object]:
+    """Read the status socket (blocking; for tests and tools)."""
+    import socket  # noqa: PLC0415 - only tools use the blocking client
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    data: dict[str, object] = json.loads(b"".join(chunks))
+    return data

@@ -1,0 +1,93 @@
+"""Concurrent-call and calls-per-second limits: the memory back end with a fake clock, the
+Redis back end against a real redis-server (shared between two limiters = two workers, slots of
+a dead process expiring by themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.call.limits import MemoryLimiter, RedisLimiter, Scope, limiter
+from gateway.call.state import CALL_TABLE, CallInput, CallState, CallStateError, transition
+
+TRUNK = Scope("trunk:t", max_calls=2, max_cps=100)
+GROUP = Scope("group:g", max_calls=3, max_cps=100)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_concurrency_is_all_or_nothing_and_released() -> None:
+    limits = MemoryLimiter(Clock())
+    assert await limits.acquire("c1", [TRUNK, GROUP]) is None
+    assert await limits.acquire("c2", [TRUNK, GROUP]) is None
+    assert await limits.acquire("c3", [TRUNK, GROUP]) == TRUNK
+    assert limits.snapshot() == {"trunk:t": 2, "group:g": 2}  # the refusal took nothing
+    limits.release("c1", [TRUNK, GROUP])
+    limits.release("c1", [TRUNK, GROUP])  # idempotent
+    assert await limits.acquire("c3", [TRUNK, GROUP]) is None
+    for call in ("c2", "c3"):
+        limits.release(call, [TRUNK, GROUP])
+    assert limits.snapshot() == {}
+
+
+async def test_memory_calls_per_second_token_bucket() -> None:
+    clock = Clock()
+    limits = MemoryLimiter(clock)
+    scope = Scope("trunk:slow", max_calls=100, max_cps=2)
+    assert await limits.acquire("a", [scope]) is None
+    assert await limits.acquire("b", [scope]) is None
+    assert await limits.acquire("c", [scope]) == scope  # burst of one second's worth used up
+    clock.now = 0.5
+    assert await limits.acquire("c", [scope]) is None  # one token back after 1/max_cps s
+
+
+async def test_redis_slots_are_shared_and_expire_when_a_process_dies(redis_url: str) -> None:
+    one = RedisLimiter(redis_url, node="w1", slot_ttl=0.5)
+    two = RedisLimiter(redis_url, node="w2", slot_ttl=0.5)
+    try:
+        assert await one.acquire("c1", [TRUNK]) is None
+        assert await two.acquire("c2", [TRUNK]) is None
+        assert await two.acquire("c3", [TRUNK]) == TRUNK  # shared: the other worker's slot counts
+        two.release("c2", [TRUNK])
+        await asyncio.sleep(0.1)
+        assert await two.acquire("c3", [TRUNK]) is None
+        # "w1" dies without releasing: its slot expires after slot_ttl; w2 keeps refreshing c3.
+        await one.close()
+        for _ in range(4):
+            await asyncio.sleep(0.2)
+            await two.refresh()
+        assert await two.acquire("c4", [TRUNK]) is None
+        assert await two.acquire("c5", [TRUNK]) == TRUNK  # c3 and c4 are alive
+        two.release("c3", [TRUNK])
+        two.release("c4", [TRUNK])
+        assert two.snapshot() == {}
+    finally:
+        await two.close()
+
+
+async def test_redis_calls_per_second(redis_url: str) -> None:
+    limits = limiter("redis", url=redis_url, node="w", slot_ttl=5)
+    scope = Scope("trunk:cps", max_calls=100, max_cps=3)
+    try:
+        outcomes = [await limits.acquire(f"c{i}", [scope]) for i in range(5)]
+        # Within one second at most 3 (the window may roll over once during the loop).
+        assert sum(o is None for o in outcomes) in (3, 4, 5) and outcomes[:3] == [None, None, None]
+    finally:
+        await limits.close()
+
+
+def test_call_state_table_is_total_over_its_rows() -> None:
+    assert transition(CallState.ROUTING, CallInput.DIALLED) is CallState.CALLING
+    assert transition(CallState.CANCELLING, CallInput.FAILED) is CallState.ENDED
+    assert all(state is not CallState.ENDED for state, _ in CALL_TABLE)  # nothing leaves ENDED
+    try:
+        transition(CallState.ENDED, CallInput.HANGUP)
+    except CallStateError:
+        pass
+    else:
+        raise AssertionError("ENDED must accept no input")

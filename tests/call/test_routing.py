@@ -1,0 +1,115 @@
+"""The dialplan router in-process: who is calling, the decision, destinations from the location
+store and the trunk table, account-state gating, caller ID and charging attributes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.accounts.policy import AccountState
+from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
+from gateway.call.routing import DialplanRouter, Refused, Route
+from gateway.call.settings import CallSettings
+from gateway.registrar.location import Binding
+from gateway.registrar.trunks import TrunkTable, load_trunks
+from gateway.routing import CallClass, DialplanHolder
+from gateway.sip.address import Address
+from gateway.sip.headers import Headers
+from gateway.sip.message import Request
+from tests.support.gateway import PROJECT_ROOT
+
+LINE1 = Address("udp", "127.0.0.1", 40001)
+LINE2 = Address("udp", "127.0.0.1", 40002)
+PBX = Address("udp", "127.0.0.1", 5092)
+
+
+def invite(calling: str, called: str) -> Request:
+    headers = Headers()
+    headers.add("Via", "SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx")
+    headers.add("From", f"<sip:{calling}@127.0.0.1>;tag=a")
+    headers.add("To", f"<sip:{called}@gw>")
+    headers.add("Call-ID", "c")
+    headers.add("CSeq", "1 INVITE")
+    headers.add("Contact", "<sip:x@127.0.0.1:1>")
+    return Request("INVITE", f"sip:{called}@gw", headers)
+
+
+@pytest.fixture
+def trunks() -> TrunkTable:
+    return load_trunks(PROJECT_ROOT / "config" / "trunks.yaml")
+
+
+def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> DialplanRouter:
+    holder = DialplanHolder.load([PROJECT_ROOT / "dialplans"], known_trunks=list(trunks.trunks))
+    bindings = {
+        "62880001": [Binding("62880001", "k", f"sip:62880001@127.0.0.1:{LINE1.port}", 1e12, "r", 1, LINE1)],
+        "62880002": [Binding("62880002", "k", f"sip:62880002@127.0.0.1:{LINE2.port}", 1e12, "r", 1, LINE2)],
+    }
+
+    async def contacts(number: str) -> list[Binding]:
+        return bindings.get(number, [])
+
+    gate = AccountGate(store) if store is not None else None
+    return DialplanRouter(
+        lambda: holder.plan,
+        trunks,
+        CallSettings(),
+        contacts=contacts,
+        clock=lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
+        accounts=gate,
+    )
+
+
+async def test_line_to_short_number_reaches_the_registered_contact(trunks: TrunkTable) -> None:
+    route = await router(trunks)(invite("62880001", "60002"), LINE1)
+    assert isinstance(route, Route)
+    (destination,) = route.destinations
+    assert destination.address == LINE2 and destination.request_uri() == "sip:62880002@127.0.0.1:40002"
+    assert route.presented_calling == "60001" and route.asserted_calling == "+862162880001"
+    assert {s.key for s in route.scopes} == {"trunk:acme-iad"}
+    assert route.charge is not None and route.charge.call_class is CallClass.INTRA_GROUP_SHORT
+    assert route.charge.called.short_number == "60002"
+
+
+async def test_carrier_destination_is_trusted_and_normalised(trunks: TrunkTable) -> None:
+    route = await router(trunks)(invite("62880001", "013800138000"), LINE1)
+    assert isinstance(route, Route)
+    assert route.destinations[0].request_uri() == "sip:+8613800138000@127.0.0.1:5070"
+    assert route.destinations[0].trusted
+    assert {s.key for s in route.scopes} == {"trunk:acme-iad", "trunk:carrier"}
+
+
+async def test_same_number_from_another_address_is_not_the_line(trunks: TrunkTable) -> None:
+    # From 62880001 but not from where 62880001 registered, and no trunk matches: refused.
+    outcome = await router(trunks)(invite("62880001", "60002"), Address("udp", "127.0.0.9", 5060))
+    assert outcome == Refused(403, "Unknown Peer")
+
+
+async def test_pbx_calls_a_member(trunks: TrunkTable) -> None:
+    route = await router(trunks)(invite("1000", "60002"), PBX)
+    assert isinstance(route, Route) and route.inbound_trunk == "acme-pbx"
+    assert route.destinations[0].address == LINE2
+
+
+async def test_unregistered_target_is_480(trunks: TrunkTable) -> None:
+    outcome = await router(trunks)(invite("62880001", "60003"), LINE1)
+    assert isinstance(outcome, Refused) and outcome.status == 480
+
+
+async def test_account_in_arrears_is_refused_with_the_policy_status_and_q850(trunks: TrunkTable) -> None:
+    store = MemoryAccountStore()
+    await store.set(Scope.NUMBER, "62880001", AccountState.ARREARS)
+    outcome = await router(trunks, store)(invite("62880001", "013800138000"), LINE1)
+    assert isinstance(outcome, Refused) and outcome.status == 403
+    assert outcome.reason_header is not None and outcome.reason_header.startswith("Q.850;cause=")
+    # An arrears line may still be called (incoming allowed by the default policy).
+    route = await router(trunks, store)(invite("62880002", "60001"), LINE2)
+    assert isinstance(route, Route)
+
+
+async def test_emergency_passes_every_state(trunks: TrunkTable) -> None:
+    store = MemoryAccountStore()
+    await store.set(Scope.GROUP, "acme", AccountState.SUSPENDED)
+    outcome = await router(trunks, store)(invite("62880001", "110"), LINE1)
+    assert not (isinstance(outcome, Refused) and outcome.status == 403), outcome
