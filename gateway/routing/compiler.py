@@ -336,6 +336,7 @@ class _GroupCompiler:
 
     def compile(self) -> CompiledGroup:
         m, an = self.m, self.an
+        self.errors_before = len(self.c.errors)
         area_rule = an.area_rule(self.area)
         if area_rule is None:
             self.error(("area_code",), f"{self.area} is not an area code of the numbering plan")
@@ -395,7 +396,36 @@ class _GroupCompiler:
         for i, pbx in enumerate(m.pbxs):
             self.pbx(i, pbx)
         self.off_net_numbers()
+        self.switchboard_members()
         return self.g
+
+    def switchboard_members(self) -> None:
+        """Every member a switchboard menu, hunt group or operator group names is a party of the group."""
+        sb = self.m.switchboard
+        if sb is None or self.errors_before != len(self.c.errors):
+            return  # a member missing because of an earlier error would only repeat it
+        named: list[tuple[FieldPath, str]] = []
+        for name, menu in sb.menus.items():
+            for key, choice in menu.options.items():
+                if isinstance(choice, models.MenuGoto) and choice.member is not None:
+                    named.append((("switchboard", "menus", name, "options", key, "member"), choice.member))
+        groups: list[tuple[FieldPath, models.HuntGroup]] = [
+            (("switchboard", "hunt_groups", name), g) for name, g in sb.hunt_groups.items()
+        ]
+        if sb.operator is not None:
+            groups.append((("switchboard", "operator"), sb.operator))
+        for path, group in groups:
+            named += [((*path, "members", i), member) for i, member in enumerate(group.members)]
+        for path, number in named:
+            party = self.g.short.get(number)
+            if party is None:
+                analysed = self.an.classify(number, self.area)
+                e164 = analysed.e164 if isinstance(analysed, Number) else None
+                party = self.c.by_e164.get(e164) if e164 else None
+            if party is None or party.group != self.m.id:
+                self.error(path, f"{number} is neither a short number nor a member's number in {self.m.id}")
+            elif not party.targets:
+                self.error(path, f"{number} is the switchboard itself")
 
     def carrier_targets(self, e164: str, member: str | None) -> tuple[Target, ...]:
         return tuple(Target(TargetKind.CARRIER_TRUNK, e164, trunk=t, member=member) for t in self.trunks)
@@ -410,6 +440,7 @@ class _GroupCompiler:
         )
         self.g.schedule = Schedule(rows)
         self.g.switchboard_service = sb.service
+        self.g.switchboard_config = sb
         self.g.switchboard_numbers = tuple(sb.numbers)
         for i, number in enumerate(sb.numbers):
             path: FieldPath = ("switchboard", "numbers", i)

@@ -316,8 +316,90 @@ class ScheduleEntry(Model):
     mode: Name
 
 
+MenuKey = Annotated[str, Field(pattern=r"^[0-9*#]$", description="a key of the telephone keypad")]
+PromptName = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64, description="a WAV file name without .wav"),
+]
+MemberNumber = Annotated[
+    str,
+    BeforeValidator(_require_text),
+    Field(pattern=r"^[0-9]{2,15}$", description="a member's short number or long number"),
+]
+
+
+class MenuAction(StrEnum):
+    """Menu choices that need no argument."""
+
+    OPERATOR = "operator"
+    """The operator group (话务台, possibly a remote attendant on a mobile)."""
+    REPEAT = "repeat"
+    """Play the menu again."""
+    HANGUP = "hangup"
+    """Say goodbye and end the call."""
+
+
+class MenuGoto(Model):
+    """A menu choice with an argument: exactly one of ``hunt``, ``member``, ``menu``."""
+
+    hunt: Name | None = Field(default=None, description="a hunt group of switchboard.hunt_groups")
+    member: MemberNumber | None = Field(default=None, description="a member, by short or long number")
+    menu: Name | None = Field(default=None, description="a sub-menu of switchboard.menus")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MenuGoto:
+        if sum(v is not None for v in (self.hunt, self.member, self.menu)) != 1:
+            raise ValueError("give exactly one of hunt, member, menu")
+        return self
+
+
+MenuChoice = MenuAction | MenuGoto
+
+
+class SwitchboardMenu(Model):
+    """One IVR menu: its prompt, what each key does, timeouts and retries.
+
+    A key that begins a short number of the group starts dial-by-extension (when
+    ``dial_by_extension``) unless it is one of ``options``; the number ends at the group's
+    short-number length, at ``#``, or after ``inter_digit_timeout``. No key within
+    ``first_digit_timeout`` after the prompt, or an invalid one, costs a retry (with
+    ``invalid_prompt`` played first); after ``retries`` of them ``on_exhausted`` happens.
+    """
+
+    prompt: list[PromptName] = Field(min_length=1, description="played in order (e.g. Chinese, then English)")
+    options: dict[MenuKey, MenuChoice] = Field(default_factory=dict)
+    dial_by_extension: bool = True
+    first_digit_timeout: float = Field(default=5.0, gt=0, le=60)
+    inter_digit_timeout: float = Field(default=3.0, gt=0, le=30)
+    retries: int = Field(default=2, ge=0, le=9)
+    invalid_prompt: list[PromptName] = Field(default_factory=lambda: ["invalid_zh", "invalid_en"])
+    on_exhausted: MenuChoice = MenuAction.OPERATOR
+
+
+class HuntStrategy(StrEnum):
+    SEQUENTIAL = "sequential"
+    """Each member rings for ``ring_seconds`` in turn."""
+    SIMULTANEOUS = "simultaneous"
+    """All ring at once for ``ring_seconds``; the first to answer wins, the others are cancelled."""
+
+
+class HuntGroup(Model):
+    """Members (lines, PBX extensions, mobiles; short or long numbers) and how they are rung."""
+
+    members: list[MemberNumber] = Field(min_length=1, max_length=32)
+    strategy: HuntStrategy = HuntStrategy.SEQUENTIAL
+    ring_seconds: int = Field(default=15, ge=1, le=120)
+    on_no_answer: MenuChoice = Field(
+        default=MenuAction.OPERATOR, description="when nobody answers (the operator group: hangup only)"
+    )
+
+
 class Switchboard(Model):
-    """The group's fusion switchboard (融合总机)."""
+    """The group's fusion switchboard (融合总机).
+
+    ``schedule`` picks a mode at the call's time; with ``menus`` the mode names the menu that
+    answers (e.g. ``day`` and ``night``).
+    """
 
     numbers: list[SubscriberNumber] = Field(min_length=1)
     short: ShortNumber | None = None
@@ -325,11 +407,45 @@ class Switchboard(Model):
     schedule: list[ScheduleEntry] = Field(
         default_factory=lambda: [ScheduleEntry(mode="default")], min_length=1
     )
+    menus: dict[Name, SwitchboardMenu] = Field(default_factory=dict)
+    hunt_groups: dict[Name, HuntGroup] = Field(default_factory=dict)
+    operator: HuntGroup | None = Field(default=None, description="the operator / remote attendant group")
+    prompt_dir: str | None = Field(
+        default=None, description="directory whose WAV files replace the shipped prompts of the same name"
+    )
 
     @model_validator(mode="after")
     def _default_last(self) -> Switchboard:
         if self.schedule[-1].when is not None:
             raise ValueError("the last schedule row must have no 'when' (the default mode)")
+        return self
+
+    @model_validator(mode="after")
+    def _references(self) -> Switchboard:
+        if not self.menus:
+            return self
+        problems: list[str] = []
+        for i, row in enumerate(self.schedule):
+            if row.mode not in self.menus:
+                problems.append(f"schedule[{i}].mode {row.mode!r} has no menu in menus")
+        choices: list[tuple[str, MenuChoice]] = []
+        for name, menu in self.menus.items():
+            choices += [(f"menus.{name}.options.{key}", c) for key, c in menu.options.items()]
+            choices.append((f"menus.{name}.on_exhausted", menu.on_exhausted))
+        for name, group in self.hunt_groups.items():
+            choices.append((f"hunt_groups.{name}.on_no_answer", group.on_no_answer))
+        for where, choice in choices:
+            if isinstance(choice, MenuGoto):
+                if choice.menu is not None and choice.menu not in self.menus:
+                    problems.append(f"{where}: unknown menu {choice.menu!r}")
+                if choice.hunt is not None and choice.hunt not in self.hunt_groups:
+                    problems.append(f"{where}: unknown hunt group {choice.hunt!r}")
+            elif choice is MenuAction.OPERATOR and self.operator is None:
+                problems.append(f"{where}: operator, but no operator group is defined")
+        if self.operator is not None and isinstance(self.operator.on_no_answer, MenuGoto):
+            problems.append("operator.on_no_answer: only hangup (or repeat) after the operator group")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -38,6 +38,7 @@ from gateway.routing.decision import (
     TargetKind,
     Trace,
 )
+from gateway.routing.models import Switchboard as SwitchboardModel
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
 
@@ -170,6 +171,8 @@ class CompiledGroup:
         self.switchboard_numbers: tuple[str, ...] = ()
         self.switchboard_service: str | None = None
         self.schedule: Schedule | None = None
+        self.switchboard_config: SwitchboardModel | None = None
+        """Menus, hunt groups and operator as written (``gateway.switchboard`` compiles them)."""
 
     def owns_range(self, subscriber: str) -> bool:
         n, length = int(subscriber), len(subscriber)

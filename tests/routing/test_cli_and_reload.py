@@ -40,8 +40,8 @@ def test_check_the_shipped_dialplans_through_the_gateway_command() -> None:
         "dialplan", "check", "dialplans", "--trunk", "carrier", "--trunk", "acme-pbx", "--trunk", "acme-iad"
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK: 2 file(s), 1 group(s), 1009 short number(s)" in done.stdout
-    assert "dialplans/acme.yaml:26: lines[0].short_first:" in done.stdout
+    assert "OK: 2 file(s), 1 group(s), 1010 short number(s)" in done.stdout
+    assert "dialplans/acme.yaml:66: lines[0].short_first:" in done.stdout
 
 
 def test_explain_through_the_gateway_command() -> None:
@@ -81,7 +81,7 @@ def test_check_reports_every_error_with_file_line_and_field(
     (tmp_path / "acme.yaml").write_text(bad.replace("intra_group: shortest ", "intra_group: short "))
     assert run(["dialplan", "check", str(tmp_path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert [(e["field"], e["line"]) for e in report["errors"]] == [("lines[0].short_first", 26)]
+    assert [(e["field"], e["line"]) for e in report["errors"]] == [("lines[0].short_first", 66)]
 
 
 def test_check_refuses_unknown_trunks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,7 +177,7 @@ def test_reload_validates_first_and_swaps_atomically(tmp_path: Path) -> None:
     )
     result = holder.reload()
     assert not result.ok and holder.plan is before
-    assert [(p.line, p.field) for p in result.errors] == [(30, "mobiles[0].short")]
+    assert [(p.line, p.field) for p in result.errors] == [(70, "mobiles[0].short")]
     (tmp_path / "acme.yaml").write_text(good.replace('short: "66001"', 'short: "66002"'))
     result = holder.reload()
     assert result.ok and holder.plan is not before

@@ -330,6 +330,8 @@ def test_time_condition_parts(build: PlanBuilder) -> None:
                 "except_dates": ["2026-11-24"],
             },
         }
+        for menus in ("menus", "hunt_groups", "operator"):  # modes without menus: routing only
+            acme["switchboard"].pop(menus)
         acme["switchboard"]["schedule"] = [
             {"when": "closed", "mode": "closed"},
             {"when": "holidays", "mode": "holiday"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,7 +264,9 @@ def test_switchboard_only_pbx_lands_on_its_switchboard(build: PlanBuilder) -> No
     """[002] L711/L719: a PBX that cannot send extensions is known by its switchboard; its short
     number lands there for a second-stage transfer and is also what its calls present."""
 
-    def edit(acme: dict[str, object]) -> None:
+    def edit(acme: dict[str, Any]) -> None:
+        for menus in ("menus", "hunt_groups", "operator"):  # they name extensions of acme-pbx
+            acme["switchboard"].pop(menus)
         acme["pbxs"] = [
             {
                 "id": "old-pbx",

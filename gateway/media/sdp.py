@@ -1,0 +1,168 @@
+"""SDP offer / answer for the gateway's own RTP endpoint (RFC 4566, RFC 3264): pure.
+
+Only what an IVR leg needs: the offer's audio stream (connection address, port, payload types
+with their rtpmap), an answer choosing one G.711 law (the offerer's preference order, RFC 3264
+§6.1) plus telephone-event (RFC 4733 §7.1) when offered, and the re-offer of a far end's SDP
+on a dialog where we already sent SDP (§8: same origin, version + 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.media.g711 import Codec
+
+
+class SdpError(ValueError):
+    """An offer we cannot answer; ``status`` is the SIP answer (488 Not Acceptable Here)."""
+
+    def __init__(self, reason: str, status: int = 488) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOffer:
+    address: str
+    port: int
+    payload_types: tuple[int, ...]
+    rtpmap: dict[int, str] = field(default_factory=dict)  # pt -> "encoding/rate"
+    direction: str = "sendrecv"
+    ptime: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """What we send and receive: one law, and the telephone-event payload type if any."""
+
+    codec: Codec
+    telephone_event: int | None
+    remote_address: str
+    remote_port: int
+
+
+def parse_offer(body: bytes) -> AudioOffer:
+    """The first audio stream of an SDP body."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SdpError("SDP is not UTF-8", 400) from None
+    session_address: str | None = None
+    media_address: str | None = None
+    in_audio = False
+    seen_audio = False
+    port = 0
+    pts: tuple[int, ...] = ()
+    rtpmap: dict[int, str] = {}
+    direction = "sendrecv"
+    ptime: int | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            if seen_audio:
+                in_audio = False
+                continue
+            parts = value.split()
+            in_audio = len(parts) >= 4 and parts[0] == "audio" and parts[2].upper().startswith("RTP/")
+            if in_audio:
+                seen_audio = True
+                try:
+                    port = int(parts[1].split("/")[0])
+                    pts = tuple(int(p) for p in parts[3:])
+                except ValueError:
+                    raise SdpError("malformed m= line", 400) from None
+        elif kind == "c":
+            parts = value.split()
+            if len(parts) >= 3 and parts[0] == "IN":
+                address = parts[2].split("/")[0]
+                if in_audio:
+                    media_address = address
+                elif not seen_audio:
+                    session_address = address
+        elif kind == "a" and in_audio:
+            name, _, rest = value.partition(":")
+            if name == "rtpmap":
+                pt_text, _, encoding = rest.partition(" ")
+                if pt_text.isdigit():
+                    rtpmap[int(pt_text)] = encoding.strip()
+            elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
+                direction = name
+            elif name == "ptime" and rest.strip().isdigit():
+                ptime = int(rest.strip())
+    if not seen_audio:
+        raise SdpError("no audio stream offered")
+    connection = media_address or session_address
+    if connection is None:
+        raise SdpError("no connection address", 400)
+    return AudioOffer(connection, port, pts, rtpmap, direction, ptime)
+
+
+def _encoding(offer: AudioOffer, pt: int) -> str:
+    mapped = offer.rtpmap.get(pt)
+    if mapped is not None:
+        return mapped.upper()
+    return {0: "PCMU/8000", 8: "PCMA/8000"}.get(pt, "")
+
+
+def negotiate(offer: AudioOffer) -> Negotiated:
+    """Choose the law (the offerer's first G.711) and telephone-event/8000 when offered."""
+    codec: Codec | None = None
+    event: int | None = None
+    for pt in offer.payload_types:
+        encoding = _encoding(offer, pt)
+        if codec is None and encoding.startswith("PCMU/8000"):
+            codec = Codec.PCMU
+        elif codec is None and encoding.startswith("PCMA/8000"):
+            codec = Codec.PCMA
+        elif event is None and encoding.startswith("TELEPHONE-EVENT/8000"):
+            event = pt
+    if codec is None:
+        raise SdpError("no G.711 (PCMU/PCMA) offered")
+    if offer.port == 0:
+        raise SdpError("audio stream rejected (port 0)")
+    return Negotiated(codec, event, offer.address, offer.port)
+
+
+def build_answer(
+    negotiated: Negotiated, address: str, port: int, *, session_id: int, version: int = 1, offer: bool = False
+) -> bytes:
+    """Our answer (RFC 3264 §6.1): the chosen law, telephone-event 0-15, ptime 20. With
+    ``offer`` (an INVITE without SDP), our offer instead: both laws, the chosen one first."""
+    family = "IP6" if ":" in address else "IP4"
+    other = Codec.PCMA if negotiated.codec is Codec.PCMU else Codec.PCMU
+    pts = [negotiated.codec.payload_type, *([other.payload_type] if offer else [])]
+    lines = [
+        "v=0",
+        f"o=gateway {session_id} {version} IN {family} {address}",
+        "s=switchboard",
+        f"c=IN {family} {address}",
+        "t=0 0",
+    ]
+    if negotiated.telephone_event is not None:
+        pts.append(negotiated.telephone_event)
+    lines.append(f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}")
+    lines.append(f"a=rtpmap:{negotiated.codec.payload_type} {negotiated.codec.name}/8000")
+    if offer:
+        lines.append(f"a=rtpmap:{other.payload_type} {other.name}/8000")
+    if negotiated.telephone_event is not None:
+        lines.append(f"a=rtpmap:{negotiated.telephone_event} telephone-event/8000")
+        lines.append(f"a=fmtp:{negotiated.telephone_event} 0-15")
+    lines += ["a=ptime:20", "a=sendrecv"]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def reoffer(far_end: bytes, *, session_id: int, version: int, address: str) -> bytes:
+    """``far_end``'s SDP re-offered on a dialog where our origin is ``session_id`` (RFC 3264 §8:
+    the o= line keeps our username / session id and increments the version)."""
+    family = "IP6" if ":" in address else "IP4"
+    out: list[str] = []
+    for line in far_end.decode("utf-8", "replace").splitlines():
+        if line.startswith("o="):
+            out.append(f"o=gateway {session_id} {version} IN {family} {address}")
+        elif line:
+            out.append(line)
+    return ("\r\n".join(out) + "\r\n").encode()

@@ -1,0 +1,1137 @@
+"""The switchboard on the SIP side: answer, run the menu, hunt, connect.
+
+Hand-over from call control
+---------------------------
+:meth:`Switchboard.install` puts a thin front before call control's request handlers: an
+initial INVITE whose called number is a switchboard number or short number (an index rebuilt
+when the dialplan changes) is decided by the dialplan (same origin rules as
+:class:`gateway.call.routing.DialplanRouter`); when the decision's target is
+``TargetKind.SWITCHBOARD`` the switchboard serves the call, in the menu of the decision's
+``mode`` (the schedule: business hours, holidays, dates). Everything else, and every
+in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
+control (:class:`CallHandlers`) untouched.
+
+Life of a switchboard call
+--------------------------
+1. INVITE with an SDP offer: an RTP session on a free port (503 when none), 200 with our
+   answer (PCMU or PCMA, telephone-event, RFC 3264). Late offer (no SDP) is answered 488.
+2. ACK: the menu starts (:mod:`gateway.switchboard.menu`); keys come as RFC 4733 events or
+   SIP INFO (``application/dtmf-relay`` / ``application/dtmf``).
+3. A choice that connects (hunt group, member, operator): the "connecting" prompt then
+   ringback; members are INVITEd per the hunt plan (:mod:`gateway.switchboard.hunt`) with the
+   caller's own SDP offer, so the callee's answer describes a session directly with the caller.
+4. The first 2xx wins (others CANCELled; a late 2xx is ACKed and BYEd). It is ACKed, and the
+   caller is re-INVITEd with the callee's SDP (RFC 3264 §8, our origin, version + 1): from
+   then on **media flows end to end** and the gateway's RTP session is closed, its port free.
+   Why not relay: the gateway is a signalling B2BUA (DESIGN.md); relaying every connected
+   call's RTP would cost a core per few hundred calls and add a hop of delay, for nothing the
+   switchboard needs once the caller is connected. (A caller whose re-INVITE answer moves its
+   media is re-offered to the callee.)
+5. Connected: BYE on either leg ends both; re-INVITE / UPDATE / INFO are relayed to the
+   other leg (offer in the request; the 2xx of a relayed re-INVITE is ACKed at once).
+6. :meth:`Switchboard._end` is the one place a call ends: timers, RTP session (port), pending
+   attempts (CANCEL), indexes, charging.
+
+Charging: one record for the caller's leg, answered when the IVR answers, with the switchboard
+path (menu, keys, choice, the member that answered) as ``routed(switchboard_step=...)`` steps
+and the connected leg's Call-ID and terminating member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
+from gateway.charging.events import EndReason, ReleasedBy
+from gateway.charging.recorder import CallInfo
+from gateway.charging.service import wall_clock
+from gateway.media.dtmf import INFO_CONTENT_TYPES, info_key
+from gateway.media.endpoint import MediaEndpoint, MediaError, PortAllocator, RtpSession
+from gateway.media.g711 import Codec
+from gateway.media.prompts import Prompt, PromptLibrary
+from gateway.media.sdp import Negotiated, SdpError, build_answer, negotiate, parse_offer, reoffer
+from gateway.registrar.location import Binding
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
+from gateway.routing import CallRequest, CompiledPlan, Decision, DialplanHolder, Origin, TargetKind
+from gateway.routing.models import MenuAction, MenuGoto
+from gateway.routing.plan import CompiledGroup
+from gateway.sip.address import Address
+from gateway.sip.dialog import Dialog, DialogError
+from gateway.sip.errors import SipParseError
+from gateway.sip.headers import Headers, parse_name_addr
+from gateway.sip.message import Request, Response, make_response
+from gateway.switchboard.hunt import HuntPlan, HuntRun
+from gateway.switchboard.menu import (
+    Action,
+    Choice,
+    ChoiceKind,
+    Connect,
+    HangUp,
+    MenuSession,
+    MenuSet,
+    Play,
+    StopPlaying,
+)
+from gateway.switchboard.settings import SwitchboardSettings
+
+if TYPE_CHECKING:
+    from gateway.app import ClientRequest, Gateway, RequestHandler
+    from gateway.charging.service import ChargedCall, ChargingService
+    from gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+Q850_NORMAL = 'Q.850;cause=16;text="Normal call clearing"'
+CONNECTING = ("connect_zh", "connect_en")
+LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
+"""What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
+UNAVAILABLE = ("unavailable_zh", "unavailable_en")
+RINGBACK = "ringback"
+
+
+@dataclass(frozen=True, slots=True)
+class CallHandlers:
+    """Call control's handlers, which get everything that is not the switchboard's."""
+
+    invite: RequestHandler
+    bye: RequestHandler
+    in_dialog: RequestHandler
+    ack: Callable[[Request, Address], None] | None
+    cancel: Callable[[Request], None] | None
+
+    @classmethod
+    def of_b2bua(cls, b2bua: object) -> CallHandlers:
+        """The B2BUA's handlers (``B2BUA.install`` wires the same ones)."""
+        return cls(
+            invite=b2bua._on_invite,  # type: ignore[attr-defined]
+            bye=b2bua._on_bye,  # type: ignore[attr-defined]
+            in_dialog=b2bua._on_in_dialog,  # type: ignore[attr-defined]
+            ack=b2bua._on_ack,  # type: ignore[attr-defined]
+            cancel=b2bua._on_cancel,  # type: ignore[attr-defined]
+        )
+
+
+class SbState(Enum):
+    MENU = "menu"
+    HUNTING = "hunting"
+    CONNECTING = "connecting"  # the callee answered; the caller's re-INVITE is under way
+    CONNECTED = "connected"
+    TRANSFERRING = "transferring"  # the connected party REFERred the caller on (blind transfer)
+    ENDING = "ending"  # a goodbye prompt plays before BYE
+    ENDED = "ended"
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """One INVITE to a member."""
+
+    member: str
+    destination: Destination
+    invite: Request
+    client: ClientRequest | None = None
+    dialog: Dialog | None = None
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class SbCall:
+    uid: str
+    invite: Request
+    source: Address
+    group: CompiledGroup
+    plan: CompiledPlan
+    menu: MenuSession
+    rtp: RtpSession | None
+    a_dialog: Dialog
+    a_tag: str
+    contact: str
+    sdp_session: int
+    sdp_version: int = 1
+    state: SbState = SbState.MENU
+    acked: bool = False
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    hunt: HuntRun | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    winner: Attempt | None = None
+    charged: ChargedCall | None = None
+    caller_sdp: bytes = b""  # the caller's current session description (offer, then its answer)
+    transferor: Attempt | None = None  # the party whose REFER is being carried out
+
+
+class Switchboard:
+    """The switchboard service; see the module docstring."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        settings: SwitchboardSettings,
+        *,
+        plan: Callable[[], CompiledPlan],
+        trunks: TrunkTable,
+        contacts: Callable[[str], Awaitable[list[Binding]]],
+        prompts: PromptLibrary,
+        fallback: CallHandlers,
+        clock: Callable[[], dt.datetime],
+        charging: ChargingService | None = None,
+    ) -> None:
+        self._gw = gateway
+        self.settings = settings
+        self._plan = plan
+        self._trunks = trunks
+        self._contacts = contacts
+        self.prompts = prompts
+        self._fallback = fallback
+        self._clock = clock
+        self._charging = charging
+        self._endpoint: MediaEndpoint | None = None
+        self._calls: dict[str, SbCall] = {}
+        self._by_dialog: dict[tuple[str, str], SbCall] = {}  # (Call-ID, our tag) of either leg
+        self._index_of: int | None = None
+        self._numbers: frozenset[str] = frozenset()
+        self._menus: dict[str, MenuSet] = {}
+        self._uids = itertools.count(1)
+        self._accepting = True
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._status: asyncio.AbstractServer | None = None
+        self._status_path: Path | None = None
+        self.completed = 0
+
+    # -- wiring ------------------------------------------------------------------------------------
+    def install(self) -> None:
+        gw = self._gw
+        # Keys in SIP INFO bodies (application/dtmf-relay, application/dtmf) must reach us: the
+        # gateway's validation answers body types it does not list 415 (RFC 3261 §8.2.3).
+        accepted = gw.accepted_bodies
+        if accepted is not None:
+            gw.accept_bodies(accepted | frozenset(INFO_CONTENT_TYPES))
+        gw.add_request_handler("INVITE", self._on_invite)
+        gw.add_request_handler("BYE", self._on_bye)
+        gw.add_request_handler("INFO", self._on_in_dialog)
+        gw.add_request_handler("UPDATE", self._on_in_dialog)
+        gw.add_request_handler("REFER", self._on_refer)
+        gw.set_dialog_hooks(on_ack=self._on_ack, on_cancel=self._on_cancel)
+
+    @property
+    def endpoint(self) -> MediaEndpoint:
+        """The RTP endpoint, made on first use (the SIP listeners are bound by then)."""
+        if self._endpoint is None:
+            host = self.settings.rtp_host or self._gw.local_address("udp").host
+            ports = PortAllocator(self.settings.rtp_port_first, self.settings.rtp_port_last)
+            self._endpoint = MediaEndpoint(asyncio.get_running_loop(), host, ports)
+        return self._endpoint
+
+    def snapshot(self) -> dict[str, object]:
+        endpoint = self._endpoint
+        return {
+            "calls": len(self._calls),
+            "dialogs": len(self._by_dialog),
+            "timers": sum(len(c.timers) for c in self._calls.values()),
+            "rtp_sessions": len(endpoint.sessions) if endpoint else 0,
+            "rtp_ports_in_use": endpoint.ports.in_use if endpoint else 0,
+            "completed": self.completed,
+            "rtp_pacing": _pacing(endpoint),
+            "active": [
+                {"id": c.uid, "state": c.state.value, "path": list(c.menu.path)}
+                for c in list(self._calls.values())[:1000]
+            ],
+        }
+
+    # -- which calls are ours ------------------------------------------------------------------------
+    def _refresh_index(self, plan: CompiledPlan) -> None:
+        if self._index_of == id(plan):
+            return
+        numbers: set[str] = set()
+        menus: dict[str, MenuSet] = {}
+        for group in plan.groups.values():
+            config = group.switchboard_config
+            if config is None or not config.menus:
+                continue
+            menus[group.id] = MenuSet.compile(config, group.short_length, group.leading_digit)
+            for number in group.switchboard_numbers:
+                e164 = plan.to_e164(number, group.id) or ""
+                numbers |= {number, e164, e164.lstrip("+"), plan.national_form(number, group.id)}
+            if config.short:
+                numbers.add(config.short)
+        self._numbers = frozenset(n for n in numbers if n)
+        self._menus = menus
+        self._index_of = id(plan)
+
+    def _on_invite(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
+        if request.to.tag is not None:
+            call = self._find(request)
+            if call is not None:
+                return self._in_dialog(call, request, source)
+            return self._fallback.invite(request, source)
+        plan = self._plan()
+        self._refresh_index(plan)
+        called = user_of(request.uri)
+        if not self._accepting or called is None or called not in self._numbers:
+            return self._fallback.invite(request, source)
+        return self._classify(request, source, plan, called)
+
+    async def _classify(
+        self, request: Request, source: Address, plan: CompiledPlan, called: str
+    ) -> Response | None:
+        calling = user_of(request.from_.uri) or ""
+        line = self._trunks.owner_of(calling)
+        originating: str
+        trunk: str | None
+        group: str | None
+        if line is not None and any(b.source == source for b in await self._contacts(calling)):
+            origin, group, trunk, originating = Origin.MEMBER, line.group, None, line.name
+        else:
+            peer = self._trunks.identify(source, calling)
+            if peer is None:
+                return await self._delegate(request, source)
+            origin = Origin.CARRIER if isinstance(peer, CarrierTrunk) else Origin.PBX
+            group = None if peer.group == "*" else peer.group
+            trunk, originating = peer.name, peer.name
+        at = self.settings.fixed_time or self._clock()
+        outcome = plan.decide(CallRequest(origin, calling, called, at, group, trunk))
+        if not isinstance(outcome, Decision) or outcome.targets[0].kind is not TargetKind.SWITCHBOARD:
+            return await self._delegate(request, source)
+        target = outcome.targets[0]
+        group_id = outcome.charging.terminating_group or outcome.charging.group
+        for candidate in plan.groups.values():
+            if target.user in candidate.switchboard_numbers and candidate.id in self._menus:
+                return await self._answer(
+                    request,
+                    source,
+                    plan=plan,
+                    group=candidate,
+                    mode=target.mode or "",
+                    decision=outcome,
+                    originating=originating,
+                )
+        log.warning("switchboard %s of group %s has no menus", target.user, group_id)
+        return make_response(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
+
+    async def _delegate(self, request: Request, source: Address) -> Response | None:
+        result = self._fallback.invite(request, source)
+        if result is None or isinstance(result, Response):
+            return result
+        return await result
+
+    # -- answering -----------------------------------------------------------------------------------
+    async def _answer(
+        self,
+        request: Request,
+        source: Address,
+        *,
+        plan: CompiledPlan,
+        group: CompiledGroup,
+        mode: str,
+        decision: Decision,
+        originating: str,
+    ) -> Response | None:
+        tag = secrets.token_hex(6)
+        if len(self._calls) >= self.settings.max_calls:
+            response = make_response(request, 503, "Switchboard Busy", to_tag=tag)
+            response.headers.add("Retry-After", "5")
+            return response
+        menus = self._menus[group.id]
+        if mode not in menus.menus:
+            return make_response(request, 480, f"No Menu For Mode {mode}", to_tag=tag)
+        try:
+            # Late offer (RFC 3261 §13.2.1): we offer in the 2xx, the answer comes in the ACK;
+            # until then nothing is sent (the far end's address is not known).
+            negotiated = negotiate(parse_offer(request.body)) if request.body else LATE_OFFER
+        except SdpError as exc:
+            response = make_response(request, exc.status, exc.reason, to_tag=tag)
+            response.headers.add("Warning", f'304 gateway "{exc.reason}"')
+            return response
+        uid = f"sb-{next(self._uids)}"
+        holder: list[SbCall] = []
+
+        def on_key(key: str) -> None:
+            if holder:
+                self._key(holder[0], key)
+
+        def on_prompt_end() -> None:
+            if holder:
+                self._prompt_end(holder[0])
+
+        try:
+            rtp = await self.endpoint.open(negotiated, on_key=on_key, on_prompt_end=on_prompt_end)
+        except MediaError as exc:
+            return make_response(request, exc.status, exc.reason, to_tag=tag)
+        session_id = secrets.randbits(31)
+        body = build_answer(
+            negotiated, self.endpoint.host, rtp.port, session_id=session_id, offer=not request.body
+        )
+        contact = self._contact(source)
+        response = make_response(request, 200, "OK", to_tag=tag)
+        response.headers.add("Contact", contact)
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = body
+        try:
+            dialog = Dialog.uas(request, response)
+        except (DialogError, SipParseError) as exc:
+            rtp.close()
+            return make_response(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
+        session = MenuSession.begin(menus, mode)
+        call = SbCall(uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id)
+        call.caller_sdp = request.body
+        holder.append(call)
+        self._calls[uid] = call
+        self._by_dialog[(request.call_id, tag)] = call
+        if self._charging is not None:
+            call.charged = self._charging.open_call(
+                CallInfo.from_decision(
+                    decision,
+                    call_id=uid,
+                    a_leg_sip_call_id=request.call_id,
+                    originating=originating,
+                    calling_received=user_of(request.from_.uri) or "",
+                    called_dialled=user_of(request.uri) or "",
+                )
+            )
+            call.charged.routed(switchboard_step=f"menu:{mode}")
+            call.charged.answered()
+        self._arm(call, "ack", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
+        self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, "ivr_too_long"))
+        self._arm(call, "media", self.settings.media_timeout, self._media_check)
+        log.info("switchboard %s: %s answered in menu %s (RTP port %d)", uid, request.call_id, mode, rtp.port)
+        return response
+
+    def _contact(self, toward: Address) -> str:
+        local = self._gw.local_address(toward.transport, toward)
+        params = ";transport=tcp" if toward.transport == "tcp" else ""
+        return f"<sip:{local.hostport()}{params}>"
+
+    # -- menu ---------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _key(self, call: SbCall, key: str) -> None:
+        log.debug("switchboard %s: key %s", call.uid, key)
+        if call.state is not SbState.MENU:
+            return
+        self._apply(call, call.menu.digit(key, self._now()))
+
+    def _prompt_end(self, call: SbCall) -> None:
+        if call.state is SbState.MENU:
+            self._apply(call, call.menu.prompt_end(self._now()))
+        elif call.state is SbState.HUNTING and call.rtp is not None:
+            call.rtp.play(self._prompts(call, (RINGBACK,)), loop=True)
+        elif call.state is SbState.ENDING:
+            self._end(call, "hangup")
+
+    def _menu_timer(self, call: SbCall) -> None:
+        if call.state is SbState.MENU:
+            self._apply(call, call.menu.timeout(self._now()))
+
+    def _prompts(self, call: SbCall, names: tuple[str, ...]) -> list[Prompt]:
+        found = []
+        for name in names:
+            prompt = self.prompts.get(name, call.group.id)
+            if prompt is None:
+                log.warning("switchboard %s: no prompt %r", call.uid, name)
+            else:
+                found.append(prompt)
+        return found
+
+    def _play(self, call: SbCall, names: tuple[str, ...]) -> None:
+        rtp = call.rtp
+        if rtp is None:
+            return
+        prompts = self._prompts(call, names)
+        if prompts:
+            rtp.play(prompts)
+        else:
+            asyncio.get_running_loop().call_soon(self._prompt_end, call)
+
+    def _apply(self, call: SbCall, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Play):
+                self._play(call, action.prompts)
+            elif isinstance(action, StopPlaying):
+                if call.rtp is not None:
+                    call.rtp.stop()
+            elif isinstance(action, Connect):
+                self._connect(call, action.choice, action.digits)
+            elif isinstance(action, HangUp):
+                call.state = SbState.ENDING
+                self._play(call, action.prompts)
+        deadline = call.menu.deadline
+        if call.state is SbState.MENU and deadline is not None:
+            self._arm(call, "menu", max(0.0, deadline - self._now()), self._menu_timer)
+        else:
+            self._cancel_timer(call, "menu")
+
+    # -- hunting ------------------------------------------------------------------------------------
+    def _hunt_plan(self, call: SbCall, choice: Choice) -> HuntPlan | None:
+        config = call.group.switchboard_config
+        assert config is not None
+        fallback: MenuAction | MenuGoto = MenuAction.OPERATOR if config.operator else MenuAction.HANGUP
+        if choice.kind is ChoiceKind.HUNT and choice.argument in config.hunt_groups:
+            return HuntPlan.of(config.hunt_groups[choice.argument])
+        if choice.kind is ChoiceKind.OPERATOR and config.operator is not None:
+            plan = HuntPlan.of(config.operator)
+            if plan.on_no_answer is not MenuAction.REPEAT:  # nobody after the operator: goodbye
+                plan = HuntPlan(plan.steps, MenuAction.HANGUP)
+            return plan
+        if choice.kind is ChoiceKind.MEMBER and choice.argument is not None:
+            if self._party(call, choice.argument) is None:
+                return None
+            return HuntPlan.single(choice.argument, self.settings.member_ring_seconds, fallback)
+        return None
+
+    def _party(self, call: SbCall, number: str) -> tuple[str, ...] | None:
+        plan, group = call.plan, call.group.id
+        party = plan.member_by_short(group, number) or plan.owner(number, group)
+        if party is None or party.group != group or not party.targets:
+            return None
+        return (party.id,)
+
+    def _connect(self, call: SbCall, choice: Choice, digits: str) -> None:
+        plan = self._hunt_plan(call, choice)
+        if call.charged is not None:
+            call.charged.routed(switchboard_step=f"keys:{digits}" if digits else "keys:none")
+            call.charged.routed(switchboard_step=choice.describe())
+        if plan is None:  # a short number keyed that is nobody's: invalid, back to the menu
+            log.info("switchboard %s: %s reaches nobody", call.uid, choice.describe())
+            call.state = SbState.MENU
+            call.menu.failures += 1
+            self._apply(call, [Play(call.menu.menu.invalid_prompts), *call.menu.back_to_menu(self._now())])
+            return
+        log.info("switchboard %s: connecting to %s", call.uid, choice.describe())
+        call.state = SbState.HUNTING
+        call.hunt = HuntRun(plan)
+        self._play(call, CONNECTING)
+        self._next_step(call)
+
+    def _next_step(self, call: SbCall) -> None:
+        hunt = call.hunt
+        assert hunt is not None
+        for attempt in call.attempts:
+            self._abandon_attempt(attempt)
+        call.attempts = []
+        members = hunt.next_step(self._now())
+        if members is None:
+            self._nobody_answered(call)
+            return
+        assert hunt.deadline is not None
+        self._arm(call, "ring", max(0.0, hunt.deadline - self._now()), self._next_step)
+        task = asyncio.ensure_future(self._ring(call, hunt, members))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("switchboard: hunting failed", exc_info=task.exception())
+
+    async def _ring(self, call: SbCall, hunt: HuntRun, members: tuple[str, ...]) -> None:
+        index = hunt.index
+        for member in members:
+            destinations = await self._destinations(call, member)
+            if not self._hunting(call) or call.hunt is not hunt or hunt.index != index:
+                return  # the call moved on while we looked the member up
+            if not destinations:
+                log.info("switchboard %s: member %s is not reachable", call.uid, member)
+                if hunt.failed(member):
+                    self._next_step(call)
+                continue
+            self._dial(call, member, destinations[0])
+
+    async def _destinations(self, call: SbCall, member: str) -> list[Destination]:
+        plan, group = call.plan, call.group.id
+        party = plan.member_by_short(group, member) or plan.owner(member, group)
+        if party is None:
+            return []
+        out: list[Destination] = []
+        for target in party.targets:
+            if target.kind is TargetKind.REGISTERED:
+                bindings = await self._contacts(target.user)
+                out += [binding_destination(b, target.user, target.trunk) for b in bindings]
+                continue
+            trunk = self._trunks.trunks.get(target.trunk) if target.trunk else None
+            if isinstance(trunk, PeerTrunk | CarrierTrunk) and trunk.enabled:
+                out += trunk_destinations(trunk, target.user, lambda _a: True)
+        return out
+
+    def _dial(self, call: SbCall, member: str, destination: Destination) -> None:
+        tag = secrets.token_hex(6)
+        contact = self._contact(destination.address)
+        local = self._gw.local_address(destination.address.transport, destination.address)
+        caller = user_of(call.invite.from_.uri) or "anonymous"
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:{caller}@{local.host}>;tag={tag}")
+        headers.add("To", f"<{destination.request_uri()}>")
+        headers.add("Call-ID", secrets.token_hex(12))
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", contact)
+        headers.add("Allow", ALLOW)
+        headers.add("Content-Type", call.invite.headers.get("Content-Type") or "application/sdp")
+        invite = Request("INVITE", destination.request_uri(), headers, call.caller_sdp)
+        attempt = Attempt(member, destination, invite)
+        call.attempts.append(attempt)
+        self._by_dialog[(invite.call_id, tag)] = call
+        attempt.client = self._gw.send_request(
+            invite, destination.address, lambda response: self._on_attempt_response(call, attempt, response)
+        )
+        if call.charged is not None:
+            call.charged.routed(switchboard_step=f"ring:{member}")
+
+    def _on_attempt_response(self, call: SbCall, attempt: Attempt, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            return
+        if status >= 300:
+            attempt.done = True
+            if self._hunting(call) and attempt in call.attempts:
+                hunt = call.hunt
+                if hunt is not None and hunt.failed(attempt.member):
+                    self._next_step(call)
+            self._forget_attempt(call, attempt)
+            return
+        if attempt.dialog is not None:
+            return  # a 2xx retransmission: the transaction layer re-sends our ACK (RFC 6026)
+        try:
+            attempt.dialog = Dialog.uac(attempt.invite, response)
+        except (DialogError, SipParseError) as exc:
+            log.warning("switchboard %s: unusable 2xx from %s: %s", call.uid, attempt.member, exc)
+            return
+        assert attempt.client is not None
+        self._gw.send_ack(attempt.client, attempt.dialog.create_ack(attempt.invite))
+        attempt.done = True
+        if not self._hunting(call) or attempt not in call.attempts:
+            self._bye(attempt.dialog, attempt.destination.address)  # lost the race (RFC 3261 §15)
+            self._forget_attempt(call, attempt)
+            return
+        if call.state is SbState.TRANSFERRING:
+            call.transferor = call.winner
+        call.winner = attempt
+        call.state = SbState.CONNECTING
+        self._cancel_timer(call, "ring")
+        for other in call.attempts:
+            if other is not attempt:
+                self._abandon_attempt(other)
+        call.attempts = [attempt]
+        if call.charged is not None:
+            call.charged.routed(
+                terminating=attempt.member,
+                b_leg_sip_call_id=attempt.invite.call_id,
+                switchboard_step=f"answered:{attempt.member}",
+            )
+        self._reinvite_caller(call, response.body)
+
+    @staticmethod
+    def _hunting(call: SbCall) -> bool:
+        """Members are being rung for this call (from the menu, or for a transfer)."""
+        if call.state is SbState.HUNTING:
+            return call.winner is None
+        return call.state is SbState.TRANSFERRING
+
+    def _abandon_attempt(self, attempt: Attempt) -> None:
+        if not attempt.done and attempt.client is not None and attempt.client.final is None:
+            self._gw.cancel(attempt.client)
+        attempt.done = True
+
+    def _forget_attempt(self, call: SbCall, attempt: Attempt) -> None:
+        if call.winner is attempt:
+            return
+        self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+
+    def _nobody_answered(self, call: SbCall) -> None:
+        hunt = call.hunt
+        assert hunt is not None
+        self._cancel_timer(call, "ring")
+        if call.state is SbState.TRANSFERRING:
+            # RFC 3515 §2.4.5: the transfer failed; the caller stays with the transferor.
+            log.info("switchboard %s: transfer target did not answer", call.uid)
+            call.hunt = None
+            call.state = SbState.CONNECTED
+            if call.winner is not None:
+                self._notify(call.winner, "SIP/2.0 480 Temporarily Unavailable", final=True)
+            return
+        choice = hunt.plan.on_no_answer
+        log.info("switchboard %s: nobody answered; %s", call.uid, choice)
+        if call.charged is not None:
+            call.charged.routed(switchboard_step="no_answer")
+        call.hunt = None
+        if choice is MenuAction.REPEAT:
+            call.state = SbState.MENU
+            self._apply(call, call.menu.back_to_menu(self._now()))
+        elif choice is MenuAction.HANGUP:
+            call.state = SbState.ENDING
+            self._play(call, (*UNAVAILABLE, "goodbye_zh", "goodbye_en"))
+        else:
+            from gateway.switchboard.menu import choice_of  # noqa: PLC0415 - avoid a name clash above
+
+            self._connect(call, choice_of(choice), "")
+
+    # -- connecting the caller ----------------------------------------------------------------------
+    def _reinvite_caller(self, call: SbCall, callee_sdp: bytes) -> None:
+        call.sdp_version += 1
+        body = reoffer(
+            callee_sdp, session_id=call.sdp_session, version=call.sdp_version, address=self.endpoint.host
+        )
+        request = call.a_dialog.create_request("INVITE", body=body, content_type="application/sdp")
+        request.headers.set("Contact", call.contact)
+        client: list[ClientRequest] = []
+
+        def answered(response: Response) -> None:
+            if response.status < 200 or call.state is not SbState.CONNECTING:
+                return
+            if response.status >= 300:
+                log.info("switchboard %s: the caller refused the re-INVITE (%d)", call.uid, response.status)
+                self._end(call, "reinvite_failed")
+                return
+            with contextlib.suppress(DialogError, ValueError):
+                call.a_dialog.receive_response(request, response)
+            self._gw.send_ack(client[0], call.a_dialog.create_ack(request))
+            self._connected(call, response.body)
+
+        client.append(self._gw.send_request(request, call.source, answered))
+
+    def _connected(self, call: SbCall, caller_answer: bytes) -> None:
+        call.state = SbState.CONNECTED
+        if caller_answer:
+            call.caller_sdp = caller_answer
+        transferor, call.transferor = call.transferor, None
+        if transferor is not None and transferor.dialog is not None:
+            # RFC 3515 §2.4.5: tell the transferor, then end its leg (it has handed the call on).
+            self._notify(transferor, "SIP/2.0 200 OK", final=True)
+            self._bye(transferor.dialog, transferor.destination.address)
+            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
+            if call.charged is not None:
+                call.charged.routed(switchboard_step=f"transferred_by:{transferor.member}")
+        for name in ("ivr", "media", "menu", "ack"):
+            self._cancel_timer(call, name)
+        if call.rtp is not None:
+            call.rtp.close()  # media is end to end now: the port goes back at once
+            call.rtp = None
+        winner = call.winner
+        assert winner is not None and winner.dialog is not None
+        log.info("switchboard %s: connected to %s", call.uid, winner.member)
+        with contextlib.suppress(SdpError):
+            before, after = parse_offer(call.invite.body), parse_offer(caller_answer)
+            if (before.address, before.port) != (after.address, after.port):
+                # The caller moved its media in its answer: tell the callee (RFC 3264 §8).
+                update = winner.dialog.create_request(
+                    "INVITE", body=caller_answer, content_type="application/sdp"
+                )
+                update.headers.set("Contact", self._contact(winner.destination.address))
+                self._relay_to(call, winner.dialog, winner.destination.address, update, None)
+
+    # -- in-dialog requests ---------------------------------------------------------------------------
+    def _find(self, request: Request) -> SbCall | None:
+        tag = request.to.tag
+        return self._by_dialog.get((request.call_id, tag)) if tag is not None else None
+
+    def _leg_of(
+        self, call: SbCall, request: Request
+    ) -> tuple[Dialog, Address, Dialog | None, Address | None]:
+        """(this leg's dialog, peer), (the other leg's dialog, peer) for a request in ``call``."""
+        winner = call.winner
+        if request.call_id == call.invite.call_id:
+            if winner is None or winner.dialog is None:
+                return call.a_dialog, call.source, None, None
+            return call.a_dialog, call.source, winner.dialog, winner.destination.address
+        assert winner is not None and winner.dialog is not None
+        return winner.dialog, winner.destination.address, call.a_dialog, call.source
+
+    def _on_in_dialog(
+        self, request: Request, source: Address
+    ) -> Response | Awaitable[Response | None] | None:
+        call = self._find(request)
+        if call is None:
+            return self._fallback.in_dialog(request, source)
+        return self._in_dialog(call, request, source)
+
+    def _in_dialog(self, call: SbCall, request: Request, source: Address) -> Response | None:
+        if call.winner is None or call.state not in (SbState.CONNECTED, SbState.TRANSFERRING):
+            if request.call_id != call.invite.call_id:
+                return make_response(request, 481)
+            try:
+                call.a_dialog.receive_request(request)
+            except DialogError as exc:
+                return make_response(request, exc.status, exc.reason)
+            if request.method == "INFO":
+                key = info_key(request.headers.get("Content-Type"), request.body)
+                if key is not None and call.rtp is not None:
+                    call.rtp.key(key)
+                return make_response(request, 200)
+            return self._reoffer_to_ivr(call, request)
+
+        this, _peer, other, other_peer = self._leg_of(call, request)
+        try:
+            this.receive_request(request)
+        except DialogError as exc:
+            return make_response(request, exc.status, exc.reason)
+        if other is None or other_peer is None:
+            return make_response(request, 481)
+        relayed = other.create_request(
+            request.method, body=request.body, content_type=request.headers.get("Content-Type")
+        )
+        if request.method in ("INVITE", "UPDATE"):
+            relayed.headers.set(
+                "Contact", call.contact if other is call.a_dialog else self._contact(other_peer)
+            )
+        self._relay_to(call, other, other_peer, relayed, request)
+        return None
+
+    def _reoffer_to_ivr(self, call: SbCall, request: Request) -> Response:
+        """A re-INVITE / UPDATE from the caller while the IVR holds its media (a session refresh,
+        RFC 4028, or a moved address): answered by the RTP endpoint itself (RFC 3264 §8)."""
+        rtp = call.rtp
+        if call.state is SbState.CONNECTING or rtp is None:
+            return make_response(request, 491)  # our own re-INVITE is under way (RFC 3261 §14.2)
+        if request.body:
+            try:
+                negotiated = negotiate(parse_offer(request.body))
+            except SdpError as exc:
+                return make_response(request, exc.status, exc.reason)
+            rtp.update(negotiated)
+            call.caller_sdp = request.body
+            call.sdp_version += 1
+        body = build_answer(
+            rtp.negotiated,
+            self.endpoint.host,
+            rtp.port,
+            session_id=call.sdp_session,
+            version=call.sdp_version,
+        )
+        response = make_response(request, 200)
+        response.headers.add("Contact", call.contact)
+        response.headers.add("Allow", ALLOW)
+        if request.method == "INVITE" or request.body:
+            response.headers.add("Content-Type", "application/sdp")
+            response.body = body
+        return response
+
+    def _relay_to(
+        self, call: SbCall, dialog: Dialog, peer: Address, relayed: Request, original: Request | None
+    ) -> None:
+        client: list[ClientRequest] = []
+
+        def answered(response: Response) -> None:
+            if response.status < 200:
+                return
+            with contextlib.suppress(DialogError, ValueError):
+                dialog.receive_response(relayed, response)
+            if relayed.method == "INVITE" and 200 <= response.status < 300:
+                self._gw.send_ack(client[0], dialog.create_ack(relayed))
+            if original is None:
+                return
+            answer = make_response(original, response.status, response.reason)
+            if response.body:
+                answer.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
+                answer.body = response.body
+            if original.method in ("INVITE", "UPDATE") and response.status < 300:
+                answer.headers.add(
+                    "Contact",
+                    call.contact if original.call_id == call.invite.call_id else self._contact(peer),
+                )
+            with contextlib.suppress(KeyError):
+                self._gw.respond(original, answer)
+
+        client.append(self._gw.send_request(relayed, peer, answered))
+
+    def _on_refer(self, request: Request, source: Address) -> Response:
+        """Blind transfer (RFC 3515): the connected party (e.g. the operator) REFERs the caller
+        to a member; we ring it with the caller's session, re-INVITE the caller to it, NOTIFY the
+        transferor (sipfrag, RFC 3420) and end the transferor's leg."""
+        call = self._find(request)
+        if call is None:
+            return make_response(request, 501)  # call control does not transfer (REFER is ours)
+        winner = call.winner
+        if (
+            winner is None
+            or winner.dialog is None
+            or request.call_id != winner.invite.call_id
+            or call.state is not SbState.CONNECTED
+        ):
+            return make_response(request, 491 if call.state is SbState.TRANSFERRING else 403)
+        try:
+            winner.dialog.receive_request(request)
+            refer_to = request.headers.get("Refer-To")
+            target = user_of(parse_name_addr(refer_to or "", "Refer-To").uri) if refer_to else None
+        except (DialogError, SipParseError) as exc:
+            return make_response(request, 400, f"Bad REFER: {exc}")
+        if target is None or self._party(call, target) is None:
+            return make_response(request, 403, "Transfer Target Not In Group")
+        log.info("switchboard %s: %s transfers the caller to %s", call.uid, winner.member, target)
+        if call.charged is not None:
+            call.charged.routed(switchboard_step=f"refer:{target}")
+        call.state = SbState.TRANSFERRING
+        call.attempts = [winner]  # the transferor stays connected while the target rings
+        call.hunt = HuntRun(HuntPlan.single(target, self.settings.member_ring_seconds, MenuAction.HANGUP))
+        asyncio.get_running_loop().call_soon(self._start_transfer, call, winner)
+        response = make_response(request, 202, "Accepted")
+        response.headers.add("Contact", self._contact(winner.destination.address))
+        return response
+
+    def _start_transfer(self, call: SbCall, winner: Attempt) -> None:
+        if call.state is not SbState.TRANSFERRING:
+            return
+        self._notify(winner, "SIP/2.0 100 Trying", final=False)
+        call.attempts = []
+        hunt = call.hunt
+        assert hunt is not None
+        members = hunt.next_step(self._now())
+        assert members is not None and hunt.deadline is not None
+        self._arm(call, "ring", max(0.0, hunt.deadline - self._now()), self._next_step)
+        task = asyncio.ensure_future(self._ring(call, hunt, members))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _notify(self, attempt: Attempt, status_line: str, *, final: bool) -> None:
+        """The implicit refer subscription's NOTIFY (RFC 3515 §2.4.4) with a sipfrag body."""
+        dialog = attempt.dialog
+        if dialog is None:
+            return
+        try:
+            notify = dialog.create_request(
+                "NOTIFY", body=f"{status_line}\r\n".encode(), content_type="message/sipfrag;version=2.0"
+            )
+        except DialogError:
+            return
+        notify.headers.add("Event", "refer")
+        notify.headers.add(
+            "Subscription-State", "terminated;reason=noresource" if final else "active;expires=60"
+        )
+        notify.headers.set("Contact", self._contact(attempt.destination.address))
+        self._gw.send_request(notify, attempt.destination.address)
+
+    def _on_bye(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
+        call = self._find(request)
+        if call is None:
+            return self._fallback.bye(request, source)
+        from_caller = request.call_id == call.invite.call_id
+        dialog = call.a_dialog if from_caller else (call.winner.dialog if call.winner else None)
+        if dialog is None:
+            return make_response(request, 481)
+        try:
+            dialog.receive_request(request)  # a BYE terminates the dialog (RFC 3261 §15.1.2)
+        except DialogError as exc:
+            return make_response(request, exc.status, exc.reason)
+        self._end(call, "normal", released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
+        return make_response(request, 200)
+
+    def _on_ack(self, request: Request, source: Address) -> None:
+        call = self._find(request)
+        if call is None:
+            if self._fallback.ack is not None:
+                self._fallback.ack(request, source)
+            return
+        if request.call_id != call.invite.call_id or request.cseq.seq != call.invite.cseq.seq or call.acked:
+            return  # ACK of a relayed re-INVITE's 2xx: we ACKed the other side already
+        call.acked = True
+        self._cancel_timer(call, "ack")
+        if not call.invite.body:  # late offer: the ACK carries the caller's answer
+            try:
+                negotiated = negotiate(parse_offer(request.body))
+            except SdpError as exc:
+                log.info("switchboard %s: unusable answer in the ACK: %s", call.uid, exc.reason)
+                self._end(call, "bad_answer")  # RFC 3261 §13.3.1.4: the UAS ends the session
+                return
+            call.caller_sdp = request.body
+            if call.rtp is not None:
+                call.rtp.update(negotiated)
+        if call.state is SbState.MENU:
+            self._apply(call, call.menu.start(self._now()))
+
+    def _on_cancel(self, invite: Request) -> None:
+        for call in self._calls.values():
+            if call.invite is invite:
+                self._end(call, "cancelled", released_by=ReleasedBy.CALLER)
+                return
+        if self._fallback.cancel is not None:
+            self._fallback.cancel(invite)
+
+    # -- timers -------------------------------------------------------------------------------------
+    def _arm(self, call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
+        old = call.timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        call.timers[name] = asyncio.get_running_loop().call_later(delay, self._fire, call, name, action)
+
+    def _fire(self, call: SbCall, name: str, action: Callable[[SbCall], None]) -> None:
+        call.timers.pop(name, None)
+        if call.state is SbState.ENDED:
+            return
+        try:
+            action(call)
+        except Exception:
+            log.exception("switchboard %s: %s timer failed", call.uid, name)
+            self._end(call, "failure")
+
+    @staticmethod
+    def _cancel_timer(call: SbCall, name: str) -> None:
+        handle = call.timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _ack_missing(self, call: SbCall) -> None:
+        if not call.acked:
+            log.info("switchboard %s: no ACK for our 2xx (RFC 3261 §13.3.1.4)", call.uid)
+            self._end(call, "no_ack")
+
+    def _media_check(self, call: SbCall) -> None:
+        """No RTP and no key from the caller for ``media_timeout``: a dead peer; hang up."""
+        rtp = call.rtp
+        if rtp is None or call.state not in (SbState.MENU, SbState.HUNTING):
+            return
+        now = self._now()
+        last = rtp.last_received
+        if last is not None and now - last < self.settings.media_timeout:
+            self._arm(call, "media", self.settings.media_timeout - (now - last), self._media_check)
+            return
+        log.info("switchboard %s: no media from the caller for %.0f s", call.uid, self.settings.media_timeout)
+        self._end(call, "media_timeout")
+
+    # -- ending -------------------------------------------------------------------------------------
+    def _bye(self, dialog: Dialog, peer: Address) -> None:
+        try:
+            bye = dialog.create_request("BYE")
+        except DialogError:
+            return
+        bye.headers.add("Reason", Q850_NORMAL)
+        self._gw.send_request(bye, peer)
+        dialog.terminate()
+
+    def _end(self, call: SbCall, why: str, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
+        """The one place a switchboard call ends: everything it holds is given back."""
+        if self._calls.pop(call.uid, None) is None:
+            return
+        state, call.state = call.state, SbState.ENDED
+        for handle in call.timers.values():
+            handle.cancel()
+        call.timers.clear()
+        if call.rtp is not None:
+            call.rtp.close()
+            call.rtp = None
+        for attempt in call.attempts:
+            if attempt is not call.winner:
+                self._abandon_attempt(attempt)
+            self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+        winner = call.winner
+        if winner is not None:
+            self._by_dialog.pop((winner.invite.call_id, winner.invite.from_.tag or ""), None)
+        if winner is not None and winner.dialog is not None and released_by is not ReleasedBy.CALLEE:
+            self._bye(winner.dialog, winner.destination.address)
+        transferor = call.transferor
+        if transferor is not None and transferor.dialog is not None:
+            self._bye(transferor.dialog, transferor.destination.address)
+            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
+        if why != "cancelled" and released_by is not ReleasedBy.CALLER:
+            self._bye(call.a_dialog, call.source)
+        self._by_dialog.pop((call.invite.call_id, call.a_tag), None)
+        self.completed += 1
+        if call.charged is not None:
+            reason = {
+                "cancelled": EndReason.CANCELLED,
+                "normal": EndReason.NORMAL,
+                "hangup": EndReason.NORMAL,
+            }.get(why, EndReason.FAILURE)
+            call.charged.ended(reason, released_by)
+        log.info("switchboard %s: ended (%s, was %s)", call.uid, why, state.value)
+
+    async def open_status(self, path: Path) -> None:
+        """Serve :meth:`snapshot` as one JSON document per connection (tests, tools)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # noqa: ASYNC240 - start-up, a local socket file
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                writer.write(json.dumps(self.snapshot()).encode())
+                await writer.drain()
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
+        self._status = await asyncio.start_unix_server(serve, path=str(path))
+        self._status_path = path
+
+    async def close(self) -> None:
+        """Shutdown: stop taking calls, end every call with BYE, close the RTP endpoint."""
+        self._accepting = False
+        if self._status is not None:
+            self._status.close()
+            await self._status.wait_closed()
+            if self._status_path is not None:
+                self._status_path.unlink(missing_ok=True)
+        for call in list(self._calls.values()):
+            self._end(call, "shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._endpoint is not None:
+            self._endpoint.close()
+
+
+async def install(
+    gateway: Gateway,
+    config: GatewayConfig,
+    *,
+    b2bua: object,
+    trunks: TrunkTable,
+    contacts: Callable[[str], Awaitable[list[Binding]]],
+    dialplan: DialplanHolder,
+    charging: ChargingService | None = None,
+) -> Switchboard:
+    """The switchboard in front of call control (``b2bua``, installed already); prompts loaded
+    once here (the shipped set and each group's ``switchboard.prompt_dir``, relative to the
+    first dialplan path's directory). A bad prompt file is a :class:`PromptError`: do not start."""
+    prompts = await asyncio.get_running_loop().run_in_executor(None, load_prompts, dialplan)
+    switchboard = Switchboard(
+        gateway,
+        config.switchboard,
+        plan=lambda: dialplan.plan,
+        trunks=trunks,
+        contacts=contacts,
+        prompts=prompts,
+        fallback=CallHandlers.of_b2bua(b2bua),
+        clock=wall_clock,
+        charging=charging,
+    )
+    switchboard.install()
+    status = config.switchboard.status_socket
+    if status is not None:
+        await switchboard.open_status(status if status.is_absolute() else config.state_dir / status)
+    return switchboard
+
+
+def load_prompts(dialplan: DialplanHolder) -> PromptLibrary:
+    """The shipped prompts and each group's ``prompt_dir`` (relative to the dialplan directory)."""
+    first = Path(dialplan.paths[0]) if dialplan.paths else Path()
+    base = first if first.is_dir() else first.parent
+    return PromptLibrary.load(
+        groups={
+            g.id: base / g.switchboard_config.prompt_dir
+            for g in dialplan.plan.groups.values()
+            if g.switchboard_config is not None and g.switchboard_config.prompt_dir is not None
+        }
+    )
+
+
+def _pacing(endpoint: MediaEndpoint | None) -> dict[str, float]:
+    """RTP send lateness since start (ms): each burst's first and last packet (see Pacer)."""
+    if endpoint is None:
+        return {}
+    first, last = endpoint.pacer.stats, endpoint.pacer.last_packet
+    return {
+        "packets": first.packets,
+        "first_p50_ms": first.percentile(0.5) * 1000,
+        "first_p99_ms": first.percentile(0.99) * 1000,
+        "last_p50_ms": last.percentile(0.5) * 1000,
+        "last_p99_ms": last.percentile(0.99) * 1000,
+        "last_max_ms": last.maximum * 1000,
+    }
