@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.charging.cli",
     "gateway.accounts.cli",
     "gateway.routing.cli",
+    "gateway.mgmt.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -78,6 +78,11 @@ class Sink(abc.ABC):
         """Accepted events not yet durable."""
         return 0
 
+    @property
+    def accepted(self) -> int:
+        """Events accepted since start (the operations API derives events per second)."""
+        return 0
+
 
 @dataclass(frozen=True, slots=True)
 class SinkContext:
@@ -176,6 +181,10 @@ class BatchingSink(Sink):
     @property
     def backlog(self) -> int:
         return len(self._buffer)
+
+    @property
+    def accepted(self) -> int:
+        return self._accepted
 
     async def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name=f"charging-sink-{self.name}")

@@ -1,0 +1,225 @@
+"""The console in a real browser: headless Debian chromium driven by Playwright. Log in with a
+token, explain a call, edit a dialplan (a validation error first, then a good change applied),
+set an account state, and read the dashboard and live calls while SIPp places calls.
+Screenshots go to test-artifacts/console/ (gitignored)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.call.harness import run_caller, screen, sipp_server, wait_idle
+from tests.mgmt.support import ADMIN, READER, Api, api_gateway, wait_api
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.servers import RedisServer, free_udp_tcp_port
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "console"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CARRIER = free_udp_tcp_port()
+PBX = free_udp_tcp_port()
+OLD_MOBILE, NEW_MOBILE = "13800138001", "13900139001"
+
+
+@pytest.fixture(scope="module")
+def console(
+    tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer
+) -> Iterator[tuple[GatewayProcess, Api]]:
+    if redis_srv.proc is None:
+        redis_srv.start()
+    redis_srv.flush()
+    gw, api = api_gateway(
+        tmp_path_factory.mktemp("console"),
+        redis_url=redis_srv.url,
+        carrier_port=CARRIER,
+        pbx_port=PBX,
+        sip_overrides={"timers": {"t1": 0.1, "t2": 0.4, "t4": 0.5, "timer_d": 0.5}},
+    )
+    gw.start()
+    try:
+        wait_api(api)
+        yield gw, api
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed (make test installs it)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Page, api: Api, token: str) -> None:
+    page.goto(api.base + "/")
+    page.fill("#token", token)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#tabs")).to_be_visible()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    pg = context.new_page()
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.set_default_timeout(15_000)
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert errors == [], errors  # no JavaScript error on any page
+
+
+def test_login_is_refused_with_a_bad_token_and_accepted_with_a_good_one(
+    console: tuple[GatewayProcess, Api], page: Page
+) -> None:
+    _, api = console
+    page.goto(api.base + "/")
+    page.fill("#token", "wrong-token-wrong-token")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-error")).to_contain_text("not valid")
+    shot(page, "01-login-refused")
+    page.fill("#token", ADMIN)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#who")).to_have_text("ops-admin (admin)")
+    expect(page.locator("#dashboard")).to_be_visible()
+    expect(page.locator("#trunks tbody tr")).to_have_count(3)
+    shot(page, "02-dashboard")
+
+
+def test_explain_and_edit_the_dialplan(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    _, api = console
+    login(page, api, ADMIN)
+    page.click("#tabs button[data-tab=dialplan]")
+    expect(page.locator("#dp-text")).to_have_value(api.get("/api/dialplans/acme").body["text"])
+    # Explain a short-number call from an IAD line.
+    page.fill("#ex-from", "62880001")
+    page.fill("#ex-to", "60002")
+    page.fill("#ex-group", "acme")
+    page.fill("#ex-at", "2026-11-23T10:00:00")
+    page.click("#explain-form button[type=submit]")
+    expect(page.locator("#ex-decision")).to_contain_text("ROUTE as intra_group_short")
+    expect(page.locator("#ex-trace li").first).to_contain_text("caller: line 62880001")
+    shot(page, "03-explain")
+
+    # An edit with an error: validated as you type, refused, nothing applied.
+    text = page.input_value("#dp-text")
+    page.fill("#dp-text", text.replace('short_first: "60001"', 'short_first: "70001"'))
+    expect(page.locator("#dp-status")).to_have_attribute("data-state", "bad")
+    expect(page.locator("#dp-errors li").first).to_contain_text("acme.yaml:")
+    expect(page.locator("#dp-errors li").first).to_contain_text("lines[0]")
+    expect(page.locator("#dp-apply")).to_be_disabled()
+    shot(page, "04-dialplan-validation-error")
+
+    # A good edit: short number 66001 now reaches another mobile; explain against the draft first.
+    page.fill("#dp-text", text.replace(OLD_MOBILE, NEW_MOBILE))
+    expect(page.locator("#dp-status")).to_have_attribute("data-state", "ok")
+    page.fill("#ex-from", "1001")
+    page.fill("#ex-to", "66001")
+    page.fill("#ex-trunk", "acme-pbx")
+    page.check("#ex-draft")
+    page.click("#explain-form button[type=submit]")
+    expect(page.locator("#ex-decision")).to_contain_text(f"+86{NEW_MOBILE}")
+    expect(page.locator("#ex-decision")).to_contain_text("[draft plan")
+    page.fill("#dp-comment", "66001 moves to the new mobile")
+    page.click("#dp-apply")
+    expect(page.locator("#dp-result")).to_contain_text("Applied as version")
+    expect(page.locator("#dp-versions tbody tr")).to_have_count(2)
+    page.uncheck("#ex-draft")
+    page.click("#explain-form button[type=submit]")
+    expect(page.locator("#ex-decision")).to_contain_text("[live plan")
+    expect(page.locator("#ex-decision")).to_contain_text(f"+86{NEW_MOBILE}")
+    shot(page, "05-dialplan-applied")
+    assert api.get("/api/dialplans").body["version"] is not None
+
+
+def test_account_states(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    _, api = console
+    login(page, api, ADMIN)
+    page.click("#tabs button[data-tab=accounts]")
+    page.select_option("#acct-scope", "number")
+    page.fill("#acct-key", "62880007")
+    page.select_option("#acct-state", "arrears")
+    page.click("#acct-form button[type=submit]")
+    expect(page.locator("#acct-result")).to_contain_text("normal → arrears")
+    expect(page.locator("#acct-list tbody tr")).to_contain_text(["62880007"])
+    shot(page, "06-accounts")
+    assert api.get("/api/accounts/number/62880007").body["state"] == "arrears"
+    api.call("PUT", "/api/accounts/number/62880007", {"state": "normal"})
+
+
+def test_read_only_operator_sees_no_change_buttons(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    _, api = console
+    login(page, api, READER)
+    expect(page.locator("#who")).to_have_text("ops-read (read)")
+    expect(page.locator("#trunks tbody tr")).to_have_count(3)
+    expect(page.locator("#trunks button").first).to_be_hidden()
+    page.click("#tabs button[data-tab=dialplan]")
+    expect(page.locator("#dp-apply")).to_be_hidden()
+
+
+def test_dashboard_and_live_calls_while_sipp_places_calls(
+    console: tuple[GatewayProcess, Api], page: Page, tmp_path: Path
+) -> None:
+    gw, api = console
+    login(page, api, ADMIN)
+    calls = 24
+    outcome: dict[str, subprocess.CompletedProcess[str]] = {}
+    with sipp_server(tmp_path / "uas", "call_uas.xml", CARRIER, calls=calls):
+        caller = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "uac",
+                run_caller(
+                    tmp_path / "uac",
+                    "call_uac.xml",
+                    PBX,
+                    gw,
+                    service="66001",
+                    calls=calls,
+                    rate=4,
+                    extra=["-d", "3000", "-l", "20"],
+                ),
+            )
+        )
+        caller.start()
+        try:
+            # The dashboard refreshes every 2 s: active calls show up while SIPp runs.
+            # Locators, not page scripts: the console's CSP forbids evaluating strings.
+            expect(page.locator("#stat-calls")).to_have_text(re.compile(r"^[1-9][0-9]*$"))
+            expect(page.locator("#stat-cps")).to_have_text(re.compile(r"^(?!0\.0$)[0-9]+\.[0-9]$"))
+            shot(page, "07-dashboard-under-load")
+            page.click("#tabs button[data-tab=calls]")
+            expect(page.locator("#call-list tbody tr").first).to_be_visible()
+            expect(page.locator("#calls-summary")).to_contain_text("active")
+            shot(page, "08-live-calls")
+        finally:
+            caller.join(timeout=120)
+    assert outcome["uac"].returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
+    wait_idle(gw)
+    page.click("#tabs button[data-tab=dashboard]")
+    expect(page.locator("#stat-calls")).to_have_text("0")
+    shot(page, "09-dashboard-after-load")
