@@ -34,14 +34,15 @@ def users_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def register(port: int, user: str, password: str = PASSWORD, *, username: str | None = None,
-             contact: str | None = "auto", expires: int | None = 120, host: str = "127.0.0.1") -> Response:
+             contact: str | None = "auto", expires: int | None = 120, host: str = "127.0.0.1",
+             local_port: int = 0) -> Response:
     """REGISTER ``user`` at the gateway on ``host:port`` over UDP, answering one challenge.
 
     ``contact=None`` sends no Contact (a fetch of the current bindings, RFC 3261 §10.2.3).
     """
     call_id = uuid.uuid4().hex
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, local_port))
         sock.settimeout(3.0)
         lport = sock.getsockname()[1]
         if contact == "auto":
