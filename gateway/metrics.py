@@ -63,6 +63,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.limit_refusals = Counter(
+            "call_limit_refusals",
+            "Calls refused because a concurrent-call or calls-per-second limit was reached, by the "
+            "configured scope (trunk:NAME or group:NAME).",
+            ["scope"],
+            registry=self.registry,
+        )
+
     def dropped(self, reason: str) -> None:
         """Count one message dropped for ``reason`` (a :class:`DropReason` value)."""
         self.messages_dropped.labels(reason).inc()

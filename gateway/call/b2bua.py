@@ -303,6 +303,7 @@ class B2BUA:
 
     def _limited(self, request: Request, source: Address, route: Route, scope: Scope) -> Response:
         self.failed += 1
+        self._gw.metrics.limit_refusals.labels(scope.key).inc()  # scope keys come from the config
         log.info("call from %s refused: limit %s reached", source.hostport(), scope.key)
         return self._retry_later(request, f"Limit Reached ({scope.key})", route.busy_status)
 

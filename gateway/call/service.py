@@ -56,6 +56,12 @@ class CallService:
         return {
             **self.b2bua.snapshot(),
             "limits": self.limiter.snapshot(),
+            "limit_refusals": {
+                sample.labels["scope"]: int(sample.value)
+                for metric in self.gateway.metrics.limit_refusals.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            },
             "transactions": self.gateway.transaction_count,
         }
 

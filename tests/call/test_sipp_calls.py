@@ -154,6 +154,7 @@ def test_limit_reached_gets_503_and_releases_the_slot(gw: GatewayProcess, tmp_pa
         refused = run_caller(tmp_path / "uac2", "call_uac_503.xml", lane.caller_ports[1], gw)
         holder.join(timeout=30)
         check(refused, tmp_path / "uac2", gw)
+        assert status(gw)["limit_refusals"] == {"trunk:in-limit": 1}  # the metric operators see
         check(outcome["held"], tmp_path / "uac1", gw)
         # The slot is free again: the next call goes through.
         again = run_caller(tmp_path / "uac3", "call_uac.xml", lane.caller_ports[1], gw)

@@ -98,5 +98,6 @@ def test_metrics_cover_the_gateway(api: Api, gw: GatewayProcess) -> None:
         "sip_transaction_retransmissions_sent_total",
         "sip_transaction_retransmissions_absorbed_total",
         "sip_transaction_timeouts_total",
+        "call_limit_refusals_total",
     ):
         assert name in text, name
