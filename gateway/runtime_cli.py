@@ -146,6 +146,7 @@ async def serve(config: GatewayConfig) -> None:
     api = None
     try:
         await gateway.start()
+        registrar.start(config)  # outbound registration and qualify need the listening addresses
         if config.api.enabled:
             api = await start_api(gateway, config, registrar=registrar, calls=calls, dialplan=dialplan,
                                   charging=charging, monitor=monitor,

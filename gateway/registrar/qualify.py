@@ -140,6 +140,9 @@ class Qualifier:
             outcome = Probe.SUCCESS
         except (NoResponseError, OSError):
             outcome = Probe.FAILURE
+        except ValueError as exc:  # e.g. no listener of the target's transport: never reachable
+            log.error("qualify: cannot probe %s (%s): %s", target.name, target.address.hostport(), exc)
+            outcome = Probe.FAILURE
         before = target.reach.state
         after = target.reach.record(outcome, now())
         if after is not before:

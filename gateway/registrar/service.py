@@ -10,10 +10,9 @@ priority / weight order, those qualified down skipped), ``qualifier.snapshot()``
 trunk destinations) and ``registrar.failures`` (failed authentications per source).
 ``await service.close()`` after the gateway has stopped.
 
-When the gateway can send requests (it implements
-:class:`~gateway.registrar.outbound.RequestSender`: ``local_address(transport)`` and
-``async send_request(request, destination) -> Response``), outbound carrier registrations and
-OPTIONS qualify start as tracked tasks; until then they are off (logged).
+When the gateway originates requests (its UAC side, adapted by :class:`GatewaySender`),
+``service.start(config)`` — once the gateway listens — starts outbound carrier registrations
+and OPTIONS qualify as tracked tasks.
 
 The nonce key is shared by every gateway process so each accepts the nonces of the others:
 ``registrar.nonce_secret`` when configured, else a random key stored once in Redis
@@ -105,6 +104,16 @@ class RegistrarService:
     qualifier: Qualifier | None = None
     outbound: list[OutboundRegistrar] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    sender: RequestSender | None = None
+    """The gateway's UAC side, when it has one (outbound registration and qualify use it)."""
+
+    def start(self, config: GatewayConfig) -> None:
+        """Start outbound registrations and OPTIONS qualify. Call it once the gateway listens:
+        our Via and Contact name the listening addresses."""
+        if self.sender is None:
+            log.info("this host originates no requests: no outbound registration or qualify")
+            return
+        start_client_side(self, self.sender, config)
 
     def destinations(
         self, carrier: CarrierTrunk, rng: random.Random | None = None
@@ -193,9 +202,7 @@ async def install(
              len(trunks.credentials), store.name)
     service = RegistrarService(registrar, trunks, store)
     if isinstance(gateway, RequestOriginator):
-        start_client_side(service, GatewaySender(gateway), config)
-    else:
-        log.info("this host originates no requests: no outbound registration or qualify")
+        service.sender = GatewaySender(gateway)
     return service
 
 

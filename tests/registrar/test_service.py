@@ -73,7 +73,9 @@ async def make(tmp_path: Path, **qualify: object) -> tuple[RegistrarService, Hos
     path.write_text(TRUNKS, encoding="utf-8")
     host = Host()
     config = GatewayConfig(registrar=RegistrarConfig(trunks=path, qualify={"interval": 3600, **qualify}))
-    return await install(host, config), host
+    service = await install(host, config)
+    service.start(config)
+    return service, host
 
 
 async def test_install_serves_register_and_delivers_dids_to_the_pilot(tmp_path: Path) -> None:
