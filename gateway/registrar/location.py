@@ -8,12 +8,14 @@ One interface, :class:`LocationStore`, and two plug-ins registered by name:
     :class:`RedisLocationStore`: one Redis hash per AOR (field = binding key, value = the binding
     as JSON, plus a version field) whose key TTL follows its longest-lived binding, and a sorted
     set indexing AORs by that expiry. Every gateway process sharing the Redis sees the same
-    bindings, and a gateway restart loses none. Updates are optimistic: read, merge, then a Lua
-    compare-and-set on the version, so two processes registering the same AOR cannot lose each
-    other's changes (Redis 7.0 commands only; the keys of one store are not cluster-sharded).
+    bindings, and a gateway restart loses none. An update is one Lua script (EVALSHA): read,
+    merge and write in one round trip, atomic on the server, so two processes registering the
+    same AOR cannot lose each other's changes (Redis 7.0 commands only; the keys of one store
+    are not cluster-sharded).
 
 The RFC 3261 §10.3 step 6-7 rules (Call-ID / CSeq ordering, ``*`` removal, all-or-nothing commit)
-live in one pure function, :func:`merge`, used by both stores.
+live in one pure function, :func:`merge`; the Redis store's script is its Lua rendering
+(``tests/registrar/test_location.py`` checks the two agree).
 
 Times are wall-clock seconds passed in as ``now``: bindings are shared between processes and
 across restarts, and wall-clock time is the clock those share.
@@ -25,7 +27,6 @@ import abc
 import asyncio
 import contextlib
 import json
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -284,31 +285,91 @@ class KeyedLocks:
 
 
 # The hash field holding an AOR's version, drawn from one counter so a version never repeats
-# (no ABA when an AOR empties and fills again).
+# (no ABA when an AOR empties and fills again). The update script is atomic and needs no
+# version; it still bumps it so the hash keeps one format for every reader.
 _VERSION_FIELD = b"\x00v"
 
-# KEYS: AOR hash, index zset, version counter. ARGV: expected version ("" = no hash), TTL in ms,
-# AOR, longest expiry, then field/value pairs of the new bindings (none: the AOR is emptied).
-_CAS_SCRIPT = """
-local current = redis.call('HGET', KEYS[1], '\\0v') or ''
-if current ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-if #ARGV > 4 then
-  redis.call('HSET', KEYS[1], '\\0v', redis.call('INCR', KEYS[3]), unpack(ARGV, 5))
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-else
-  redis.call('ZREM', KEYS[2], ARGV[3])
+# :func:`merge` on the server: read, merge and write an AOR in one round trip, atomically.
+# KEYS: AOR hash, index zset, version counter. ARGV: now, AOR, Call-ID, CSeq, "1" for
+# ``Contact: *``, max contacts, then per change: key, expires_at ("" = remove), binding JSON.
+# Returns {"ok", JSON...}, {"change", n} (change n, from 1, is out of order) or
+# {"stored", contact} (``*`` met a newer stored binding).
+# Numbers that end up in the JSON, the TTL or the index (expires_at, registered_at) are carried
+# as the text Python wrote (``repr``) and compared after ``tonumber`` (both strtod: the same
+# double), never re-formatted by Lua (which would keep only 14 digits).
+_UPDATE_SCRIPT = """
+local now, call_id, cseq = tonumber(ARGV[1]), ARGV[3], tonumber(ARGV[4])
+local raw = redis.call('HGETALL', KEYS[1])
+local live, stored = {}, {}
+for i = 1, #raw, 2 do
+  if raw[i] ~= '\\0v' then
+    local at = string.match(raw[i + 1], '"expires_at":([^,]+),')
+    local exp = tonumber(at)
+    if exp > now then
+      local b = {key = raw[i], json = raw[i + 1], at = at, exp = exp}
+      live[b.key], stored[b.key] = b, b
+    end
+  end
 end
-return 1
+local function newer(b)
+  local d = cjson.decode(b.json)
+  return d.call_id == call_id and cseq <= d.cseq, d.contact
+end
+local touched, result = {}, {}
+if ARGV[5] == '1' then
+  for _, b in pairs(stored) do
+    local stale, contact = newer(b)
+    if stale then return {'stored', contact} end
+  end
+else
+  local n = 0
+  for i = 7, #ARGV, 3 do
+    n = n + 1
+    local key, at, json = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    local old = stored[key]
+    if old ~= nil and newer(old) then return {'change', n} end
+    touched[key] = true
+    if at == '' then
+      live[key] = nil
+    else
+      if old ~= nil then  -- a refresh keeps the first registration time (the JSON's last field)
+        json = string.match(json, '^(.*"registered_at":)') ..
+          string.match(old.json, '"registered_at":([^,}]*)}$') .. '}'
+      end
+      live[key] = {key = key, json = json, at = at, exp = tonumber(at)}
+    end
+  end
+  for _, b in pairs(live) do result[#result + 1] = b end
+  table.sort(result, function(a, b)
+    if touched[a.key] ~= touched[b.key] then return touched[a.key] ~= nil end
+    if a.exp ~= b.exp then return a.exp > b.exp end
+    return a.key < b.key
+  end)
+  for i = #result, tonumber(ARGV[6]) + 1, -1 do result[i] = nil end
+end
+redis.call('DEL', KEYS[1])
+if #result == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return {'ok'}
+end
+local reply, pairs_, last = {'ok'}, {}, result[1]
+for _, b in ipairs(result) do
+  reply[#reply + 1] = b.json
+  pairs_[#pairs_ + 1] = b.key
+  pairs_[#pairs_ + 1] = b.json
+  if b.exp > last.exp then last = b end
+end
+redis.call('HSET', KEYS[1], '\\0v', redis.call('INCR', KEYS[3]), unpack(pairs_))
+-- Relative TTL: correct whatever clock ``now`` comes from.
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, math.floor((last.exp - now) * 1000))))
+redis.call('ZADD', KEYS[2], last.at, ARGV[2])
+return reply
 """
 
 
 @register_location_store("redis")
 class RedisLocationStore(LocationStore):
     """Bindings in Redis, shared by every gateway process using the same Redis and ``prefix``."""
-
-    _RETRIES = 50  # compare-and-set attempts under contention on one AOR
 
     def __init__(
         self,
@@ -334,7 +395,7 @@ class RedisLocationStore(LocationStore):
         self._prefix = prefix
         self._index = f"{prefix}index"
         self._version = f"{prefix}version"
-        self._cas = self._redis.register_script(_CAS_SCRIPT)
+        self._script = self._redis.register_script(_UPDATE_SCRIPT)
         self._locks = KeyedLocks()
 
     def _key(self, aor: str) -> str:
@@ -349,34 +410,50 @@ class RedisLocationStore(LocationStore):
         return ordered([b for b in map(Binding.from_json, raw.values()) if b.expires_at > now])
 
     async def update(self, update: RegisterUpdate, now: float) -> list[Binding]:
-        """Read, :func:`merge` in Python, then write with a compare-and-set script: two round
-        trips, atomic on the server, retried when another process changed the AOR meanwhile."""
-        # Updates of one AOR from this process queue behind each other instead of racing:
-        # only other processes can then make the compare-and-set fail.
+        """Apply :func:`merge` inside one Lua script: one round trip, atomic on the server."""
+        # Updates of one AOR from this process queue behind each other, so they reach Redis in
+        # the order they arrived (the connection pool would otherwise be free to reorder them).
         async with self._locks.hold(update.aor):
             return await self._update(update, now)
 
     async def _update(self, update: RegisterUpdate, now: float) -> list[Binding]:
-        key = self._key(update.aor)
+        args: list[Any] = [
+            repr(now), update.aor, update.call_id, update.cseq, int(update.remove_all), update.max_contacts,
+        ]
+        if not update.remove_all:  # merge() ignores the Contacts of a "Contact: *" request
+            for change in update.changes:
+                if change.expires == 0:
+                    args += [change.key, "", ""]
+                    continue
+                # Built as merge() builds it; the script swaps in the stored registered_at on a refresh.
+                binding = Binding(
+                    aor=update.aor,
+                    key=change.key,
+                    contact=change.contact,
+                    expires_at=now + change.expires,
+                    call_id=update.call_id,
+                    cseq=update.cseq,
+                    source=update.source,
+                    q=change.q,
+                    instance=change.instance,
+                    reg_id=change.reg_id,
+                    user_agent=update.user_agent,
+                    trunk=update.trunk,
+                    registered_at=now,
+                )
+                args += [change.key, repr(binding.expires_at), binding.to_json()]
         try:
-            for attempt in range(self._RETRIES):
-                if attempt:  # lost a race on this AOR: let the winner finish (jitter breaks lockstep)
-                    await asyncio.sleep(random.uniform(0, 0.001 * attempt))
-                raw: dict[bytes, bytes] = await self._redis.hgetall(key)
-                version = raw.pop(_VERSION_FIELD, b"")
-                result = merge([Binding.from_json(v) for v in raw.values()], update, now)
-                args: list[Any] = [version, 0, update.aor, 0]
-                if result:
-                    last = max(b.expires_at for b in result)
-                    # Relative TTL: correct whatever clock ``now`` comes from.
-                    args[1], args[3] = max(1, int((last - now) * 1000)), last
-                    for b in result:
-                        args += [b.key, b.to_json()]
-                if await self._cas(keys=[key, self._index, self._version], args=args):
-                    return ordered(result)
+            # redis-py's Script: EVALSHA, and on NOSCRIPT (a restarted Redis) SCRIPT LOAD and again.
+            keys = [self._key(update.aor), self._index, self._version]
+            reply: list[Any] = await self._script(keys=keys, args=args)
         except RedisError as exc:
             raise LocationStoreError(f"location update failed: {exc}") from exc
-        raise LocationStoreError(f"location update of {update.aor} kept conflicting")
+        status, *rest = reply
+        if status == b"change":
+            raise OutOfOrderError(update.changes[int(rest[0]) - 1].contact)
+        if status == b"stored":
+            raise OutOfOrderError(rest[0].decode())
+        return ordered([Binding.from_json(text) for text in rest])
 
     async def aors(self, now: float) -> AsyncIterator[str]:
         try:
