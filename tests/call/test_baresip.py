@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.call.harness import TIMERS, free_port, status, wait_for, wait_idle
-from tests.call.test_demo_tenant import demo_trunks
 from tests.registrar.peers import PASSWORD, contacts
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, demo_trunks_file
 from tests.support.servers import require_binary, stop_process, wait_for_tcp
 
 
@@ -61,7 +60,7 @@ def command(ctrl_port: int, name: str, params: str = "") -> None:
 
 @pytest.fixture
 def gw(tmp_path: Path) -> Iterator[GatewayProcess]:
-    trunks = demo_trunks(tmp_path / "trunks.yaml")
+    trunks = demo_trunks_file(tmp_path / "trunks.yaml", carrier=free_port(), pbx=free_port())
     process = GatewayProcess(
         tmp_path / "gw",
         sip_overrides={"timers": TIMERS},

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.call.harness import TIMERS, free_port, run_caller, screen, sipp_server, wait_idle
 from tests.registrar.peers import register
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 
 CALLER = free_port()  # the SIPp caller, registered as 62880001 from this port
 CALLEE = free_port()  # the SIPp callee, registered as 62880002
@@ -23,23 +22,10 @@ CARRIER = free_port()
 PBX = free_port()
 
 
-def demo_trunks(path: Path) -> Path:
-    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
-    for trunk in data["trunks"]:
-        if trunk["name"] == "carrier":
-            for dest in trunk["destinations"]:
-                dest["port"] = CARRIER
-        if trunk["name"] == "acme-pbx":
-            for match in trunk["match"]:
-                match["port"] = PBX
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("demo")
-    trunks = demo_trunks(workdir / "trunks.yaml")
+    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=CARRIER, pbx=PBX)
     process = GatewayProcess(
         workdir,
         sip_overrides={"timers": TIMERS},

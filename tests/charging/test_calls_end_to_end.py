@@ -37,7 +37,7 @@ from gateway.charging.spool import read_segment
 from tests.call.harness import TIMERS, free_port, screen, sipp_command, sipp_server, wait_for
 from tests.charging.helpers import DEMO_TARIFFS
 from tests.registrar.peers import register
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import GatewayProcess, demo_trunks_file
 from tests.support.servers import RedisServer, stop_process
 
 SCENARIO = Path(__file__).resolve().parent / "sipp" / "charged_uac.xml"
@@ -57,20 +57,6 @@ CALLER = free_port()  # SIPp caller, registered as IAD line 62880001 from this p
 CALLEE = free_port()  # SIPp callee, registered as IAD line 62880002
 CARRIER = free_port()
 PBX = free_port()
-
-
-def demo_trunks(path: Path) -> Path:
-    """The demo trunks with the carrier destination and the PBX peer moved to our free ports."""
-    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
-    for trunk in data["trunks"]:
-        if trunk["name"] == "carrier":
-            for dest in trunk["destinations"]:
-                dest["port"] = CARRIER
-        if trunk["name"] == "acme-pbx":
-            for match in trunk["match"]:
-                match["port"] = PBX
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
 
 
 def six_second_tariffs(path: Path) -> Path:
@@ -94,7 +80,7 @@ def demo_gateway(workdir: Path, redis_url: str) -> GatewayProcess:
         extra_config={
             "redis": {"url": redis_url},
             "registrar": {
-                "trunks": str(demo_trunks(workdir / "trunks.yaml")),
+                "trunks": str(demo_trunks_file(workdir / "trunks.yaml", carrier=CARRIER, pbx=PBX)),
                 "qualify": {"enabled": False},
                 "location_store": "memory",
             },

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import free_port, free_udp_tcp_port
 
 ADMIN = "test-admin-token-0123456789"
@@ -75,20 +75,6 @@ class Api:
         return self.call("GET", path, **kwargs)
 
 
-def demo_trunks(path: Path, carrier_port: int, pbx_port: int, carrier_host: str = "127.0.0.1") -> Path:
-    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
-    for trunk in data["trunks"]:
-        if trunk["name"] == "carrier":
-            for dest in trunk["destinations"]:
-                dest["port"] = carrier_port
-                dest["host"] = carrier_host
-        if trunk["name"] == "acme-pbx":
-            for match in trunk["match"]:
-                match["port"] = pbx_port
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
 def api_gateway(
     workdir: Path,
     *,
@@ -99,9 +85,8 @@ def api_gateway(
     sip_overrides: dict[str, Any] | None = None,
 ) -> tuple[GatewayProcess, Api]:
     workdir.mkdir(parents=True, exist_ok=True)
-    trunks = demo_trunks(
-        workdir / "trunks.yaml", carrier_port or free_udp_tcp_port(), pbx_port or free_udp_tcp_port()
-    )
+    carrier, pbx = carrier_port or free_udp_tcp_port(), pbx_port or free_udp_tcp_port()
+    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
     api_port = free_port()
     config: dict[str, Any] = {
         "api": {"enabled": True, "host": "127.0.0.1", "port": api_port, "tokens": TOKENS},

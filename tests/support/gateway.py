@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -141,3 +142,19 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def demo_trunks_file(path: Path, *, carrier: int, pbx: int) -> Path:
+    """The shipped demo trunks (``config/trunks.yaml``) written to ``path`` with the carrier
+    destination and the ``acme-pbx`` peer moved to the tests' free ports."""
+    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
+    for trunk in data["trunks"]:
+        if trunk["name"] == "carrier":
+            for dest in trunk["destinations"]:
+                dest["port"] = carrier
+        if trunk["name"] == "acme-pbx":
+            for match in trunk["match"]:
+                match["port"] = pbx
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

@@ -35,7 +35,7 @@ def _seconds(text: str) -> float:
     parts = text.strip().split(":")
     hours, minutes, seconds = (int(p) for p in parts[:3])
     fraction = parts[3] if len(parts) > 3 else "0"
-    return hours * 3600 + minutes * 60 + seconds + int(fraction) / 10 ** len(fraction)
+    return hours * 3600 + minutes * 60 + seconds + int(fraction) / 10.0 ** len(fraction)
 
 
 def run_sipp(

@@ -4,7 +4,6 @@ every hunt member a PBX extension answered by SIPp) and SIPp callers built per t
 
 from __future__ import annotations
 
-import copy
 import shutil
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from gateway.call.service import read_status
 from tests.call.harness import TIMERS, free_port
 from tests.media.rtp_tools import write_dtmf_pcap
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 
 WORKDAY_MORNING = "2026-11-23T10:00:00+08:00"  # a Monday: business hours, the day menu
 SATURDAY_NIGHT = "2026-11-21T20:00:00+08:00"  # after hours: the night menu
@@ -42,18 +41,7 @@ def test_dialplans(directory: Path) -> Path:
 def demo_gateway(
     workdir: Path, *, carrier: int, pbx: int, at: str, switchboard: dict[str, Any] | None = None
 ) -> GatewayProcess:
-    data: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
-    data = copy.deepcopy(data)
-    for trunk in data["trunks"]:
-        if trunk["name"] == "carrier":
-            for dest in trunk["destinations"]:
-                dest["port"] = carrier
-        if trunk["name"] == "acme-pbx":
-            for match in trunk["match"]:
-                match["port"] = pbx
-    trunks = workdir / "trunks.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
-    trunks.write_text(yaml.safe_dump(data), encoding="utf-8")
+    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
     rtp = free_port() & ~1
     return GatewayProcess(
         workdir,
