@@ -116,12 +116,7 @@ class MemoryLimiter(Limiter):
         held = self._held.pop(call, None)
         if held is None:
             return
-        for scope in held:
-            left = self._active[scope.key] - 1
-            if left:
-                self._active[scope.key] = left
-            else:
-                del self._active[scope.key]
+        release_slots(self._active, held)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self._active)
@@ -227,12 +222,7 @@ class RedisLimiter(Limiter):
         held = self._held.pop(call, None)
         if held is None:
             return
-        for scope in held:
-            left = self._local[scope.key] - 1
-            if left:
-                self._local[scope.key] = left
-            else:
-                del self._local[scope.key]
+        release_slots(self._local, held)
         task = asyncio.get_running_loop().create_task(self._remove(call, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -278,3 +268,14 @@ class RedisLimiter(Limiter):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
+
+
+def release_slots(counts: dict[str, int], scopes: Sequence[Scope]) -> None:
+    """One call less in each scope; a scope whose count reaches zero is removed, so idle scopes
+    keep no entry."""
+    for scope in scopes:
+        left = counts[scope.key] - 1
+        if left:
+            counts[scope.key] = left
+        else:
+            del counts[scope.key]
