@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gateway.accounts.policy import AccountsSettings
 from gateway.call.settings import CallSettings
 from gateway.charging.settings import ChargingSettings
+from gateway.collector import GcSettings
 from gateway.datafile import load_model
 from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
@@ -107,6 +108,7 @@ class GatewayConfig(Section):
     redis: RedisConfig = RedisConfig()
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
+    gc: GcSettings = GcSettings()
     charging: ChargingSettings = ChargingSettings()
     accounts: AccountsSettings = AccountsSettings()
     registrar: RegistrarConfig = RegistrarConfig()

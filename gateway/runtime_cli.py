@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import logging
 import signal
@@ -17,6 +16,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway.collector import CycleCollector
 from gateway.config import GatewayConfig, LoggingConfig, load_config
 from gateway.datafile import DataFileError
 
@@ -75,24 +75,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-GC_THRESHOLDS = (50_000, 20, 100)
-"""CPython's cyclic-GC thresholds while serving (the defaults are 700, 10, 10)."""
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a server full of long-lived state.
-
-    Every live transaction keeps its parsed messages for Timer J / H / L (up to 32 s on UDP),
-    so tens of thousands of objects survive each young collection; with the default thresholds
-    the collector re-scans them over and over: about 20 % of the CPU per OPTIONS transaction
-    at 40 000 live transactions, 7 % with these settings (measured replaying SIPp OPTIONS).
-    Objects created during start-up (config, compiled dialplans, modules) are frozen out of
-    collection altogether. Cycles are still collected, just in larger, rarer batches."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def start_charging(config: GatewayConfig) -> ChargingService | None:
     """The charging service of the ``charging`` section, started; None (logged) when its tariff
     file does not exist, so a minimal configuration still runs (calls are then not charged)."""
@@ -144,6 +126,7 @@ async def serve(config: GatewayConfig) -> None:
         if dialplan is not None and config.switchboard.enabled else None
     )
     api = None
+    collector = CycleCollector(config.gc, gateway.metrics.registry)
     try:
         await gateway.start()
         registrar.start(config)  # outbound registration and qualify need the listening addresses
@@ -151,13 +134,14 @@ async def serve(config: GatewayConfig) -> None:
             api = await start_api(gateway, config, registrar=registrar, calls=calls, dialplan=dialplan,
                                   charging=charging, monitor=monitor,
                                   accounts=calls.accounts.store if calls.accounts is not None else None)
-        tune_gc()
+        collector.start()
         await stop.wait()
         log.info("signal received, shutting down")
         if switchboard is not None:
             await switchboard.close()  # IVR calls end (BYE), RTP ports closed
         await calls.drain()  # calls end (BYE) before the gateway stops answering
     finally:
+        await collector.stop()
         if api is not None:
             await api.close()  # operators' changes stop first
         await gateway.stop()
