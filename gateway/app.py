@@ -52,12 +52,14 @@ UAC API (requests we originate: call control, outbound REGISTER, OPTIONS qualify
   error a 503, a CANCELled INVITE that never got its final response a 487 (RFC 3261 §8.1.3.1,
   §9.1), with ``ClientRequest.synthesized`` set. ``await client.wait()`` gives the final response.
 * ``await gateway.request(request, destination) -> Response``: the same, awaited.
-* ``gateway.cancel(client)``: CANCEL a pending INVITE (§9.1).
+* ``gateway.cancel(client, headers=())``: CANCEL a pending INVITE (§9.1), with extra header
+  fields such as a Reason (RFC 3326).
 * ``gateway.send_ack(client, ack)``: the ACK for a 2xx (the layer re-sends it for retransmitted
   2xx); ``gateway.send_stateless(message, destination)`` for anything outside a transaction.
 * ``gateway.set_dialog_hooks(on_ack=..., on_cancel=...)``: ACKs for 2xx (``AckReceived``) and
-  INVITEs answered 487 after a CANCEL go to call control; in-dialog requests reach the method's
-  request handler. ``gateway.accept_bodies(types)`` sets the body types requests may carry.
+  INVITEs answered 487 after a CANCEL (with that CANCEL) go to call control; in-dialog requests
+  reach the method's request handler. ``gateway.accept_bodies(types)`` sets the body types
+  requests may carry.
 * ``gateway.local_address(transport, destination=None)``, ``gateway.our_via(destination)``:
   our address for Via / Contact; ``gateway.transaction_count`` for leak checks.
 
@@ -81,7 +83,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig
@@ -124,8 +126,9 @@ ResponseCallback = Callable[[Response], None]
 AckHandler = Callable[[Request, Address], None]
 """Receives each ACK for a 2xx (an end-to-end request of its own, RFC 3261 §13.3.1.4)."""
 
-CancelHandler = Callable[[Request], None]
-"""Told about an INVITE the gateway just answered 487 because a CANCEL matched it (§9.2)."""
+CancelHandler = Callable[[Request, Request], None]
+"""Told about an INVITE the gateway just answered 487 because a CANCEL matched it (§9.2), and
+that CANCEL (its Reason, RFC 3326, says why the caller gave up)."""
 
 TIMER_SLACK = 0.005
 """The timer handle fires this late, so that timers due close together (one Timer J per
@@ -529,7 +532,7 @@ class Gateway:
                 pending.task.cancel()
             self._send_response(target, Response(487, "Request Terminated"), pending.to_tag)
             if self._cancel_handler is not None:
-                self._cancel_handler(target.request)
+                self._cancel_handler(target.request, event.request)
 
     def _send_response(
         self, transaction: ServerTransaction, response: Response, to_tag: str | None = None
@@ -627,11 +630,12 @@ class Gateway:
         """:meth:`send_request` and wait for the final response (real or synthesized)."""
         return await self.send_request(request, destination).wait()
 
-    def cancel(self, client: ClientRequest) -> None:
+    def cancel(self, client: ClientRequest, headers: Sequence[tuple[str, str]] = ()) -> None:
         """CANCEL a pending INVITE (RFC 3261 §9.1): at once in Proceeding, after the first
         provisional in Calling, not at all after a final response. Its 487 (or the 2xx that
-        won the race) arrives through the INVITE's ``on_response``."""
-        self._handle_events(self._layer.cancel(client.transaction, self._now()))
+        won the race) arrives through the INVITE's ``on_response``. ``headers`` (name, value)
+        go on the CANCEL: a Reason saying why (RFC 3326 §2)."""
+        self._handle_events(self._layer.cancel(client.transaction, self._now(), headers))
         self._after_layer_call()
 
     def send_ack(self, client: ClientRequest, ack: Request) -> None:

@@ -17,14 +17,15 @@ Life of a call
    A's ACK (late offer). A 2xx from a second fork is ACKed and BYEd.
 3. Failover: silence (no response within ``attempt_timeout``, or Timer B), 408, 3xx (policy
    ``refuse``), 5xx and 6xx — except the ``hunt_stop`` codes — try the next destination.
-4. CANCEL from A (the gateway answers it 200 and the INVITE 487): B is CANCELled; a 2xx that
-   wins the race is ACKed and BYEd (RFC 3261 §9.1, §15). The no-answer timer does the same and
-   answers A 480.
+4. CANCEL from A (the gateway answers it 200 and the INVITE 487): B is CANCELled, with A's
+   Reason or Q.850 cause 16 (RFC 3326); a 2xx that wins the race is ACKed and BYEd (RFC 3261
+   §9.1, §15). The no-answer timer does the same (cause 19) and answers A 480.
 5. In-dialog requests (re-INVITE, UPDATE, INFO) are relayed to the other leg, their responses
    back (a second offer while one is pending: 491, RFC 3261 §14.2); the ACK of a relayed 2xx
    is forwarded. BYE is answered 200 at once and sent on the other leg with a Reason
-   (RFC 3326). Session timers (RFC 4028) and a maximum duration end a call with BYE on both
-   legs.
+   (RFC 3326). Session timers (RFC 4028: only when a leg does them; the BYE goes a third of
+   the interval, at most 32 s, before expiry, §10) and a maximum duration end a call with BYE
+   on both legs.
 6. :meth:`B2BUA._finish` is the one place a call ends: timers cancelled, limit slots released,
    indexes dropped, the observer told once. Tests assert nothing remains after every call.
 """
@@ -37,7 +38,7 @@ import ipaddress
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
@@ -529,7 +530,7 @@ class B2BUA:
         )
         self._arm(call, "ack_wait", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
         if call.session_interval is not None:
-            self._arm(call, "session", call.session_interval, self._session_expired)
+            self._watch_session(call)
             if call.we_refresh_b:
                 self._arm(call, "refresh", call.session_interval / 2, self._refresh_b)
         if self._observer is not None:
@@ -740,27 +741,32 @@ class B2BUA:
             call.fire(CallInput.HANGUP)
             self._finish(call, None, side, "normal")
         elif side is Side.A:
-            self._abandon(call, 487, "Request Terminated", reason)  # the caller BYEs its early dialog
+            self._abandon(call, 487, "Request Terminated", (reason,))  # the caller BYEs its early dialog
         else:
             leg.dialog = None  # the callee ended its early dialog: wait for its final response
         return make_response(request, 200)
 
-    def _on_cancel(self, invite: Request) -> None:
-        """The gateway answered A's INVITE 487 after a CANCEL: CANCEL B (RFC 3261 §9)."""
+    def _on_cancel(self, invite: Request, cancel: Request) -> None:
+        """The gateway answered ``invite`` 487 after ``cancel``: CANCEL B (RFC 3261 §9), with the
+        caller's Reason lines when it gave any, else normal clearing (RFC 3326 §2; RFC 3398
+        §8.2.6.1 maps a CANCEL to Q.850 cause 16)."""
+        reasons = tuple(cancel.headers.get_lines("Reason")) or (Q850_NORMAL,)
         call = self._by_invite.pop(id(invite), None)
         if call is None:
             # A CANCEL for a re-INVITE we relayed: cancel the relayed one.
             for candidate in self._calls.values():
                 relay = candidate.pending_invite
                 if relay is not None and relay.request is invite and relay.client is not None:
-                    self._gw.cancel(relay.client)
+                    self._gw.cancel(relay.client, [("Reason", reason) for reason in reasons])
             return
         call.a_final_sent = True
-        reason = invite.headers.get("Reason")
-        self._abandon(call, None, None, reason)
+        self._abandon(call, None, None, reasons)
 
-    def _abandon(self, call: Call, status: int | None, reason_phrase: str | None, reason: str | None) -> None:
-        """End an unanswered call: answer A (unless answered already), CANCEL B, wait for its final."""
+    def _abandon(
+        self, call: Call, status: int | None, reason_phrase: str | None, reasons: Sequence[str]
+    ) -> None:
+        """End an unanswered call: answer A (unless answered already), CANCEL B with ``reasons``
+        as its Reason lines (RFC 3326), wait for B's final response."""
         if status is not None and not call.a_final_sent:
             self._respond(
                 call.a_invite, make_response(call.a_invite, status, reason_phrase, to_tag=call.a.local_tag)
@@ -776,12 +782,9 @@ class B2BUA:
                 call.fire(CallInput.FAILED)
             self._finish(call, status or 487, Side.A, "cancelled")
             return
-        if client.transaction.last_response is None:
-            # Nothing heard yet: a CANCEL may only follow a provisional (§9.1); the layer sends
-            # it then. The call ends when the INVITE's final (487, or a 2xx we BYE) arrives.
-            pass
-        self._gw.cancel(client)
-        _ = reason  # RFC 3326 Reason on the CANCEL needs the transaction layer to carry it
+        # With nothing heard yet the layer holds the CANCEL until a provisional (§9.1). The call
+        # ends when the INVITE's final response (487, or a 2xx we ACK and BYE) arrives.
+        self._gw.cancel(client, [("Reason", reason) for reason in reasons])
 
     def _send_bye(self, call: Call, side: Side, reason: str) -> None:
         leg = call.leg(side)
@@ -804,7 +807,7 @@ class B2BUA:
             call.fire(CallInput.HANGUP)
             self._finish(call, None, None, why)
         elif call.state in (CallState.CALLING, CallState.EARLY, CallState.ROUTING):
-            self._abandon(call, 480 if why == "no_answer" else 503, None, reason)
+            self._abandon(call, 480 if why == "no_answer" else 503, None, (reason,))
 
     def _finish(self, call: Call, status: int | None, released_by: Side | None, why: str) -> None:
         """The one place a call ends: everything it holds is given back."""
@@ -869,8 +872,14 @@ class B2BUA:
     # -- session timers (RFC 4028) ------------------------------------------------------------------
     def _negotiate_session_timer(self, call: Call, response: Response) -> None:
         """The interval both legs run with: B's answer (or ours when B does not do timers), at
-        least what A asked for as Min-SE."""
+        least what A asked for as Min-SE. None when neither leg does timers: B's 2xx without
+        Session-Expires means no session expiration (RFC 4028 §7.2) and A, not supporting
+        them, gets none either (§9), so nothing would ever refresh the session."""
         expires = response.session_expires
+        if expires is None and not self._a_refreshes(call):
+            call.session_interval = None
+            call.we_refresh_b = False
+            return
         interval = expires.seconds if expires is not None else self._settings.session_expires
         call.we_refresh_b = expires is not None and (expires.refresher or "uac").lower() == "uac"
         a_se = call.a_invite.session_expires
@@ -881,14 +890,25 @@ class B2BUA:
     def _session_headers_for_a(self, call: Call, headers: Headers) -> None:
         """RFC 4028 §9: with A supporting timers A refreshes (``refresher=uac``), else no header
         and the B side's refreshes keep the call alive; re-INVITE / UPDATE from A count."""
-        a_supports = "timer" in {tag.lower() for tag in call.a_invite.supported}
-        if a_supports and call.session_interval is not None:
+        if self._a_refreshes(call) and call.session_interval is not None:
             headers.add("Session-Expires", f"{call.session_interval};refresher=uac")
             headers.add("Require", "timer")
 
+    @staticmethod
+    def _a_refreshes(call: Call) -> bool:
+        """A supports session timers, so our 2xx makes it the refresher of its leg (§9)."""
+        return "timer" in {tag.lower() for tag in call.a_invite.supported}
+
+    def _watch_session(self, call: Call) -> None:
+        """(Re)arm the expiry watch: the side not refreshing sends its BYE slightly before the
+        session expires, the minimum of 32 s and a third of the interval (RFC 4028 §10)."""
+        interval = call.session_interval
+        if interval is not None:
+            self._arm(call, "session", interval - min(32, interval / 3), self._session_expired)
+
     def _session_refreshed(self, call: Call) -> None:
-        if call.session_interval is not None and "session" in call.timers:
-            self._arm(call, "session", call.session_interval, self._session_expired)
+        if "session" in call.timers:
+            self._watch_session(call)
 
     def _refresh_b(self, call: Call) -> None:
         """We are B's refresher (RFC 4028 §7.4): UPDATE without a body when B allows it, else a
@@ -924,7 +944,10 @@ class B2BUA:
             if response.status < 300:
                 if method == "INVITE" and client and b.dialog is not None:
                     self._gw.send_ack(client[0], b.dialog.create_ack(request))
-                self._session_refreshed(call)
+                if not self._a_refreshes(call):
+                    # Our own refresh proves only B alive: with A the refresher of its leg, its
+                    # silence must still end the call (RFC 4028 §10).
+                    self._session_refreshed(call)
             elif response.status in (408, 481):
                 self._hangup(call, Q850_TIMER, "session_refresh_failed")  # RFC 4028 §10
 

@@ -109,7 +109,7 @@ class CallHandlers:
     bye: RequestHandler
     in_dialog: RequestHandler
     ack: Callable[[Request, Address], None] | None
-    cancel: Callable[[Request], None] | None
+    cancel: Callable[[Request, Request], None] | None  # (INVITE, the CANCEL that ended it)
 
     @classmethod
     def of_b2bua(cls, b2bua: object) -> CallHandlers:
@@ -948,13 +948,13 @@ class Switchboard:
         if call.state is SbState.MENU:
             self._apply(call, call.menu.start(self._now()))
 
-    def _on_cancel(self, invite: Request) -> None:
+    def _on_cancel(self, invite: Request, cancel: Request) -> None:
         for call in self._calls.values():
             if call.invite is invite:
                 self._end(call, "cancelled", released_by=ReleasedBy.CALLER)
                 return
         if self._fallback.cancel is not None:
-            self._fallback.cancel(invite)
+            self._fallback.cancel(invite, cancel)
 
     # -- timers -------------------------------------------------------------------------------------
     def _arm(self, call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:

@@ -35,6 +35,9 @@ class Lane:
     call_policy: dict[str, Any] = field(default_factory=dict)
     callee_transport: str = "udp"
     caller_match: list[dict[str, Any]] | None = None  # default: 127.0.0.1 with each caller port
+    # "carrier": a trusted next hop (RFC 3325 §2.3); "peer": a static peer outside the trust
+    # domain (its match entries are where the calls go).
+    callee_kind: str = "carrier"
 
 
 def trunks_config(lanes: list[Lane]) -> dict[str, Any]:
@@ -51,18 +54,25 @@ def trunks_config(lanes: list[Lane]) -> dict[str, Any]:
                 "max_cps": lane.max_cps,
             }
         )
-        trunks.append(
-            {
-                "name": f"out-{lane.name}",
+        outbound: dict[str, Any] = {"name": f"out-{lane.name}", "max_calls": 100000, "max_cps": 10000}
+        if lane.callee_kind == "peer":
+            outbound |= {
+                "kind": "peer",
+                "group": "test",
+                "match": [
+                    {"host": "127.0.0.1", "port": port, "transport": lane.callee_transport}
+                    for port in lane.callee_ports
+                ],
+            }
+        else:
+            outbound |= {
                 "kind": "carrier",
                 "destinations": [
                     {"host": "127.0.0.1", "port": port, "transport": lane.callee_transport, "priority": i}
                     for i, port in enumerate(lane.callee_ports)
                 ],
-                "max_calls": 100000,
-                "max_cps": 10000,
             }
-        )
+        trunks.append(outbound)
     return {"trunks": trunks}
 
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.sip.message import Headers, Request, Response
 
 _MAX_FORWARDS = "70"  # RFC 3261 §8.1.1.6
@@ -39,7 +41,11 @@ def build_ack(request: Request, response: Response) -> Request:
     return _hop_request(request, "ACK", to if to is not None else _required(request, "To"))
 
 
-def build_cancel(request: Request) -> Request:
+def build_cancel(request: Request, extra: Sequence[tuple[str, str]] = ()) -> Request:
     """The CANCEL for INVITE ``request`` (§9.1): same Request-URI, Call-ID, To, CSeq number,
-    From, top Via (so the same branch) and Route set; CSeq method CANCEL."""
-    return _hop_request(request, "CANCEL", _required(request, "To"))
+    From, top Via (so the same branch) and Route set; CSeq method CANCEL. ``extra`` are the
+    TU's own header fields (name, value), e.g. why it cancels (Reason, RFC 3326 §2)."""
+    cancel = _hop_request(request, "CANCEL", _required(request, "To"))
+    for name, value in extra:
+        cancel.headers.add(name, value)
+    return cancel

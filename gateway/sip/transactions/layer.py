@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 
 from gateway.sip.address import Address
@@ -266,16 +267,22 @@ class TransactionLayer:
             self._accepted.setdefault(transaction.ack_match, transaction)
         return self._collect(now)
 
-    def cancel(self, transaction: ClientTransaction, now: float) -> list[TransactionEvent]:
+    def cancel(
+        self, transaction: ClientTransaction, now: float, headers: Sequence[tuple[str, str]] = ()
+    ) -> list[TransactionEvent]:
         """CANCEL an INVITE client transaction (§9.1).
 
         Sent at once in Proceeding, after the first provisional response in Calling, not at all
         once a final response arrived. The CANCEL runs its own client transaction
         (``transaction.cancel_transaction``, whose responses come as ResponseReceived); if the
         INVITE gets no final response within 64*T1 it ends with TimeoutEvent(CANCEL_GUARD).
+        ``headers`` (name, value) are added to the CANCEL, e.g. a Reason (RFC 3326); until the
+        CANCEL is sent (Calling defers it), the latest call's headers are the ones it carries.
         """
         if not transaction.terminated:
             transaction.fire(Input.CANCEL, now)
+        if transaction.cancel_transaction is None:  # _collect builds the CANCEL with them
+            transaction.cancel_headers = tuple(headers)
         return self._collect(now)
 
     def send_ack(self, transaction: ClientTransaction, ack: Request, destination: Address) -> None:
@@ -335,7 +342,7 @@ class TransactionLayer:
         ctx = self._ctx
         while ctx.cancels:
             invite = ctx.cancels.pop(0)
-            request = build_cancel(invite.request)
+            request = build_cancel(invite.request, invite.cancel_headers)
             key = ClientKey(invite.branch, "CANCEL")
             if key in self._clients:
                 continue

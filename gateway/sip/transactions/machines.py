@@ -405,7 +405,8 @@ class ClientTransaction(Transaction):
 
     Public attributes besides :class:`Transaction`'s: ``destination``, ``key`` (branch and
     method), ``last_response`` (the latest response passed to the TU) and
-    ``cancel_transaction`` (the CANCEL sent for this INVITE, once sent).
+    ``cancel_transaction`` (the CANCEL sent for this INVITE, once sent) and ``cancel_headers``
+    (the TU's extra header fields for that CANCEL, e.g. Reason, RFC 3326).
     """
 
     __slots__ = (
@@ -414,6 +415,7 @@ class ClientTransaction(Transaction):
         "_cancel_deferred",
         "_data",
         "_interval",
+        "cancel_headers",
         "cancel_transaction",
         "destination",
         "key",
@@ -428,6 +430,7 @@ class ClientTransaction(Transaction):
         self.key = key
         self.last_response: Response | None = None
         self.cancel_transaction: ClientTransaction | None = None
+        self.cancel_headers: tuple[tuple[str, str], ...] = ()
         self._data = request.to_bytes()
         self._interval = ctx.config.t1  # current A / E interval
         self._ack: bytes | None = None
