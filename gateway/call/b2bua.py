@@ -1,9 +1,11 @@
 """The B2BUA core: every call is two dialogs, the inbound leg A and the outbound leg B.
 
 Wiring (:meth:`B2BUA.install`): INVITE, BYE, UPDATE, INFO handlers on the gateway, plus its
-dialog hooks (ACK for 2xx, CANCEL of a pending INVITE). Everything runs on the event loop;
-only the admission of a new call (routing that may look up a location, limits that may ask
-Redis) awaits, so a new INVITE is served by a coroutine and everything else inline.
+dialog hooks (ACK for 2xx, CANCEL of a pending INVITE), all from :meth:`B2BUA.handlers` (a
+service in front of call control, the switchboard, passes on what is not its own to them).
+Everything runs on the event loop; only the admission of a new call (routing that may look up
+a location, limits that may ask Redis) awaits, so a new INVITE is served by a coroutine and
+everything else inline.
 
 Life of a call
 --------------
@@ -67,7 +69,7 @@ from gateway.sip.message import Request, Response, make_response
 from gateway.sip.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:
-    from gateway.app import ClientRequest, Gateway
+    from gateway.app import AckHandler, CancelHandler, ClientRequest, Gateway, RequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,21 @@ def _name_addr_user(name_addr: NameAddr) -> str | None:
     return user_of(name_addr.uri)
 
 
+@dataclass(frozen=True, slots=True)
+class CallHandlers:
+    """Call control's entry points, in the shapes the gateway calls them with."""
+
+    invite: RequestHandler
+    """Initial INVITE and re-INVITE."""
+    bye: RequestHandler
+    in_dialog: RequestHandler
+    """UPDATE and INFO (re-INVITE goes through ``invite``)."""
+    ack: AckHandler
+    """ACK for a 2xx (RFC 3261 §13.3.1.4)."""
+    cancel: CancelHandler
+    """(the INVITE, the CANCEL that ended it): the gateway answered the INVITE 487 (§9.2)."""
+
+
 class B2BUA:
     """The call-control core; see the module docstring."""
 
@@ -202,13 +219,24 @@ class B2BUA:
         self.failed = 0
 
     # -- wiring --------------------------------------------------------------------------------
+    def handlers(self) -> CallHandlers:
+        """The handlers :meth:`install` puts on the gateway."""
+        return CallHandlers(
+            invite=self._on_invite,
+            bye=self._on_bye,
+            in_dialog=self._on_in_dialog,
+            ack=self._on_ack,
+            cancel=self._on_cancel,
+        )
+
     def install(self) -> None:
         gw = self._gw
-        gw.add_request_handler("INVITE", self._on_invite)
-        gw.add_request_handler("BYE", self._on_bye)
-        gw.add_request_handler("UPDATE", self._on_in_dialog)
-        gw.add_request_handler("INFO", self._on_in_dialog)
-        gw.set_dialog_hooks(on_ack=self._on_ack, on_cancel=self._on_cancel)
+        handlers = self.handlers()
+        gw.add_request_handler("INVITE", handlers.invite)
+        gw.add_request_handler("BYE", handlers.bye)
+        gw.add_request_handler("UPDATE", handlers.in_dialog)
+        gw.add_request_handler("INFO", handlers.in_dialog)
+        gw.set_dialog_hooks(on_ack=handlers.ack, on_cancel=handlers.cancel)
         gw.accept_bodies(frozenset(kind.lower() for kind in self._settings.bodies))
         gw.supported = tuple(dict.fromkeys((*gw.supported, *SUPPORTED)))
 

@@ -9,7 +9,7 @@ when the dialplan changes) is decided by the dialplan (same origin rules as
 ``TargetKind.SWITCHBOARD`` the switchboard serves the call, in the menu of the decision's
 ``mode`` (the schedule: business hours, holidays, dates). Everything else, and every
 in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
-control (:class:`CallHandlers`) untouched.
+control (:class:`~gateway.call.b2bua.CallHandlers`, from :meth:`B2BUA.handlers`) untouched.
 
 Life of a switchboard call
 --------------------------
@@ -52,6 +52,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.call.b2bua import B2BUA, CallHandlers
 from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
 from gateway.charging.events import EndReason, ReleasedBy
 from gateway.charging.recorder import CallInfo
@@ -86,7 +87,7 @@ from gateway.switchboard.menu import (
 from gateway.switchboard.settings import SwitchboardSettings
 
 if TYPE_CHECKING:
-    from gateway.app import ClientRequest, Gateway, RequestHandler
+    from gateway.app import ClientRequest, Gateway
     from gateway.charging.service import ChargedCall, ChargingService
     from gateway.config import GatewayConfig
 
@@ -99,28 +100,6 @@ LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
 UNAVAILABLE = ("unavailable_zh", "unavailable_en")
 RINGBACK = "ringback"
-
-
-@dataclass(frozen=True, slots=True)
-class CallHandlers:
-    """Call control's handlers, which get everything that is not the switchboard's."""
-
-    invite: RequestHandler
-    bye: RequestHandler
-    in_dialog: RequestHandler
-    ack: Callable[[Request, Address], None] | None
-    cancel: Callable[[Request, Request], None] | None  # (INVITE, the CANCEL that ended it)
-
-    @classmethod
-    def of_b2bua(cls, b2bua: object) -> CallHandlers:
-        """The B2BUA's handlers (``B2BUA.install`` wires the same ones)."""
-        return cls(
-            invite=b2bua._on_invite,  # type: ignore[attr-defined]
-            bye=b2bua._on_bye,  # type: ignore[attr-defined]
-            in_dialog=b2bua._on_in_dialog,  # type: ignore[attr-defined]
-            ack=b2bua._on_ack,  # type: ignore[attr-defined]
-            cancel=b2bua._on_cancel,  # type: ignore[attr-defined]
-        )
 
 
 class SbState(Enum):
@@ -928,8 +907,7 @@ class Switchboard:
     def _on_ack(self, request: Request, source: Address) -> None:
         call = self._find(request)
         if call is None:
-            if self._fallback.ack is not None:
-                self._fallback.ack(request, source)
+            self._fallback.ack(request, source)
             return
         if request.call_id != call.invite.call_id or request.cseq.seq != call.invite.cseq.seq or call.acked:
             return  # ACK of a relayed re-INVITE's 2xx: we ACKed the other side already
@@ -953,8 +931,7 @@ class Switchboard:
             if call.invite is invite:
                 self._end(call, "cancelled", released_by=ReleasedBy.CALLER)
                 return
-        if self._fallback.cancel is not None:
-            self._fallback.cancel(invite, cancel)
+        self._fallback.cancel(invite, cancel)
 
     # -- timers -------------------------------------------------------------------------------------
     def _arm(self, call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
@@ -1081,7 +1058,7 @@ async def install(
     gateway: Gateway,
     config: GatewayConfig,
     *,
-    b2bua: object,
+    b2bua: B2BUA,
     trunks: TrunkTable,
     contacts: Callable[[str], Awaitable[list[Binding]]],
     dialplan: DialplanHolder,
@@ -1098,7 +1075,7 @@ async def install(
         trunks=trunks,
         contacts=contacts,
         prompts=prompts,
-        fallback=CallHandlers.of_b2bua(b2bua),
+        fallback=b2bua.handlers(),
         clock=wall_clock,
         charging=charging,
     )
