@@ -20,7 +20,10 @@ Life of a switchboard call
 3. A choice that connects (hunt group, member, operator): the "connecting" prompt then
    ringback; members are INVITEd per the hunt plan (:mod:`gateway.switchboard.hunt`) with the
    caller's own SDP offer, so the callee's answer describes a session directly with the caller.
-4. The first 2xx wins (others CANCELled; a late 2xx is ACKed and BYEd). It is ACKed, and the
+   A registered line rings at every contact it registered at once (parallel forking).
+4. The first 2xx wins (others CANCELled with a Reason, RFC 3326: Q.850 26 to the members that
+   lost to it, 19 when a ring time ran out, 16 when the caller hung up; a late 2xx is ACKed
+   and BYEd). It is ACKed, and the
    caller is re-INVITEd with the callee's SDP (RFC 3264 §8, our origin, version + 1): from
    then on **media flows end to end** and the gateway's RTP session is closed, its port free.
    Why not relay: the gateway is a signalling B2BUA (DESIGN.md); relaying every connected
@@ -34,7 +37,11 @@ Life of a switchboard call
 
 Charging: one record for the caller's leg, answered when the IVR answers, with the switchboard
 path (menu, keys, choice, the member that answered) as ``routed(switchboard_step=...)`` steps
-and the connected leg's Call-ID and terminating member.
+and the connected leg's Call-ID and terminating member. And one record for each leg the
+switchboard places (call id ``<call>.<n>``), charged to the group as its own call to the member:
+a mobile member over the carrier trunk is rated by its number (mobile), a line or extension is
+intra-group; it carries the path up to that leg and stops when the leg is cancelled, refused or
+hung up.
 """
 
 from __future__ import annotations
@@ -52,10 +59,17 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.call.b2bua import B2BUA, CallHandlers
+from gateway.call.b2bua import (
+    B2BUA,
+    Q850_NO_ANSWER,
+    Q850_NORMAL,
+    Q850_SHUTDOWN,
+    Q850_TIMER,
+    CallHandlers,
+)
 from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
-from gateway.charging.events import EndReason, ReleasedBy
-from gateway.charging.recorder import CallInfo
+from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
+from gateway.charging.recorder import CallInfo, Phase
 from gateway.charging.service import wall_clock
 from gateway.media.dtmf import INFO_CONTENT_TYPES, info_key
 from gateway.media.endpoint import MediaEndpoint, MediaError, PortAllocator, RtpSession
@@ -66,7 +80,8 @@ from gateway.registrar.location import Binding
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
 from gateway.routing import CallRequest, CompiledPlan, Decision, DialplanHolder, Origin, TargetKind
 from gateway.routing.models import MenuAction, MenuGoto
-from gateway.routing.plan import CompiledGroup
+from gateway.routing.numbering import Number
+from gateway.routing.plan import CompiledGroup, Party
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
@@ -94,7 +109,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-Q850_NORMAL = 'Q.850;cause=16;text="Normal call clearing"'
+# Reason (RFC 3326 §2) on the CANCEL of a hunt leg that did not win. A member that lost to
+# another member's (or another contact's) answer gets Q.850 cause 26, the ISUP cause for exactly
+# that: every Reason this gateway writes is a Q.850 cause, charging records Q.850 causes, and a
+# member on the carrier trunk (a mobile) is released through SIP-ISUP interworking (RFC 3398),
+# which carries a Q.850 cause to the mobile network as it is; SIP;cause=200 would need mapping.
+Q850_NON_SELECTED = 'Q.850;cause=26;text="Non-selected user clearing"'
+
+
+@dataclass(frozen=True, slots=True)
+class Clearing:
+    """Why a leg still ringing is CANCELled: its Reason line and what its charging record says."""
+
+    reason: str
+    cause: int
+    end: EndReason
+
+
+NON_SELECTED = Clearing(Q850_NON_SELECTED, 26, EndReason.CANCELLED)
+"""Another member, or another contact of the same member, answered first."""
+NO_ANSWER = Clearing(Q850_NO_ANSWER, 19, EndReason.NO_ANSWER)
+"""The hunt step's ring time ran out (a sequential member's turn is over)."""
+CALLER_GONE = Clearing(Q850_NORMAL, 16, EndReason.CANCELLED)
+"""The caller hung up while members rang (RFC 3398 §8.2.6.1: a CANCEL is cause 16)."""
+_END_REASONS: dict[str, EndReason] = {  # ``_end``'s ``why`` → charging; anything else: failure
+    "cancelled": EndReason.CANCELLED,
+    "normal": EndReason.NORMAL,
+    "hangup": EndReason.NORMAL,
+    "shutdown": EndReason.SHUTDOWN,
+}
+_END_CLEARING: dict[str, Clearing] = {  # how a call ended (``_end``'s ``why``), when not CALLER_GONE
+    "shutdown": Clearing(Q850_SHUTDOWN, 41, EndReason.SHUTDOWN),
+    "ivr_too_long": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
+    "media_timeout": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
+}
 CONNECTING = ("connect_zh", "connect_en")
 LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
@@ -122,6 +170,7 @@ class Attempt:
     client: ClientRequest | None = None
     dialog: Dialog | None = None
     done: bool = False
+    charged: ChargedCall | None = None  # this leg's own charging record
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +196,7 @@ class SbCall:
     charged: ChargedCall | None = None
     caller_sdp: bytes = b""  # the caller's current session description (offer, then its answer)
     transferor: Attempt | None = None  # the party whose REFER is being carried out
+    legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
 
 
 class Switchboard:
@@ -181,6 +231,8 @@ class Switchboard:
         self._numbers: frozenset[str] = frozenset()
         self._menus: dict[str, MenuSet] = {}
         self._uids = itertools.count(1)
+        # Call ids are charging ids too (event ids are node:call:seq): unique across restarts.
+        self._uid_prefix = secrets.token_hex(4)
         self._accepting = True
         self._tasks: set[asyncio.Future[None]] = set()
         self._status: asyncio.AbstractServer | None = None
@@ -331,7 +383,7 @@ class Switchboard:
             response = make_response(request, exc.status, exc.reason, to_tag=tag)
             response.headers.add("Warning", f'304 gateway "{exc.reason}"')
             return response
-        uid = f"sb-{next(self._uids)}"
+        uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
         holder: list[SbCall] = []
 
         def on_key(key: str) -> None:
@@ -497,7 +549,7 @@ class Switchboard:
         hunt = call.hunt
         assert hunt is not None
         for attempt in call.attempts:
-            self._abandon_attempt(attempt)
+            self._abandon_attempt(attempt, NO_ANSWER)  # the step's ring time is over
         call.attempts = []
         members = hunt.next_step(self._now())
         if members is None:
@@ -517,33 +569,40 @@ class Switchboard:
     async def _ring(self, call: SbCall, hunt: HuntRun, members: tuple[str, ...]) -> None:
         index = hunt.index
         for member in members:
-            destinations = await self._destinations(call, member)
+            party, forks = await self._forks(call, member)
             if not self._hunting(call) or call.hunt is not hunt or hunt.index != index:
                 return  # the call moved on while we looked the member up
-            if not destinations:
+            if party is None or not forks:
                 log.info("switchboard %s: member %s is not reachable", call.uid, member)
                 if hunt.failed(member):
                     self._next_step(call)
                 continue
-            self._dial(call, member, destinations[0])
+            for destination in forks:
+                self._dial(call, member, party, destination)
 
-    async def _destinations(self, call: SbCall, member: str) -> list[Destination]:
+    async def _forks(self, call: SbCall, member: str) -> tuple[Party | None, list[Destination]]:
+        """Where ``member`` rings, all at once: a registered line at every contact it registered
+        (parallel forking, RFC 3261 §16.6-16.7: the first 2xx wins, the other forks are
+        CANCELled); a trunk member at its trunk's first destination (a trunk's destinations are
+        alternatives, not phones)."""
         plan, group = call.plan, call.group.id
         party = plan.member_by_short(group, member) or plan.owner(member, group)
         if party is None:
-            return []
-        out: list[Destination] = []
+            return None, []
         for target in party.targets:
             if target.kind is TargetKind.REGISTERED:
                 bindings = await self._contacts(target.user)
-                out += [binding_destination(b, target.user, target.trunk) for b in bindings]
+                if bindings:
+                    return party, [binding_destination(b, target.user, target.trunk) for b in bindings]
                 continue
             trunk = self._trunks.trunks.get(target.trunk) if target.trunk else None
             if isinstance(trunk, PeerTrunk | CarrierTrunk) and trunk.enabled:
-                out += trunk_destinations(trunk, target.user, lambda _a: True)
-        return out
+                destinations = trunk_destinations(trunk, target.user, lambda _a: True)
+                if destinations:
+                    return party, destinations[:1]
+        return party, []
 
-    def _dial(self, call: SbCall, member: str, destination: Destination) -> None:
+    def _dial(self, call: SbCall, member: str, party: Party, destination: Destination) -> None:
         tag = secrets.token_hex(6)
         contact = self._contact(destination.address)
         local = self._gw.local_address(destination.address.transport, destination.address)
@@ -561,22 +620,69 @@ class Switchboard:
         attempt = Attempt(member, destination, invite)
         call.attempts.append(attempt)
         self._by_dialog[(invite.call_id, tag)] = call
+        if call.charged is not None:
+            call.charged.routed(switchboard_step=f"ring:{member}")
+            attempt.charged = self._open_leg(call, party, destination, invite)
         attempt.client = self._gw.send_request(
             invite, destination.address, lambda response: self._on_attempt_response(call, attempt, response)
         )
-        if call.charged is not None:
-            call.charged.routed(switchboard_step=f"ring:{member}")
+
+    def _open_leg(
+        self, call: SbCall, party: Party, destination: Destination, invite: Request
+    ) -> ChargedCall | None:
+        """The charging record of one leg the switchboard places: the group's switchboard calls
+        the member, so the group is charged for it as for a call of its own to that number (a
+        mobile member over the carrier trunk is a mobile call; a line or PBX extension is an
+        intra-group call), with the switchboard path that led there."""
+        assert self._charging is not None and call.charged is not None
+        caller = call.charged.recorder.info
+        plan, group = call.plan, call.group
+        if party.via_carrier:
+            analysed = plan.numbering.analyse(destination.user, group.area)
+            call_class = analysed.call_class if isinstance(analysed, Number) else CallClass.LOCAL
+            direction = Direction.ORIGINATING
+        else:
+            call_class, direction = CallClass.INTRA_GROUP_LONG, Direction.ON_NET
+        call.legs += 1
+        try:
+            return self._charging.open_call(
+                CallInfo(
+                    call_id=f"{call.uid}.{call.legs}",
+                    a_leg_sip_call_id=call.invite.call_id,
+                    b_leg_sip_call_id=invite.call_id,
+                    originating=group.switchboard_service or "switchboard",
+                    direction=direction,
+                    calling=caller.calling,
+                    called=CalledNumber(
+                        destination.user, plan.national_form(party.dialable or destination.user, group.id),
+                        party.short,
+                    ),
+                    call_class=call_class,
+                    group=group.id,
+                    terminating=destination.trunk or party.id,
+                    switchboard_path=caller.switchboard_path,
+                )
+            )
+        except (RuntimeError, ValueError) as exc:  # charging closing: the call goes on
+            log.error("charging: cannot open leg %s.%d: %s", call.uid, call.legs, exc)
+            return None
 
     def _on_attempt_response(self, call: SbCall, attempt: Attempt, response: Response) -> None:
         status = response.status
+        charged = attempt.charged
         if status < 200:
+            if status > 100 and charged is not None and charged.phase in (Phase.ATTEMPTING, Phase.RINGING):
+                charged.ringing()
             return
         if status >= 300:
             attempt.done = True
+            if charged is not None:
+                charged.ended(EndReason.REJECTED, ReleasedBy.CALLEE, sip_status=status)
             if self._hunting(call) and attempt in call.attempts:
                 hunt = call.hunt
-                if hunt is not None and hunt.failed(attempt.member):
-                    self._next_step(call)
+                ringing = any(a.member == attempt.member and not a.done for a in call.attempts)
+                if hunt is not None and not ringing and hunt.failed(attempt.member):
+                    self._next_step(call)  # every fork of the member failed, and nobody else rings
             self._forget_attempt(call, attempt)
             return
         if attempt.dialog is not None:
@@ -600,14 +706,16 @@ class Switchboard:
         self._cancel_timer(call, "ring")
         for other in call.attempts:
             if other is not attempt:
-                self._abandon_attempt(other)
+                self._abandon_attempt(other, NON_SELECTED)
         call.attempts = [attempt]
+        step = f"answered:{attempt.member}"
         if call.charged is not None:
             call.charged.routed(
-                terminating=attempt.member,
-                b_leg_sip_call_id=attempt.invite.call_id,
-                switchboard_step=f"answered:{attempt.member}",
+                terminating=attempt.member, b_leg_sip_call_id=attempt.invite.call_id, switchboard_step=step
             )
+        if charged is not None:
+            charged.routed(switchboard_step=step)
+            charged.answered()
         self._reinvite_caller(call, response.body)
 
     @staticmethod
@@ -617,10 +725,19 @@ class Switchboard:
             return call.winner is None
         return call.state is SbState.TRANSFERRING
 
-    def _abandon_attempt(self, attempt: Attempt) -> None:
+    def _abandon_attempt(self, attempt: Attempt, clearing: Clearing) -> None:
+        """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2)."""
         if not attempt.done and attempt.client is not None and attempt.client.final is None:
-            self._gw.cancel(attempt.client)
+            self._gw.cancel(attempt.client, [("Reason", clearing.reason)])
         attempt.done = True
+        if attempt.charged is not None:
+            attempt.charged.ended(clearing.end, ReleasedBy.GATEWAY, q850=clearing.cause)
+
+    @staticmethod
+    def _leg_ended(attempt: Attempt, reason: EndReason, released_by: ReleasedBy) -> None:
+        """An answered leg ended (BYE either way): its charging record stops."""
+        if attempt.charged is not None:
+            attempt.charged.ended(reason, released_by)
 
     def _forget_attempt(self, call: SbCall, attempt: Attempt) -> None:
         if call.winner is attempt:
@@ -688,6 +805,7 @@ class Switchboard:
             # RFC 3515 §2.4.5: tell the transferor, then end its leg (it has handed the call on).
             self._notify(transferor, "SIP/2.0 200 OK", final=True)
             self._bye(transferor.dialog, transferor.destination.address)
+            self._leg_ended(transferor, EndReason.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
             self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
             if call.charged is not None:
                 call.charged.routed(switchboard_step=f"transferred_by:{transferor.member}")
@@ -995,30 +1113,32 @@ class Switchboard:
         if call.rtp is not None:
             call.rtp.close()
             call.rtp = None
+        clearing = _END_CLEARING.get(why, CALLER_GONE)
+        ended = _END_REASONS.get(why, EndReason.FAILURE)
         for attempt in call.attempts:
             if attempt is not call.winner:
-                self._abandon_attempt(attempt)
+                self._abandon_attempt(attempt, clearing)
             self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
         winner = call.winner
         if winner is not None:
             self._by_dialog.pop((winner.invite.call_id, winner.invite.from_.tag or ""), None)
+            # The member's leg: released by the member when its BYE ended the call, else by
+            # whoever ended the caller's leg (the caller, or the gateway).
+            self._leg_ended(winner, ended, released_by)
         if winner is not None and winner.dialog is not None and released_by is not ReleasedBy.CALLEE:
             self._bye(winner.dialog, winner.destination.address)
         transferor = call.transferor
         if transferor is not None and transferor.dialog is not None:
             self._bye(transferor.dialog, transferor.destination.address)
             self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
+        if transferor is not None:
+            self._leg_ended(transferor, ended, ReleasedBy.GATEWAY)
         if why != "cancelled" and released_by is not ReleasedBy.CALLER:
             self._bye(call.a_dialog, call.source)
         self._by_dialog.pop((call.invite.call_id, call.a_tag), None)
         self.completed += 1
         if call.charged is not None:
-            reason = {
-                "cancelled": EndReason.CANCELLED,
-                "normal": EndReason.NORMAL,
-                "hangup": EndReason.NORMAL,
-            }.get(why, EndReason.FAILURE)
-            call.charged.ended(reason, released_by)
+            call.charged.ended(ended, released_by)
         log.info("switchboard %s: ended (%s, was %s)", call.uid, why, state.value)
 
     async def open_status(self, path: Path) -> None:

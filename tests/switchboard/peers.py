@@ -20,8 +20,9 @@ WORKDAY_MORNING = "2026-11-23T10:00:00+08:00"  # a Monday: business hours, the d
 SATURDAY_NIGHT = "2026-11-21T20:00:00+08:00"  # after hours: the night menu
 
 
-def test_dialplans(directory: Path) -> Path:
-    """The shipped dialplans with acme's switchboard made quick to test."""
+def test_dialplans(directory: Path, hunting: dict[str, dict[str, Any]] | None = None) -> Path:
+    """The shipped dialplans with acme's switchboard made quick to test; ``hunting`` changes
+    hunt groups (by name) and the ``operator`` group after that."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "dialplans" / "carrier.yaml", directory)
     acme: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "dialplans" / "acme.yaml").read_text())
@@ -34,12 +35,20 @@ def test_dialplans(directory: Path) -> Path:
     sb["hunt_groups"]["sales"].update(members=["60002", "61001"], ring_seconds=5)
     sb["hunt_groups"]["support"].update(members=["61002"], ring_seconds=5)
     sb["operator"].update(members=["61009"], ring_seconds=5)
+    for name, changes in (hunting or {}).items():
+        (sb["operator"] if name == "operator" else sb["hunt_groups"][name]).update(changes)
     (directory / "acme.yaml").write_text(yaml.safe_dump(acme, allow_unicode=True), encoding="utf-8")
     return directory
 
 
 def demo_gateway(
-    workdir: Path, *, carrier: int, pbx: int, at: str, switchboard: dict[str, Any] | None = None
+    workdir: Path,
+    *,
+    carrier: int,
+    pbx: int,
+    at: str,
+    switchboard: dict[str, Any] | None = None,
+    hunting: dict[str, dict[str, Any]] | None = None,
 ) -> GatewayProcess:
     trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
     rtp = free_port() & ~1
@@ -50,7 +59,7 @@ def demo_gateway(
             "registrar": {"trunks": str(trunks), "qualify": {"enabled": False}},
             "call": {"status_socket": str(workdir / "call.sock")},
             "charging": {"tariffs": str(PROJECT_ROOT / "config" / "tariffs.yaml")},
-            "dialplans": [str(test_dialplans(workdir / "dialplans"))],
+            "dialplans": [str(test_dialplans(workdir / "dialplans", hunting))],
             "switchboard": {
                 "status_socket": str(workdir / "switchboard.sock"),
                 "fixed_time": at,
