@@ -3,7 +3,8 @@ not win (Reason, RFC 3326), a line registered at two contacts ringing at both (p
 forking, RFC 3261 §16.6), and the charging record of the leg to a mobile member over the
 carrier trunk. The caller is IAD line 62880001 (registered from the SIPp caller's port)
 calling the switchboard 62880000; ringing members are SIPp phones that ring until CANCELled,
-answering ones are SIPp on the PBX trunk, on the carrier trunk or on a registered contact."""
+answering ones are SIPp on the PBX trunk, on the carrier trunk or on a registered contact.
+A call that is not the switchboard's shows its hand-over to call control (``B2BUA.handlers``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.charging.events import CallClass, ChargingEvent, Direction, EndReason, EventType
-from tests.call.harness import free_port, screen, sipp_server
+from tests.call.harness import free_port, run_caller, screen, sipp_server
 from tests.call.test_sipp_call_paths import header_lines, received
 from tests.charging.test_calls_end_to_end import spooled, stops
 from tests.registrar.peers import register
@@ -67,6 +68,22 @@ def switchboard_call(gw: GatewayProcess, workdir: Path, **kwargs: Any) -> str:
     )
     assert_ok(result, gw, workdir)
     return invites
+
+
+def test_a_call_that_is_not_the_switchboards_and_its_cancel_reach_call_control(
+    gw: GatewayProcess, tmp_path: Path
+) -> None:
+    """Line 62880001 calls PBX extension 61007 and CANCELs while it rings: the switchboard in
+    front hands the INVITE and the CANCEL to the B2BUA's handlers, which CANCEL the PBX leg."""
+    with sipp_server(tmp_path / "pbx", "call_uas_ring_cancel.xml", PBX, extra=["-trace_msg"]) as pbx:
+        result = run_caller(tmp_path / "call", "call_uac_cancel.xml", LINE, gw, service="61007")
+        pbx.wait(timeout=10)
+    assert result.returncode == 0, screen(tmp_path / "call") + gw.log()[-3000:]
+    assert pbx.returncode == 0, screen(tmp_path / "pbx")
+    (invite,) = received(tmp_path / "pbx", "INVITE")
+    assert invite.startswith(f"INVITE sip:1007@127.0.0.1:{PBX}")
+    assert cancel_reasons(tmp_path / "pbx") == ['Q.850;cause=16;text="Normal call clearing"']
+    settle(gw)
 
 
 def test_members_that_lose_to_another_members_answer_are_cancelled_with_cause_26(
