@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import yaml
 
 from gateway.call.service import read_status
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess
-from tests.support.servers import free_udp_tcp_port, require_binary, stop_process
+from tests.support.servers import RedisServer, free_udp_tcp_port, require_binary, stop_process
 from tests.support.sipp import _seconds
 
 SIPP_DIR = PROJECT_ROOT / "bench" / "sipp"
@@ -83,9 +82,12 @@ def sipp_uas(workdir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def sipp_step(
-    workdir: Path, target: str, rate: int, calls: int, *, hold_ms: int = 0, limit: int = 30000
+    workdir: Path, target: str, rate: int, calls: int, *, hold_ms: int = 0, limit: int = 30000,
+    socket_per_call: bool = False,
 ) -> Step:
-    """Run ``calls`` calls at ``rate`` cps; cumulative stats and per-call setup delays."""
+    """Run ``calls`` calls at ``rate`` cps; cumulative stats and per-call setup delays.
+    ``socket_per_call``: each call from its own UDP port (``-t un``), as many peers would be; the
+    kernel spreads them over the gateway's workers (one SIPp socket would reach only one)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = f"{rate}_{calls}_{time.monotonic_ns()}"
     stats = workdir / f"stat_{tag}.csv"
@@ -120,7 +122,8 @@ def sipp_step(
         f"{int(calls / rate) + 40 + hold_ms // 1000}s",
         "-timeout_error",
         "-max_socket",
-        "60000",
+        "10000" if socket_per_call else "60000",  # -t un: below the open-files limit
+        *(["-t", "un"] if socket_per_call else []),
         target,
     ]
     env = {**os.environ}
@@ -164,36 +167,13 @@ def sipp_step(
     )
 
 
-def split_step(workdir: Path, targets: list[str], rate: int, calls: int, **kwargs: int) -> Step:
-    """One step offered to several gateway workers at once, ``rate / len(targets)`` each (what a
-    dispatcher in front of the workers does); the figures are the sums."""
-    if len(targets) == 1:
-        return sipp_step(workdir, targets[0], rate, calls, **kwargs)
-    share = len(targets)
-    with ThreadPoolExecutor(share) as pool:
-        parts = list(
-            pool.map(
-                lambda i: sipp_step(workdir / f"w{i}", targets[i], rate // share, calls // share, **kwargs),
-                range(share),
-            )
-        )
-    return Step(
-        rate,
-        sum(p.calls for p in parts),
-        sum(p.successful for p in parts),
-        sum(p.failed for p in parts),
-        max(p.elapsed for p in parts),
-        [x for p in parts for x in p.rtd],
-    )
-
-
 def step_rates(
-    name: str, workdir: Path, target: str | list[str], rates: list[int], duration: float
+    name: str, workdir: Path, target: str, rates: list[int], duration: float, *, socket_per_call: bool = False
 ) -> list[Step]:
     results = []
-    targets = [target] if isinstance(target, str) else target
     for rate in rates:
-        step = split_step(workdir, targets, rate, max(200, int(rate * duration)))
+        calls = max(200, int(rate * duration))
+        step = sipp_step(workdir, target, rate, calls, socket_per_call=socket_per_call)
         results.append(step)
         verdict = "pass" if step.passed else "FAIL"
         sys.stdout.write(
@@ -217,7 +197,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
 
 
-def start_gateway(workdir: Path, uas_port: int, limits_backend: str = "memory") -> GatewayProcess:
+def start_gateway(
+    workdir: Path, uas_port: int, limits_backend: str = "memory", *, workers: int = 1, redis_url: str = ""
+) -> GatewayProcess:
+    """The gateway on a static bench trunk; ``workers`` > 1 share its port (they need Redis)."""
     trunks = {
         "trunks": [
             {
@@ -253,6 +236,8 @@ def start_gateway(workdir: Path, uas_port: int, limits_backend: str = "memory") 
             },
         },
         log_level="WARNING",
+        workers=workers,
+        env={"REDIS_URL": redis_url} if redis_url else {},
     )
     gw.start()
     return gw
@@ -335,34 +320,46 @@ def main(argv: list[str] | None = None) -> int:
                     stop_process(kam)
             if "gateway" in targets:
                 fresh_callee()
+                shared = args.workers > 1
                 sys.stdout.write(
-                    f"gateway (B2BUA, {args.workers} worker processes, load split between them)\n"
+                    f"gateway (B2BUA, {args.workers} worker process(es) on one port"
+                    f"{', registrations and limits in Redis, one caller port per call' if shared else ''})\n"
                 )
-                workers = [start_gateway(work / f"gw{i}", uas_port) for i in range(args.workers)]
-                gw = workers[0]
+                redis = None
+                if shared:
+                    redis = RedisServer(work / "redis", free_udp_tcp_port())
+                    redis.workdir.mkdir()
+                    redis.start()
+                backend = "redis" if shared else "memory"
+
+                def gateway(name: str) -> GatewayProcess:
+                    return start_gateway(work / name, uas_port, backend, workers=args.workers,
+                                         redis_url=redis.url if redis is not None else "")
+
+                workers = [gateway("gw")]
                 try:
-                    target = f"127.0.0.1:{gw.port}"
-                    every = [f"127.0.0.1:{w.port}" for w in workers]
+                    target = f"127.0.0.1:{workers[0].port}"
                     if args.delay_at:
                         half = args.delay_at
                     else:
                         figures["gateway"] = best(
-                            step_rates("gateway", work, every, rates["gateway"], args.duration)
+                            step_rates("gateway", work, target, rates["gateway"], args.duration,
+                                       socket_per_call=shared)
                         )
                         half = max(50, figures["gateway"] // 2)
-                    # Fresh workers and callee: the failed top step leaves transactions
+                    # A fresh gateway and callee: the failed top step leaves transactions
                     # retransmitting for 64*T1, which would load the delay measurement.
-                    for worker in workers:
-                        worker.stop()
+                    workers.pop().stop()
                     fresh_callee()
-                    workers = [start_gateway(work / f"gd{i}", uas_port) for i in range(args.workers)]
-                    every = [f"127.0.0.1:{w.port}" for w in workers]
-                    gw_step = split_step(work, every, half, int(half * args.duration))
-                    direct_step = sipp_step(work, f"127.0.0.1:{uas_port}", half, int(half * args.duration))
+                    workers.append(gateway("gd"))
+                    target = f"127.0.0.1:{workers[0].port}"
+                    gw_step = sipp_step(work, target, half, int(half * args.duration), socket_per_call=shared)
+                    direct_step = sipp_step(work, f"127.0.0.1:{uas_port}", half, int(half * args.duration),
+                                            socket_per_call=shared)
                     sys.stdout.write(
                         f"setup delay at {half} cps (INVITE -> 200 at the caller, ms): gateway median "
                         f"{statistics.median(gw_step.rtd) if gw_step.rtd else float('nan'):.2f} p99 "
-                        f"{percentile(gw_step.rtd, 0.99):.2f}; direct median "
+                        f"{percentile(gw_step.rtd, 0.99):.2f} ({gw_step.failed} failed); direct median "
                         f"{statistics.median(direct_step.rtd) if direct_step.rtd else float('nan'):.2f} p99 "
                         f"{percentile(direct_step.rtd, 0.99):.2f}\n"
                     )
@@ -423,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     for worker in workers:
                         worker.stop()
+                    if redis is not None:
+                        redis.stop()
         finally:
             stop_process(uas)
     sys.stdout.write("\nresults (max zero-failure calls per second):\n")

@@ -274,11 +274,16 @@ class Gateway:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         sip = self.config.sip
-        await self._transports.start([Listen(item.transport, item.host, item.port) for item in sip.listen])
+        node = self.config.node
+        await self._transports.start(
+            [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port
+        )
+        own = self._transports.own
         log.info(
-            "gateway %s listening on %s (event loop: %s)",
-            self.config.node.id,
+            "gateway %s listening on %s%s (event loop: %s)",
+            node.id,
             ", ".join(f"{a.transport}:{a.hostport()}" for a in self._transports.locals),
+            f", own {', '.join(f'{a.transport}:{a.hostport()}' for a in own)}" if own else "",
             type(self._loop).__module__.partition(".")[0],
         )
 
@@ -582,13 +587,18 @@ class Gateway:
         self._after_layer_call()
 
     # -- UAC side: requests we originate (call control, outbound REGISTER, OPTIONS qualify) ----------
-    def local_address(self, transport: str, destination: Address | None = None) -> Address:
+    def local_address(
+        self, transport: str, destination: Address | None = None, *, shared: bool = False
+    ) -> Address:
         """Our address for Via sent-by and Contact on ``transport``: the first listener of that
         transport (of ``destination``'s address family when given), with ``sip.advertised_host``
-        replacing the bound host when configured."""
+        replacing the bound host when configured. A worker names its own listener (see
+        :mod:`gateway.transport.manager`) unless ``shared``: the port all workers share, for a
+        Contact that new requests should reach (the one registered with a carrier)."""
         chosen: Address | None = None
         want_v6 = destination is not None and ":" in destination.host
-        for local in self._transports.locals:
+        listeners = self._transports.locals if shared else self._transports.own or self._transports.locals
+        for local in listeners:
             if local.transport != transport:
                 continue
             if destination is None or (":" in local.host) == want_v6:

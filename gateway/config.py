@@ -18,7 +18,7 @@ from gateway.accounts.policy import AccountsSettings
 from gateway.call.settings import CallSettings
 from gateway.charging.settings import ChargingSettings
 from gateway.collector import GcSettings
-from gateway.datafile import load_model
+from gateway.datafile import DataFileError, Problem, load_model
 from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
 from gateway.switchboard.settings import SwitchboardSettings
@@ -33,9 +33,30 @@ class Section(BaseModel):
 
 
 class NodeConfig(Section):
-    """Identity of this gateway process (appears in charging events and logs)."""
+    """Identity of this gateway (appears in charging events and logs) and its worker processes."""
 
     id: str = Field(default="gw1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    # Worker processes sharing the SIP listeners (SO_REUSEPORT), one per core: see
+    # gateway.workers. More than one needs Redis for registrations and call limits.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Worker i's own SIP port (its Via and Contact) is worker_port_base + i; null: any free port.
+    # Set it when a firewall in front must know the ports.
+    worker_port_base: Port | None = None
+    # Set by the supervisor for each worker process (``gateway run --worker N``), not in files.
+    worker_index: int | None = Field(default=None, ge=0, le=63)
+
+    @property
+    def own_port(self) -> int | None:
+        """This worker's own SIP port (0: any free one); None when not a worker process."""
+        if self.worker_index is None:
+            return None
+        return self.worker_port_base + self.worker_index if self.worker_port_base else 0
+
+    @property
+    def first(self) -> bool:
+        """The single process, or worker 0: the one that runs what must run once per gateway
+        (the operations API, outbound registration with the carrier)."""
+        return not self.worker_index
 
 
 class ListenConfig(Section):
@@ -117,6 +138,48 @@ class GatewayConfig(Section):
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 
+    def for_worker(self, index: int) -> GatewayConfig:
+        """Worker ``index``'s configuration: its own node id (charging event ids stay unique),
+        charging spool and status sockets; the operations API on worker 0 only (the others
+        follow its dialplan changes through ``state_dir``, see gateway.mgmt.dialplans)."""
+        suffix = f"w{index}"
+        spool = self.charging.spool.model_copy(update={"directory": self.charging.spool.directory / suffix})
+
+        def socket_of(path: Path | None) -> Path | None:
+            return None if path is None else path.with_name(f"{path.stem}-{suffix}{path.suffix}")
+
+        updates: dict[str, object] = {
+            "node": self.node.model_copy(update={"id": f"{self.node.id}-{suffix}", "worker_index": index}),
+            "charging": self.charging.model_copy(update={"spool": spool}),
+            "call": self.call.model_copy(update={"status_socket": socket_of(self.call.status_socket)}),
+            "switchboard": self.switchboard.model_copy(
+                update={"status_socket": socket_of(self.switchboard.status_socket)}
+            ),
+            "api": self.api if index == 0 else self.api.model_copy(update={"enabled": False}),
+        }
+        return self.model_copy(update=updates)
+
+
+def check_workers(config: GatewayConfig, source: str) -> None:
+    """Several workers must share registrations and call limits: refuse a configuration that
+    would keep them per process (a REGISTER taken by one worker unknown to the others)."""
+    if config.node.workers == 1:
+        return
+    need = f"node.workers is {config.node.workers}: the workers share it through Redis"
+    problems = [
+        Problem(source, None, name, message)
+        for name, message, wrong in (
+            ("redis.url", f"required ({need}; or set REDIS_URL)", not config.redis.url),
+            ("registrar.location_store", f"memory cannot be shared ({need})",
+             config.registrar.location_store == "memory"),
+            ("call.limits_backend", f"memory cannot be shared ({need})",
+             config.call.limits_backend == "memory"),
+        )
+        if wrong
+    ]
+    if problems:
+        raise DataFileError(problems)
+
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> GatewayConfig:
     """Load and validate the config file, then apply environment overrides."""
@@ -132,6 +195,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
     charging = config.charging.model_copy(update={"tariffs": base / config.charging.tariffs})
     trunks = config.registrar.trunks
     registrar = config.registrar.model_copy(update={"trunks": base / trunks if trunks else None})
-    return config.model_copy(
+    config = config.model_copy(
         update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar}
     )
+    check_workers(config, str(path))
+    return config

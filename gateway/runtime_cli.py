@@ -1,5 +1,7 @@
 """``gateway run --config FILE``: load and validate the configuration, run the gateway until
-SIGTERM or SIGINT, then shut down in order (see :meth:`gateway.app.Gateway.stop`).
+SIGTERM or SIGINT, then shut down in order (see :meth:`gateway.app.Gateway.stop`). With
+``node.workers`` above 1 (or ``--workers N``) it supervises that many worker processes instead
+(:mod:`gateway.workers`).
 
 Exit codes: 0 after a clean shutdown, 2 for an invalid configuration (every problem is written
 to stderr as ``file:line: field: message``), 1 when the gateway cannot start (a port in use).
@@ -17,8 +19,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gateway.collector import CycleCollector
-from gateway.config import GatewayConfig, LoggingConfig, load_config
+from gateway.config import GatewayConfig, LoggingConfig, check_workers, load_config
 from gateway.datafile import DataFileError
+from gateway.workers import Supervisor
 
 if TYPE_CHECKING:
     from gateway.charging.service import ChargingService
@@ -33,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"configuration file (default: {DEFAULT_CONFIG})"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="worker processes sharing the SIP ports (overrides node.workers; see gateway.workers)",
+    )
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     parser.set_defaults(handler=run_command)
 
 
@@ -97,7 +105,7 @@ async def serve(config: GatewayConfig) -> None:
     from gateway.call.charging import ChargingObserver  # noqa: PLC0415
     from gateway.call.service import install as install_calls  # noqa: PLC0415
     from gateway.mgmt.api import start_api  # noqa: PLC0415
-    from gateway.mgmt.dialplans import load_holder  # noqa: PLC0415
+    from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
@@ -126,6 +134,9 @@ async def serve(config: GatewayConfig) -> None:
         if dialplan is not None and config.switchboard.enabled else None
     )
     api = None
+    # A worker other than the first follows the dialplan versions the first one's API applies.
+    follower = ActiveVersionFollower(dialplan, config.state_dir, config.dialplans) \
+        if dialplan is not None and not config.node.first else None
     collector = CycleCollector(config.gc, gateway.metrics.registry)
     try:
         await gateway.start()
@@ -135,6 +146,8 @@ async def serve(config: GatewayConfig) -> None:
                                   charging=charging, monitor=monitor,
                                   accounts=calls.accounts.store if calls.accounts is not None else None)
         collector.start()
+        if follower is not None:
+            follower.start()
         await stop.wait()
         log.info("signal received, shutting down")
         if switchboard is not None:
@@ -142,6 +155,8 @@ async def serve(config: GatewayConfig) -> None:
         await calls.drain()  # calls end (BYE) before the gateway stops answering
     finally:
         await collector.stop()
+        if follower is not None:
+            await follower.close()
         if api is not None:
             await api.close()  # operators' changes stop first
         await gateway.stop()
@@ -161,11 +176,22 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 def run_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
+        if args.workers is not None:
+            node = config.node.model_copy(update={"workers": args.workers})
+            config = config.model_copy(update={"node": node})
+            check_workers(config, args.config)
     except DataFileError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{problem}\n")
         return 2
     configure_logging(config.logging)
+    if args.worker is not None:
+        config = config.for_worker(args.worker)
+    elif config.node.workers > 1:
+        supervisor = Supervisor(
+            args.config, config.node.workers, stop_grace=config.call.drain_grace + config.sip.shutdown_grace
+        )
+        return asyncio.run(supervisor.run())
     try:
         run(serve(config))
     except DataFileError as exc:  # a data file the config names (trunks ...) is invalid

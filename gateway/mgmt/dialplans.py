@@ -25,11 +25,16 @@ the directory into ``versions/`` and swaps the :class:`~gateway.routing.reload.D
 (one reference assignment). A call takes ``holder.plan`` once when it is routed, so calls in
 progress keep the plan they started with and new calls get the new one. A bad draft changes
 nothing and comes back with every problem (file, line, field).
+
+Worker processes (``node.workers``) share ``state_dir``: worker 0 runs the API and applies
+versions; every other worker runs a :class:`ActiveVersionFollower`, which notices the new
+``current`` within a second and swaps its own holder the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -443,3 +448,49 @@ class DialplanVersions:
                 await self._redis.set(REDIS_CURRENT, str(version.number))
         except (RedisError, OSError) as exc:
             log.warning("dialplan: cannot store version %d in Redis (%s); it is on disk", version.number, exc)
+
+
+class ActiveVersionFollower:
+    """Serve the version another process (the worker running the API) made active.
+
+    Polls ``state_dir/dialplans/current`` (a few bytes, once a second): the version directory is
+    complete before ``current`` names it, so what it names can be loaded at once. A version that
+    does not load here is logged and the plan in service stays."""
+
+    def __init__(
+        self, holder: DialplanHolder, state_dir: Path, seed: list[Path], *, interval: float = 1.0
+    ) -> None:
+        self.holder = holder
+        self.state_dir = state_dir
+        self.interval = interval
+        self._seed = seed
+        self._task: asyncio.Task[None] | None = None
+
+    def check(self) -> bool:
+        """Adopt the active version if it changed; whether the holder now serves another one."""
+        wanted = tuple(DialplanVersions.active_paths(self.state_dir, self._seed))
+        serving = self.holder.paths
+        if tuple(Path(p) for p in serving) == wanted:
+            return False
+        self.holder.paths = wanted
+        result = self.holder.reload()
+        if not result.ok:
+            log.error("dialplan: version in %s does not load here; keeping %s", wanted[0], serving[0])
+            self.holder.paths = serving
+            return False
+        log.info("dialplan: now serving %s", wanted[0])
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -48,7 +48,11 @@ class RequestSender(Protocol):
     """Runs one client transaction (the gateway's transaction layer)."""
 
     def local_address(self, transport: str) -> Address:
-        """The address our Via sent-by and Contact name for ``transport``."""
+        """The address our Via sent-by names for ``transport`` (where responses come back)."""
+        ...
+
+    def contact_address(self, transport: str) -> Address:
+        """The address our Contact names for ``transport`` (where new requests should come)."""
         ...
 
     async def send_request(self, request: Request, destination: Address) -> Response:
@@ -198,7 +202,8 @@ class OutboundRegistrar:
         headers.add("Call-ID", self._call_id)
         headers.add("CSeq", f"{self._cseq} REGISTER")
         user = self.registration.username
-        headers.add("Contact", f"<sip:{user}@{local.hostport()};transport={local.transport}>")
+        contact = self._sender.contact_address(self.destination.transport)
+        headers.add("Contact", f"<sip:{user}@{contact.hostport()};transport={contact.transport}>")
         headers.add("Expires", str(self._expires))
         if authorization is not None:
             headers.add(*authorization)

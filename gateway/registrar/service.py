@@ -71,7 +71,9 @@ class ClientRequestHandle(Protocol):
 class RequestOriginator(RequestHandlerHost, Protocol):
     """A gateway that also originates requests (its UAC side)."""
 
-    def local_address(self, transport: str, destination: Address | None = None) -> Address: ...
+    def local_address(
+        self, transport: str, destination: Address | None = None, *, shared: bool = False
+    ) -> Address: ...
 
     def send_request(self, request: Request, destination: Address) -> ClientRequestHandle: ...
 
@@ -86,6 +88,9 @@ class GatewaySender:
 
     def local_address(self, transport: str) -> Address:
         return self.gateway.local_address(transport)
+
+    def contact_address(self, transport: str) -> Address:
+        return self.gateway.local_address(transport, shared=True)
 
     async def send_request(self, request: Request, destination: Address) -> Response:
         client = self.gateway.send_request(request, destination)
@@ -223,7 +228,8 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
             for d in trunk.destinations:
                 address = Address(d.transport or trunk.transport, d.host, d.port)
                 targets.append((f"{trunk.name}/{address.hostport()}", address))
-                if d.registration is not None:
+                # Once per gateway: worker 0 registers the Contact all workers share.
+                if d.registration is not None and config.node.first:
                     outbound = OutboundRegistrar(trunk.name, d, sender)
                     service.outbound.append(outbound)
                     track(outbound.run())

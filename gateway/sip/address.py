@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Transport = Literal["udp", "tcp", "tls"]
@@ -15,6 +15,10 @@ class Address:
     transport: Transport
     host: str
     port: int
+    # Which of our sockets a message arrived on, so that its responses leave from that socket
+    # (RFC 3581 §4: a NAT only lets the answer back in from the address the request went to).
+    # None: the transport's default. Not part of equality: it says how, not where.
+    listener: int | None = field(default=None, compare=False)
 
     def hostport(self) -> str:
         """``host:port`` with IPv6 literals bracketed, as in a Via sent-by (RFC 3261 §25.1)."""

@@ -1,9 +1,16 @@
 """All the SIP listeners of one gateway behind a single ``send(data, destination)``.
 
 The transaction layer speaks in :class:`~gateway.sip.address.Address` values only; this picks
-the socket: TCP destinations go through the connection table, UDP ones leave through the UDP
-listener of the destination's address family (the first one configured for that family, so
-answers come from the address peers sent to when a single listener per family is configured).
+the socket: TCP destinations go through the connection table; a UDP response leaves from the
+socket its request came in on (``Address.listener``, RFC 3581 §4), any other UDP datagram from
+the default socket of the destination's address family.
+
+Worker mode (``worker_port`` given, several gateway processes on one machine): the configured
+listeners are shared by all workers (SO_REUSEPORT), and each worker also listens on a port of its
+own on the same hosts (``own``). Our Via and Contact carry the own port, so the responses to our
+requests and the requests in our dialogs come back to the worker that holds the transaction or
+the dialog, whichever worker the kernel hands a peer's new requests to; and our requests leave
+from the own socket (the default socket), since a peer answering per ``rport`` answers the source.
 """
 
 from __future__ import annotations
@@ -59,31 +66,45 @@ class TransportSet:
         self._sink = sink
         self._metrics = metrics
         self._on_unreachable = on_unreachable
-        self._udp: list[UdpEndpoint] = []
-        self._udp_by_family: dict[int, UdpEndpoint] = {}
+        self._udp: list[UdpEndpoint] = []  # by index (Address.listener)
+        self._udp_by_family: dict[int, UdpEndpoint] = {}  # the default socket of each family
         self.tcp = TcpTransport(
             sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
             max_connections=tcp_max_connections, on_connect_failed=self._unreachable,
         )
-        self.locals: list[Address] = []
+        self.locals: list[Address] = []  # the configured listeners: what peers dial
+        self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
 
-    async def start(self, listen: Sequence[Listen]) -> None:
-        """Open every listener; on any failure close those already open and re-raise."""
+    async def start(self, listen: Sequence[Listen], *, worker_port: int | None = None) -> None:
+        """Open every listener (shared with the other workers when ``worker_port`` is given, plus
+        this worker's own ones on that port, 0 for any free port); on any failure close those
+        already open and re-raise."""
+        shared = worker_port is not None
         try:
             for item in listen:
-                if item.transport == "udp":
-                    endpoint = await UdpEndpoint.listen(item.host, item.port, self._sink, self._metrics)
-                    self._udp.append(endpoint)
-                    self._udp_by_family.setdefault(endpoint.family, endpoint)
-                    assert endpoint.local is not None
-                    self.locals.append(endpoint.local)
-                elif item.transport == "tcp":
-                    self.locals.append(await self.tcp.listen(item.host, item.port))
-                else:
-                    raise ValueError(f"transport {item.transport!r} is not supported yet")
+                self.locals.append(await self._open(item, reuse_port=shared, default=not shared))
+            if worker_port is not None:
+                hosts = dict.fromkeys((item.transport, item.host) for item in listen)
+                for transport, host in hosts:
+                    item = Listen(transport, host, worker_port)
+                    self.own.append(await self._open(item, reuse_port=False, default=True))
         except BaseException:
             await self.close()
             raise
+
+    async def _open(self, item: Listen, *, reuse_port: bool, default: bool) -> Address:
+        if item.transport == "tcp":
+            return await self.tcp.listen(item.host, item.port, reuse_port=reuse_port)
+        if item.transport != "udp":
+            raise ValueError(f"transport {item.transport!r} is not supported yet")
+        endpoint = await UdpEndpoint.listen(
+            item.host, item.port, self._sink, self._metrics, index=len(self._udp), reuse_port=reuse_port
+        )
+        self._udp.append(endpoint)
+        if default:
+            self._udp_by_family.setdefault(endpoint.family, endpoint)
+        assert endpoint.local is not None
+        return endpoint.local
 
     def send(self, data: bytes, destination: Address) -> None:
         """Send ``data`` to ``destination``; failures are counted, never raised."""
@@ -92,6 +113,10 @@ class TransportSet:
             return
         if destination.transport != "udp":
             self._unreachable(destination)
+            return
+        listener = destination.listener
+        if listener is not None and listener < len(self._udp):
+            self._udp[listener].send(data, destination)
             return
         family = _address_family(destination.host)
         # A host name (family None): RFC 3263 resolution is the caller's job; we dial addresses.

@@ -168,12 +168,14 @@ class TcpTransport:
         self._connect_tasks: set[asyncio.Task[None]] = set()
         self.locals: list[Address] = []
 
-    async def listen(self, host: str, port: int) -> Address:
-        """Start accepting on ``host:port`` (IPv4 or IPv6 literal); returns the bound address."""
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> Address:
+        """Start accepting on ``host:port`` (IPv4 or IPv6 literal); returns the bound address.
+        ``reuse_port``: share the port with the other workers (the kernel spreads connections)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server = await loop.create_server(
-            lambda: TcpConnection(self), host, port, family=family, reuse_address=True, backlog=1024
+            lambda: TcpConnection(self), host, port, family=family, reuse_address=True,
+            reuse_port=reuse_port, backlog=1024,
         )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()

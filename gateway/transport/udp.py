@@ -27,8 +27,9 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One bound UDP socket delivering datagrams to a :class:`MessageSink`."""
 
-    def __init__(self, sink: MessageSink, metrics: Metrics) -> None:
+    def __init__(self, sink: MessageSink, metrics: Metrics, index: int) -> None:
         self._sink = sink
+        self.index = index  # stamped on sources as Address.listener: answers leave from here
         self._metrics = metrics
         self._transport: asyncio.DatagramTransport | None = None
         self.local: Address | None = None
@@ -36,9 +37,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     @classmethod
     async def listen(
-        cls, host: str, port: int, sink: MessageSink, metrics: Metrics
+        cls, host: str, port: int, sink: MessageSink, metrics: Metrics, *,
+        index: int, reuse_port: bool = False,
     ) -> UdpEndpoint:
-        """Bind ``host:port`` (an IPv4 or IPv6 literal) and start receiving."""
+        """Bind ``host:port`` (an IPv4 or IPv6 literal) and start receiving. ``reuse_port``: share
+        the port with the other worker processes (SO_REUSEPORT: the kernel spreads the peers
+        over the sockets by a hash of their address, so one peer keeps reaching one worker)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -46,11 +50,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
         except OSError:
             sock.close()
             raise
-        _, endpoint = await loop.create_datagram_endpoint(lambda: cls(sink, metrics), sock=sock)
+        _, endpoint = await loop.create_datagram_endpoint(lambda: cls(sink, metrics, index), sock=sock)
         bound = sock.getsockname()
         endpoint.family = family
         endpoint.local = Address("udp", bound[0], bound[1])
@@ -61,7 +67,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1])))
+        self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1]), self.index))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (RFC 3261 §18.4 lets the TU learn of them; we count them).

@@ -60,7 +60,9 @@ class Host:
     def add_request_handler(self, method: str, handler: Handler) -> None:
         self.handlers[method] = handler
 
-    def local_address(self, transport: str, destination: Address | None = None) -> Address:
+    def local_address(
+        self, transport: str, destination: Address | None = None, *, shared: bool = False
+    ) -> Address:
         return Address("udp", "127.0.0.1", 5060)
 
     def send_request(self, request: Request, destination: Address) -> Answered:

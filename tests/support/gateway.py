@@ -6,6 +6,7 @@ stopped by its PID (SIGTERM, then SIGKILL); its log goes to a file in the work d
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from gateway.call.service import read_status
 from tests.support.servers import free_udp_tcp_port, stop_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -77,11 +79,23 @@ class GatewayProcess:
     sip_overrides: dict[str, object] = field(default_factory=dict)
     extra_config: dict[str, object] = field(default_factory=dict)  # more top-level sections
     log_level: str = "INFO"
+    workers: int = 1  # > 1: the supervisor and its workers (needs REDIS_URL in ``env``)
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def config_path(self) -> Path:
         return self.workdir / "config" / "gateway.yaml"
+
+    def status_sockets(self) -> list[Path]:
+        """The call-status socket of the process, or of each worker (``-wN`` before the suffix)."""
+        call = self.extra_config.get("call")
+        configured = call.get("status_socket") if isinstance(call, dict) else None
+        path = Path(str(configured)) if configured else Path("call-status.sock")
+        path = path if path.is_absolute() else self.workdir / "var" / path
+        if self.workers == 1:
+            return [path]
+        return [path.with_name(f"{path.stem}-w{i}{path.suffix}") for i in range(self.workers)]
 
     @property
     def log_path(self) -> Path:
@@ -112,24 +126,36 @@ class GatewayProcess:
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start the process and wait until it answers OPTIONS over UDP."""
+        """Start the process and wait until it answers OPTIONS over UDP (with workers: until every
+        worker answers on its status socket too, since the first one up takes all the port's
+        traffic until the others bind)."""
         self.write_config()
+        command = [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path)],
-                cwd=PROJECT_ROOT,
-                stdout=log,
-                stderr=log,
+                command, cwd=PROJECT_ROOT, stdout=log, stderr=log, env={**os.environ, **self.env}
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             answer = probe_options(self.host, self.port, timeout=0.2)
-            if answer is not None and answer.startswith(b"SIP/2.0 200 "):
+            if answer is not None and answer.startswith(b"SIP/2.0 200 ") and self._workers_up():
                 return
         self.stop()
         raise TimeoutError(f"gateway did not answer OPTIONS within {timeout}s:\n{self.log()}")
+
+    def _workers_up(self) -> bool:
+        if self.workers == 1:
+            return True
+        try:
+            for path in self.status_sockets():
+                read_status(path, timeout=0.5)
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> int | None:
         """SIGTERM (then SIGKILL) by PID; returns the exit code."""

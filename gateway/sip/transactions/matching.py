@@ -161,8 +161,9 @@ def response_destination(via: Via, source: Address) -> Address:
     if source.reliable:
         return source
     port = via.port if via.port is not None else _default_port(via)
+    listener = source.listener  # answered from the socket the request came in on (RFC 3581 §4)
     if via.maddr:
-        return Address(source.transport, _unbracket(via.maddr), port)
+        return Address(source.transport, _unbracket(via.maddr), port, listener)
     received = via.received
     if via.has_rport:
         rport = via.rport
@@ -170,7 +171,8 @@ def response_destination(via: Via, source: Address) -> Address:
             source.transport,
             _unbracket(received) if received else source.host,
             rport if rport else source.port,
+            listener,
         )
     if received:
-        return Address(source.transport, _unbracket(received), port)
-    return Address(source.transport, _unbracket(via.host), port)
+        return Address(source.transport, _unbracket(received), port, listener)
+    return Address(source.transport, _unbracket(via.host), port, listener)

@@ -1,0 +1,132 @@
+"""Worker processes: ``node.workers`` gateways on one machine sharing the SIP listeners.
+
+One CPython process uses one core. ``gateway run`` with ``node.workers: N`` (or ``--workers N``)
+becomes a supervisor that starts N worker processes (``gateway run --worker i``) and does nothing
+else. Each worker binds the configured SIP listeners with SO_REUSEPORT, so the kernel spreads
+the peers over them by a hash of the peer's address (one peer's requests, its CANCEL and its
+ACK for a failure included, keep reaching one worker while the set of workers is unchanged).
+Each worker also listens on a port of its own and names it in its Via and Contact: responses to
+its requests and requests inside its dialogs come straight back to it (see
+:mod:`gateway.transport.manager`). Registrations and call-limit slots live in Redis, so a
+REGISTER taken by one worker serves calls placed by another (``check_workers`` in
+:mod:`gateway.config` refuses anything else).
+
+What the supervisor does:
+
+* SIGTERM / SIGINT: passed to every worker; each drains its calls (``call.drain_grace``) and
+  stops; the supervisor waits for them, then kills what is still running after that grace plus
+  a margin.
+* A worker that dies is started again after a second. One that cannot start (exit 1: a port in
+  use, exit 2: a bad data file) stops the whole gateway with its exit code: restarting would
+  fail the same way.
+* Workers get SIGTERM from the kernel if the supervisor itself dies (``PR_SET_PDEATHSIG``), so
+  no orphan keeps the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+STARTUP_WINDOW = 5.0
+"""A worker that exits with 1 or 2 within this many seconds of starting could not start."""
+STOP_MARGIN = 10.0
+CANNOT_START = (1, 2)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor goes away (Linux prctl(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    started: float
+
+
+class Supervisor:
+    """Starts, restarts and stops the worker processes of one gateway."""
+
+    def __init__(self, config_path: str, workers: int, *, stop_grace: float) -> None:
+        self.config_path = config_path
+        self.count = workers
+        self.stop_grace = stop_grace
+        self._stopping = False
+        self._exit_code = 0
+
+    def command(self, index: int) -> list[str]:
+        return [sys.executable, "-m", "gateway", "run", "--config", self.config_path,
+                "--workers", str(self.count), "--worker", str(index)]
+
+    async def _start(self, index: int) -> _Worker:
+        process = await asyncio.create_subprocess_exec(*self.command(index), preexec_fn=_die_with_parent)
+        log.info("worker %d started (pid %d)", index, process.pid)
+        return _Worker(index, process, time.monotonic())
+
+    async def run(self) -> int:
+        """Run the workers until a signal (or a worker that cannot start); the exit code."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        workers = {i: await self._start(i) for i in range(self.count)}
+        waits = {i: loop.create_task(w.process.wait()) for i, w in workers.items()}
+        stopping = loop.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                done, _ = await asyncio.wait([stopping, *waits.values()], return_when=asyncio.FIRST_COMPLETED)
+                for index, task in list(waits.items()):
+                    if task not in done:
+                        continue
+                    worker, code = workers[index], task.result()
+                    if code in CANNOT_START and time.monotonic() - worker.started < STARTUP_WINDOW:
+                        log.error("worker %d could not start (exit %d): stopping the gateway", index, code)
+                        self._exit_code = code
+                        stop.set()
+                        del waits[index]
+                        continue
+                    pid = worker.process.pid
+                    log.error("worker %d (pid %d) exited with %s: restarting it", index, pid, code)
+                    await asyncio.sleep(RESTART_DELAY)
+                    if stop.is_set():
+                        del waits[index]
+                        continue
+                    workers[index] = await self._start(index)
+                    waits[index] = loop.create_task(workers[index].process.wait())
+        finally:
+            stopping.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self._stop([workers[i] for i in waits], list(waits.values()))
+        return self._exit_code
+
+    async def _stop(self, workers: list[_Worker], waits: list[asyncio.Task[int]]) -> None:
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+        if not waits:
+            return
+        done, pending = await asyncio.wait(waits, timeout=self.stop_grace + STOP_MARGIN)
+        for worker in workers:
+            if worker.process.returncode is None:
+                log.error("worker %d (pid %d) did not stop: killing it", worker.index, worker.process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+        if pending:
+            await asyncio.wait(pending)
+        for task in done:
+            if task.result() not in (0, -signal.SIGTERM) and self._exit_code == 0:
+                self._exit_code = 1
