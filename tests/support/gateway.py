@@ -142,12 +142,12 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             answer = probe_options(self.host, self.port, timeout=0.2)
-            if answer is not None and answer.startswith(b"SIP/2.0 200 ") and self._workers_up():
+            if answer is not None and answer.startswith(b"SIP/2.0 200 ") and self.workers_up():
                 return
         self.stop()
         raise TimeoutError(f"gateway did not answer OPTIONS within {timeout}s:\n{self.log()}")
 
-    def _workers_up(self) -> bool:
+    def workers_up(self) -> bool:
         if self.workers == 1:
             return True
         try:

@@ -7,6 +7,7 @@ started (never by name). Tests that need one use the session fixtures in ``tests
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import signal
 import socket
@@ -36,6 +37,25 @@ def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError("no port free for both UDP and TCP")
+
+
+def free_udp_tcp_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports free for both UDP and TCP (a worker port base).
+
+    Drawn below the kernel's ephemeral range (``ip_local_port_range``): a port from inside it
+    could be taken by any outgoing connection (a Redis client) before the gateway binds it."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                        sock = held.enter_context(socket.socket(socket.AF_INET, kind))
+                        sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive ports free for both UDP and TCP")
 
 
 def wait_for_tcp(host: str, port: int, timeout: float = 10.0) -> None:
