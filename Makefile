@@ -9,7 +9,7 @@ CONFIG ?= config/gateway.yaml
 
 # Debian packages the test suite drives as real peers and servers.
 DEBIAN_TEST_PACKAGES := python3-venv sip-tester sipsak redis-server mosquitto baresip kamailio \
-	espeak-ng sox iproute2 procps chromium
+	espeak-ng sox iproute2 procps chromium postgresql sipvicious redis-sentinel openssl nftables
 # Debian packages `make run` needs: only a Python able to make a virtualenv.
 DEBIAN_RUN_PACKAGES := python3-venv
 
