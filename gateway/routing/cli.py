@@ -21,9 +21,10 @@ from gateway.routing.compiler import load_dialplan, problems_as_dicts
 from gateway.routing.decision import CallRequest, Decision, Origin, Refusal, Trace, outcome_to_dict
 from gateway.routing.plan import CompiledPlan, PartyKind
 from gateway.routing.schema import write as write_schemas
+from gateway.routing.timecond import Coverage, statutory_warning
 
 DEFAULT_PATHS = ("dialplans",)
-CALENDAR_LOOKAHEAD = dt.timedelta(days=90)
+CALENDAR_LOOKAHEAD = dt.timedelta(days=60)
 
 
 def register(subparsers: Any) -> None:
@@ -81,11 +82,8 @@ def _load(paths: list[str] | None, trunks: list[str] | None = None) -> CompiledP
 
 
 def calendar_warnings(plan: CompiledPlan, today: dt.date) -> list[Problem]:
-    """Warn when a time condition needs the holiday calendar of a year nobody supplied yet."""
-    years = sorted({today.year, (today + CALENDAR_LOOKAHEAD).year})
-    missing = [y for y in years if not plan.calendar.covers(y)]
-    if not missing:
-        return []
+    """Warn when a time condition needs, within the look-ahead, a year whose official calendar
+    (调休 included) nobody has supplied yet."""
     users = [
         f"{g.id}.{name}"
         for g in plan.groups.values()
@@ -94,15 +92,28 @@ def calendar_warnings(plan: CompiledPlan, today: dt.date) -> list[Problem]:
     ]
     if not users:
         return []
-    return [
-        Problem(
-            plan.sources[0] if plan.sources else "",
-            None,
-            "calendar.years",
-            f"no China holiday calendar for {', '.join(map(str, missing))} (used by {', '.join(users)}); "
-            "those days will be taken as a plain Monday-Friday week until it is added",
+    years = range(today.year, (today + CALENDAR_LOOKAHEAD).year + 1)
+    problems = []
+    for year in years:
+        coverage = plan.calendar.coverage(year)
+        if coverage is Coverage.OFFICIAL:
+            continue
+        if coverage is Coverage.STATUTORY:
+            why = statutory_warning(year)
+        else:
+            why = (
+                f"no China holiday calendar for {year}; its days will be taken as a plain "
+                "Monday-Friday week until it is added"
+            )
+        problems.append(
+            Problem(
+                plan.sources[0] if plan.sources else "",
+                None,
+                "calendar.years",
+                f"{why} (within {CALENDAR_LOOKAHEAD.days} days; used by {', '.join(users)})",
+            )
         )
-    ]
+    return problems
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -318,17 +318,27 @@ class _GroupCompiler:
         if expanded is None:
             self.error(path, f"{count} short numbers from {first} would run past {len(first)} digits")
             return [None] * count
-        if len(first) > 1 and first[1] == "0":
-            self.c.warn(
-                self.src, path, f"short number {first}: the second digit should not be 0 ([002] L705)"
-            )
+        self.advise_second_digit(first, path)
         return list(expanded)
 
-    def add_short(self, short: str | None, party: Party, path: FieldPath) -> bool:
+    def advise_second_digit(self, short: str, path: FieldPath) -> None:
+        """The seed's numbering advice: a short number's second digit should not be 0 ([002] L705).
+
+        A block of short numbers is advised once, at its first number."""
+        if len(short) > 1 and short[1] == "0":
+            self.c.warn(
+                self.src, path, f"short number {short}: the second digit should not be 0 ([002] L705)"
+            )
+
+    def add_short(self, short: str | None, party: Party, path: FieldPath, *, single: bool = True) -> bool:
+        """Give ``party`` a short number; ``single`` is False for the numbers of a block, which
+        :meth:`shorts` has already advised on."""
         if short is None:
             return True
         if not self.check_short(short, path):
             return False
+        if single:
+            self.advise_second_digit(short, path)
         self.g.short[short] = party
         return True
 
@@ -489,7 +499,7 @@ class _GroupCompiler:
                 )
                 self.claim(e164, party, path)
                 self.g.lines[number] = party
-                if not self.add_short(short, party, (*path, "short_first")):
+                if not self.add_short(short, party, (*path, "short_first"), single=False):
                     break
 
     def mobiles(self) -> None:
@@ -601,7 +611,7 @@ class _GroupCompiler:
                 if e164 is not None:
                     self.claim(e164, party, (*path, "did_first"))
                 if shorts_ok:
-                    shorts_ok = self.add_short(short, party, (*path, "short_first"))
+                    shorts_ok = self.add_short(short, party, (*path, "short_first"), single=False)
         compiled = CompiledPbx(
             pbx.id, self.m.id, pbx.trunk, pbx.sends_extensions, extensions, switchboard, anonymous
         )

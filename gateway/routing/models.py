@@ -147,7 +147,8 @@ class NumberingPlan(Model):
 
 
 class CalendarYear(Model):
-    """Official calendar of one year the ``chinese-calendar`` package does not cover yet.
+    """Official calendar of one year, from the State Council notice, where the ``holidays`` package
+    does not carry that year's arrangement (调休) yet; it replaces the package's data for that year.
 
     Weekends are rest days and Monday–Friday workdays, except the listed public holidays
     (法定节假日, rest days) and adjusted working days (调休, usually a Saturday or Sunday).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.routing import DialplanHolder
+from gateway.routing import DialplanHolder, load_dialplan
 from gateway.routing import cli as routing_cli
 from tests.routing.conftest import DIALPLANS, PROJECT_ROOT
 
@@ -183,3 +184,29 @@ def test_reload_validates_first_and_swaps_atomically(tmp_path: Path) -> None:
     assert result.ok and holder.plan is not before
     assert holder.plan.long_number_for_short("acme", "66002") == "13800138001"
     assert before.long_number_for_short("acme", "66001") == "13800138001"  # the old plan is untouched
+
+
+def test_check_warns_of_a_year_without_its_official_calendar_within_sixty_days(tmp_path: Path) -> None:
+    from gateway.routing.cli import calendar_warnings
+    from gateway.routing.timecond import Coverage
+
+    plan = load_dialplan([DIALPLANS])
+    assert calendar_warnings(plan, dt.date(2026, 6, 1)) == []  # 2026's notice is in the package
+    warnings = calendar_warnings(plan, dt.date(2026, 12, 7))
+    if plan.calendar.coverage(2027) is Coverage.OFFICIAL:
+        assert warnings == []
+    else:
+        assert [w.field for w in warnings] == ["calendar.years"]
+        assert "2027" in warnings[0].message and "acme.business_hours" in warnings[0].message
+    assert calendar_warnings(plan, dt.date(2026, 10, 31)) == []  # 2027 is more than 60 days off
+
+    # A year the operator supplies from the State Council notice silences the warning.
+    carrier = (DIALPLANS / "carrier.yaml").read_text(encoding="utf-8")
+    supplied = carrier.replace(
+        "  years: {}", '  years: {2027: {holidays: ["2027-01-01"], workdays: ["2027-02-20"]}}'
+    )
+    assert supplied != carrier
+    (tmp_path / "carrier.yaml").write_text(supplied, encoding="utf-8")
+    (tmp_path / "acme.yaml").write_text((DIALPLANS / "acme.yaml").read_text(encoding="utf-8"))
+    assert calendar_warnings(load_dialplan([tmp_path]), dt.date(2026, 12, 7)) == []
+    assert calendar_warnings(load_dialplan([tmp_path]), dt.date(2100, 12, 1)) != []

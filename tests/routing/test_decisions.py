@@ -295,27 +295,66 @@ def test_switchboard_schedule_follows_the_china_calendar(
     assert decision.warnings == ()
 
 
-def test_years_beyond_the_calendar_fall_back_to_weekdays_with_a_warning(plan: CompiledPlan) -> None:
-    monday = routed(call(plan, "member", "62880001", "62880000", at=dt.datetime(2099, 1, 5, 10, 0)))
+def test_years_beyond_the_package_fall_back_to_weekdays_with_a_warning(plan: CompiledPlan) -> None:
+    monday = routed(call(plan, "member", "62880001", "62880000", at=dt.datetime(2101, 1, 3, 10, 0)))
     assert monday.targets[0].mode == "day"
-    assert "no China holiday calendar for 2099" in monday.warnings[0]
-    saturday = routed(call(plan, "member", "62880001", "62880000", at=dt.datetime(2099, 1, 10, 10, 0)))
+    assert "no China holiday calendar for 2101" in monday.warnings[0]
+    saturday = routed(call(plan, "member", "62880001", "62880000", at=dt.datetime(2101, 1, 8, 10, 0)))
     assert saturday.targets[0].mode == "night" and saturday.warnings
+
+
+@pytest.mark.parametrize(
+    ("at", "mode"),
+    [
+        (dt.datetime(2027, 2, 8, 10, 0), "night"),  # Spring Festival 2027, a Monday (statutory)
+        (dt.datetime(2027, 10, 1, 10, 0), "night"),  # National Day 2027, a Friday
+        (dt.datetime(2027, 3, 3, 10, 0), "day"),  # an ordinary Wednesday
+    ],
+)
+def test_a_year_known_only_by_statute_routes_on_its_holidays_and_says_so(
+    plan: CompiledPlan, at: dt.datetime, mode: str
+) -> None:
+    from gateway.routing.timecond import Coverage
+
+    if plan.calendar.coverage(2027) is not Coverage.STATUTORY:
+        pytest.skip("the installed holidays package already carries the 2027 State Council notice")
+    decision = routed(call(plan, "member", "62880001", "62880000", at=at))
+    assert decision.targets[0].mode == mode
+    assert "official 2027 holiday arrangement" in decision.warnings[0]
+    assert "calendar.years.2027" in decision.warnings[0]
+
+
+def test_the_package_calendar_matches_the_2026_state_council_notice() -> None:
+    from gateway.routing.timecond import Coverage, DayType, HolidayCalendar
+
+    calendar = HolidayCalendar({})
+    assert calendar.coverage(2026) is Coverage.OFFICIAL
+    # 国办发明电〔2025〕7号: the swapped working weekends and the weekday holidays of 2026.
+    for saturday_or_sunday in ("01-04", "02-14", "02-28", "05-09", "09-20", "10-10"):
+        assert calendar.day_type(dt.date.fromisoformat(f"2026-{saturday_or_sunday}")) is DayType.WORKDAY
+    for day in ("01-02", "02-16", "02-23", "04-06", "05-05", "06-19", "09-25", "10-07"):
+        assert calendar.day_type(dt.date.fromisoformat(f"2026-{day}")) is DayType.PUBLIC_HOLIDAY
+    assert calendar.day_type(dt.date(2026, 2, 15)) is DayType.PUBLIC_HOLIDAY  # a Sunday in the break
+    assert calendar.day_type(dt.date(2026, 3, 7)) is DayType.REST_DAY
 
 
 def test_supplied_calendar_years_are_used(plan: CompiledPlan) -> None:
     from gateway.routing.models import CalendarYear
-    from gateway.routing.timecond import CalendarCoverageError, DayType, HolidayCalendar
+    from gateway.routing.timecond import CalendarCoverageError, Coverage, DayType, HolidayCalendar
 
     calendar = HolidayCalendar(
         {2027: CalendarYear(holidays=[dt.date(2027, 1, 1)], workdays=[dt.date(2027, 1, 9)])}
     )
+    assert calendar.coverage(2027) is Coverage.OFFICIAL
     assert calendar.day_type(dt.date(2027, 1, 1)) is DayType.PUBLIC_HOLIDAY
     assert calendar.day_type(dt.date(2027, 1, 9)) is DayType.WORKDAY
     assert calendar.day_type(dt.date(2027, 1, 10)) is DayType.REST_DAY
+    # The supplied year replaces the package's statutory guess whole: 8 February is not listed.
+    assert calendar.day_type(dt.date(2027, 2, 8)) is DayType.WORKDAY
     assert calendar.day_type(dt.date(2026, 10, 1)) is DayType.PUBLIC_HOLIDAY
-    with pytest.raises(CalendarCoverageError, match="2098"):
-        calendar.day_type(dt.date(2098, 3, 1))
+    assert calendar.coverage(2101) is Coverage.NONE
+    with pytest.raises(CalendarCoverageError, match="2101"):
+        calendar.day_type(dt.date(2101, 3, 1))
 
 
 def test_time_condition_parts(build: PlanBuilder) -> None:
