@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -30,8 +31,9 @@ from edge_agent.netlink import (
     UnsupportedLinkKindError,
 )
 from edge_agent.reconcile import Action, Observed, Owned, describe, plan, prune_ownership, track_ownership
-from edge_agent.store import StateStore
-from gateway.datafile import DataFileError, Problem, validate_data
+from edge_agent.signing import ControlRefusedError, Refusal, Verified, load_public_keys, verify
+from edge_agent.store import Accepted, ControlSeqStore, StateStore
+from gateway.datafile import DataFileError, validate_data
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class Agent:
         self._dirty = asyncio.Event()
         self._dirty_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._control_keys = load_public_keys(config.control.public_keys)
+        self._seq_store = ControlSeqStore(config.state_dir)
+        self._accepted: dict[str, Accepted] = {}
+        self._commands: asyncio.Queue[Any] = asyncio.Queue(config.control.queue_max)
         self.mqtt: MqttLink | None = None
         if config.mqtt is not None:
             self.mqtt = MqttLink(
@@ -86,6 +92,7 @@ class Agent:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._accepted = self._seq_store.load()
         saved = self.store.load()
         if saved is not None:
             self.applied, self.owned = saved.desired, saved.owned
@@ -107,6 +114,7 @@ class Agent:
         if self.config.checks.targets:
             self._spawn(self._checks_loop(), "checks")
         if self.mqtt is not None:
+            self._spawn(self._command_loop(), "commands")
             self._spawn(self.mqtt.run(), "mqtt")
 
     async def stop(self, drain_s: float = 2.0) -> None:
@@ -386,16 +394,54 @@ class Agent:
     # --- MQTT input ----------------------------------------------------------------------
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == self.topics.desired:
-            if payload:
-                await self._desired_message(payload)
-        elif topic == self.topics.cmd:
-            self._spawn(self._command(payload), "cmd")
+        if not payload:  # a cleared retained message
+            return
+        channel = "desired" if topic == self.topics.desired else "cmd" if topic == self.topics.cmd else None
+        if channel is None:
+            return
+        verified = self._verify(channel, payload)
+        if verified is None:
+            return
+        if channel == "desired":
+            await self._desired_message(verified.body)
+        else:
+            self._enqueue_command(verified.body)
 
-    async def _desired_message(self, payload: bytes) -> None:
+    def _verify(self, channel: str, payload: bytes) -> Verified | None:
+        """The signed message, if it is new and ours; otherwise reported and ``None``."""
+        accepted = self._accepted.get(channel)
+        digest = hashlib.sha256(payload).hexdigest()
+        try:
+            verified = verify(
+                payload,
+                self._control_keys,
+                site=self.config.site,
+                channel=channel,
+                now=time.time(),
+                last_seq=accepted.seq if accepted else 0,
+                max_skew_s=self.config.control.max_skew_s,
+            )
+            if accepted is not None and verified.seq == accepted.seq:
+                if digest == accepted.digest and channel == "desired":
+                    return None  # the retained desired state again, after a reconnect: done already
+                raise ControlRefusedError(
+                    Refusal.REPLAYED, f"sequence {verified.seq} was already accepted", verified.seq
+                )
+        except ControlRefusedError as exc:
+            log.warning("control message on %s refused: %s", channel, exc)
+            self.event(
+                "control_refused", channel=channel, reason=exc.reason.value, detail=exc.detail, seq=exc.seq
+            )
+            return None
+        # Consumed before acting: a message refused later for its content is still not replayable.
+        self._accepted[channel] = Accepted(verified.seq, digest)
+        self._seq_store.save(self._accepted)
+        return verified
+
+    async def _desired_message(self, body: Any) -> None:
         source = f"mqtt:{self.topics.desired}"
         try:
-            desired = parse_desired(payload, source)
+            desired = validate_data(DesiredState, body, source)
         except DataFileError as exc:
             problems = [str(p) for p in exc.problems]
             self.event("desired_refused", source=source, version=None, problems=problems)
@@ -403,10 +449,26 @@ class Agent:
         with contextlib.suppress(DesiredRefusedError, ApplyFailedError):  # already reported as events
             await self.set_desired(desired, source)
 
-    async def _command(self, payload: bytes) -> None:
+    def _enqueue_command(self, body: Any) -> None:
+        """Commands run one at a time, in order; a full queue refuses rather than piling up."""
+        try:
+            self._commands.put_nowait(body)
+        except asyncio.QueueFull:
+            request_id = str(body["id"]) if isinstance(body, dict) and "id" in body else None
+            self.event("command_refused", id=request_id, reason="queue full")
+            self._reply({"id": request_id, "ok": False, "error": "busy: command queue full"})
+
+    async def _command_loop(self) -> None:
+        while True:
+            body = await self._commands.get()
+            try:
+                await self._command(body)
+            finally:
+                self._commands.task_done()
+
+    async def _command(self, doc: Any) -> None:
         request_id: str | None = None
         try:
-            doc = json.loads(payload)
             if not isinstance(doc, dict):
                 raise ValueError("a command is a JSON object")
             request_id = str(doc["id"]) if "id" in doc else None
@@ -423,14 +485,10 @@ class Agent:
             reply = {"id": request_id, "ok": True, "result": result}
         except (ValueError, NetlinkAdapterError) as exc:
             reply = {"id": request_id, "ok": False, "error": str(exc)}
-        assert self.mqtt is not None
-        self.mqtt.publish(self.topics.cmd_reply, json.dumps(reply).encode())
+        self._reply(reply)
+
+    def _reply(self, reply: dict[str, Any]) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish(self.topics.cmd_reply, json.dumps(reply).encode())
 
 
-def parse_desired(payload: bytes, source: str) -> DesiredState:
-    """A desired state from JSON bytes; every problem located by field path."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataFileError([Problem(source, None, "", f"not JSON: {exc}")]) from exc
-    return validate_data(DesiredState, data, source)

@@ -11,9 +11,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.model import DesiredState
+from edge_agent.signing import KeyFileError, load_public_keys
 from gateway.datafile import load_model
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -84,6 +85,25 @@ class ChecksConfig(Section):
         return self
 
 
+class ControlConfig(Section):
+    """Who may change the box over MQTT: desired states and commands must be signed by one of
+    these operations keys (Ed25519, PEM). With none configured every MQTT control message is
+    refused (fail closed); the locally provisioned ``desired`` section still applies."""
+
+    public_keys: tuple[Path, ...] = ()
+    max_skew_s: float = Field(default=300.0, ge=0, le=86400, description="tolerated signer clock lead")
+    queue_max: int = Field(default=16, ge=1, le=1000, description="commands waiting to run, one at a time")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _loadable(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        try:
+            load_public_keys(paths)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from exc
+        return paths
+
+
 class AgentConfig(Section):
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     netns: str | None = Field(
@@ -94,6 +114,7 @@ class AgentConfig(Section):
     mqtt: MqttConfig | None = MqttConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     checks: ChecksConfig = ChecksConfig()
+    control: ControlConfig = ControlConfig()
     desired: DesiredState | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -76,3 +76,37 @@ class StateStore:
             },
         }
         atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The newest control message accepted on a channel: its sequence and a digest of its bytes."""
+
+    seq: int
+    digest: str
+
+
+class ControlSeqStore:
+    """Highest accepted sequence per control channel, persisted so a reboot does not reopen the
+    door to replays (see :mod:`edge_agent.signing`)."""
+
+    FILE = "control.json"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / self.FILE
+
+    def load(self) -> dict[str, Accepted]:
+        try:
+            doc = json.loads(self.path.read_bytes())
+            return {str(ch): Accepted(int(v["seq"]), str(v["digest"])) for ch, v in doc.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Starting with no memory of accepted sequences would accept replays: fail closed.
+            raise StoreError(f"{self.path}: invalid control sequence file: {exc}") from exc
+
+    def save(self, accepted: dict[str, Accepted]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {ch: {"seq": a.seq, "digest": a.digest} for ch, a in sorted(accepted.items())}
+        atomic_write(self.path, json.dumps(doc, indent=1).encode())

@@ -18,13 +18,17 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent import signing
 from edge_agent.checks import open_socket
 from edge_agent.config import AgentConfig
 from edge_agent.model import DesiredState
@@ -147,6 +151,57 @@ def agent_config(topo: Topology, state_dir: Path, **changes: Any) -> AgentConfig
     }
     doc.update(changes)
     return AgentConfig.model_validate(doc)
+
+
+@dataclass(frozen=True)
+class OpsKey:
+    """An operations signing key for a test, with its public half written as PEM for the box."""
+
+    private: Ed25519PrivateKey
+    public_file: Path
+    private_file: Path
+
+    def sign(
+        self,
+        site: str,
+        channel: str,
+        body: Any,
+        *,
+        seq: int | None = None,
+        now: float | None = None,
+        lifetime_s: float = 600.0,
+    ) -> bytes:
+        stamp = time.time() if now is None else now
+        return signing.sign(
+            self.private,
+            site=site,
+            channel=channel,
+            body=body,
+            seq=time.time_ns() // 1000 if seq is None else seq,
+            now=stamp,
+            lifetime_s=lifetime_s,
+        )
+
+
+def make_ops_key(directory: Path, name: str = "ops") -> OpsKey:
+    key = Ed25519PrivateKey.generate()
+    public_file, private_file = directory / f"{name}.pub", directory / f"{name}.key"
+    public_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    private_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return OpsKey(key, public_file, private_file)
+
+
+@pytest.fixture
+def ops_key(tmp_path: Path) -> OpsKey:
+    return make_ops_key(tmp_path)
 
 
 async def eventually(
