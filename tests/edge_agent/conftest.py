@@ -153,6 +153,67 @@ def agent_config(topo: Topology, state_dir: Path, **changes: Any) -> AgentConfig
     return AgentConfig.model_validate(doc)
 
 
+class Pki:
+    """A throw-away CA in ``workdir`` (``ca.crt``) issuing broker and client certificates."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ca = workdir / "ca.crt"
+        self._openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        )
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=self.workdir, check=True, capture_output=True)
+
+    def issue(self, name: str, cn: str, ip: str | None = None) -> tuple[Path, Path]:
+        """``<name>.crt`` and ``<name>.key`` for subject CN ``cn`` (and an IP SAN for a server)."""
+        self._openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        ext = self.workdir / f"{name}.ext"
+        ext.write_text(f"subjectAltName=IP:{ip}\n" if ip else "basicConstraints=CA:FALSE\n", encoding="utf-8")
+        self._openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext.name,
+            "-out",
+            f"{name}.crt",
+        )
+        return self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
+
+
 @dataclass(frozen=True)
 class OpsKey:
     """An operations signing key for a test, with its public half written as PEM for the box."""

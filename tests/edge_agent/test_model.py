@@ -18,6 +18,9 @@ def test_shipped_config_is_valid() -> None:
     assert config.desired is not None and config.desired.version >= 1
     assert {t.role for t in config.checks.targets} >= {"operator_link", "core", "customer_server", "device"}
     assert config.reconcile.rtproto == 190
+    # Secure by default: TLS with a client certificate, and only signed control obeyed.
+    assert config.mqtt is not None and config.mqtt.tls is not None and config.mqtt.tls.cert_file is not None
+    assert config.mqtt.port == 8883 and config.control.public_keys
 
 
 def test_config_error_names_file_line_and_field(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tests.edge_agent.conftest import (
     PROTO,
     GatedRelay,
     OpsKey,
+    Pki,
     Topology,
     agent_config,
     eventually,
@@ -420,69 +421,18 @@ def test_disk_queue_sets_aside_an_unreadable_file(tmp_path: Path) -> None:
     assert (tmp_path / f"{99:020d}.bad").exists()
 
 
-def _tls_broker_files(workdir: Path) -> None:
-    """A throw-away CA, a server certificate for 127.0.0.1, and a password file."""
-
-    def run(*args: str) -> None:
-        subprocess.run(args, cwd=workdir, check=True, capture_output=True)
-
-    run(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
-    run(
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.crt",
-    )
-    run(require_binary("mosquitto_passwd"), "-b", "-c", "passwd", "edge", "s3cret")
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A mosquitto with TLS and a password file (user ``edge``), on a free port; stopped by PID."""
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
-    _tls_broker_files(broker_dir)
+    Pki(broker_dir).issue("server", "127.0.0.1", ip="127.0.0.1")
+    subprocess.run(
+        [require_binary("mosquitto_passwd"), "-b", "-c", "passwd", "edge", "s3cret"],
+        cwd=broker_dir,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     conf = broker_dir / "mosquitto.conf"
     files = {"cafile": "ca.crt", "certfile": "server.crt", "keyfile": "server.key", "password_file": "passwd"}
