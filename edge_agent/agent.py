@@ -19,7 +19,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from edge_agent import __version__
+from edge_agent import __version__, confirm
 from edge_agent.checks import Checker, TargetResult
 from edge_agent.config import AgentConfig
 from edge_agent.model import DesiredState
@@ -78,6 +78,10 @@ class Agent:
         self._seq_store = ControlSeqStore(config.state_dir)
         self._accepted: dict[str, Accepted] = {}
         self._commands: asyncio.Queue[Any] = asyncio.Queue(config.control.queue_max)
+        self.pending: confirm.Pending | None = None
+        self.version_floor = 0
+        self._broker_marker: int | None = None
+        self._confirm_wake = asyncio.Event()
         self.mqtt: MqttLink | None = None
         if config.mqtt is not None:
             self.mqtt = MqttLink(
@@ -96,6 +100,7 @@ class Agent:
         saved = self.store.load()
         if saved is not None:
             self.applied, self.owned = saved.desired, saved.owned
+            self.pending, self.version_floor = saved.pending, saved.version_floor
             log.info("reapplying saved desired state version %d", saved.desired.version)
         async with self._lock:
             try:
@@ -113,6 +118,8 @@ class Agent:
         self._spawn(self._reconcile_loop(), "reconcile")
         if self.config.checks.targets:
             self._spawn(self._checks_loop(), "checks")
+        if self.config.confirm.timeout_s > 0 or self.pending is not None:
+            self._spawn(self._confirm_loop(), "confirm")
         if self.mqtt is not None:
             self._spawn(self._command_loop(), "commands")
             self._spawn(self.mqtt.run(), "mqtt")
@@ -152,13 +159,15 @@ class Agent:
         """Apply a new desired state whole or not at all. Returns "applied" or "unchanged"."""
         async with self._lock:
             current = self.applied
-            if current is not None and desired.version <= current.version:
-                if desired == current:
-                    return "unchanged"
+            if current is not None and desired == current:
+                return "unchanged"
+            floor = max(self.version_floor, current.version if current else 0)
+            if (current is not None or self.version_floor) and desired.version <= floor:
+                # A version rolled back by commit confirmed counts too: it is not taken again.
                 self._refuse(
                     source,
                     desired.version,
-                    [f"version {desired.version} is not newer than applied version {current.version}"],
+                    [f"version {desired.version} is not newer than version {floor} (applied or rolled back)"],
                 )
             missing = await self.adapter.unsupported_kinds(set(desired.kinds))
             if missing:
@@ -168,15 +177,21 @@ class Agent:
             except NetlinkAdapterError as exc:
                 await self._rollback(current or EMPTY, desired.version, exc, source)
                 raise ApplyFailedError(f"version {desired.version}: {exc}; rolled back") from exc
+            self._arm_confirmation(current, desired, source)
             self.applied = desired
-            self.store.save(desired, self.owned)
-            self.event(
+            self.version_floor = max(self.version_floor, desired.version)
+            self._save()
+            marker = self.event(
                 "desired_applied",
                 version=desired.version,
                 source=source,
                 actions=[describe(a) for a in actions],
                 unresolved=list(self.unresolved),
+                confirm_deadline=self.pending.deadline if self.pending else None,
             )
+            if self.pending is not None:
+                self._broker_marker = marker  # its PUBACK proves the management path after the change
+                self._confirm_wake.set()
             self.report()
             return "applied"
 
@@ -193,7 +208,7 @@ class Agent:
         except NetlinkAdapterError as exc:
             log.critical("rollback to version %d failed: %s", good.version, exc)
             self.event("rollback_failed", version=good.version, error=str(exc))
-        self.store.save(self.applied or EMPTY, self.owned)
+        self._save()
         self.event(
             "desired_failed",
             source=source,
@@ -241,7 +256,7 @@ class Agent:
             return []
         actions = await self._converge(self.applied)
         if actions:
-            self.store.save(self.applied, self.owned)
+            self._save()
         return actions
 
     async def reconcile_now(self, reason: str) -> dict[str, Any]:
@@ -302,6 +317,115 @@ class Agent:
                 failures += 1
                 await asyncio.sleep(min(self.config.reconcile.period_s, 0.1 * 2**failures))
 
+    def _save(self) -> None:
+        self.store.save(self.applied or EMPTY, self.owned, self.pending, self.version_floor)
+
+    # --- commit confirmed (edge_agent/confirm.py) -----------------------------------------
+
+    def _arm_confirmation(self, current: DesiredState | None, desired: DesiredState, source: str) -> None:
+        """A change from operations goes on trial; the box's own config and the first state do not
+        (there is nothing confirmed to go back to). Caller holds the lock."""
+        timeout = self.config.confirm.timeout_s
+        if timeout <= 0 or current is None or not source.startswith("mqtt:"):
+            return
+        now = time.time()
+        _phase, action = confirm.step(self.pending, confirm.Event.APPLIED, now)
+        previous = self.pending.previous if action is confirm.Action.REARM and self.pending else current
+        self.pending = confirm.Pending(previous, desired.version, now, now + timeout)
+        log.info(
+            "version %d on trial: rolled back to %d unless confirmed within %.0fs",
+            desired.version,
+            previous.version,
+            timeout,
+        )
+
+    async def confirm_now(self, proof: confirm.Proof, observed_at: float) -> confirm.Action:
+        """Feed a proof (or, with ``observed_at`` past the deadline, just time) to the machine."""
+        async with self._lock:
+            if self.pending is None:
+                return confirm.Action.NONE
+            return await self._decide(confirm.Event.PROOF, observed_at, proof)
+
+    async def _decide(self, event: confirm.Event, at: float, proof: confirm.Proof | None) -> confirm.Action:
+        assert self.pending is not None
+        pending = self.pending
+        _phase, action = confirm.step(pending, event, at)
+        if action is confirm.Action.CONFIRM:
+            self.pending = None
+            self._save()
+            self.event("commit_confirmed", version=pending.version, by=proof.value if proof else None)
+            self.report()
+        elif action is confirm.Action.ROLLBACK:
+            await self._rollback_unconfirmed(pending)
+        return action
+
+    async def _rollback_unconfirmed(self, pending: confirm.Pending) -> None:
+        """Back to the last confirmed state; the report waits in the on-disk queue until the box
+        reaches the broker again. Caller holds the lock."""
+        previous = pending.previous
+        log.error(
+            "version %d not confirmed in time: rolling back to version %d", pending.version, previous.version
+        )
+        error = None
+        try:
+            actions = [describe(a) for a in await self._converge(previous)]
+        except NetlinkAdapterError as exc:  # the reconcile loop keeps healing toward `previous`
+            log.critical("rollback to version %d incomplete: %s", previous.version, exc)
+            actions, error = [], str(exc)
+        self.applied, self.pending = previous, None
+        self.version_floor = max(self.version_floor, pending.version)
+        self._save()
+        self.event(
+            "commit_rolled_back",
+            version=pending.version,
+            rolled_back_to=previous.version,
+            reason=f"not confirmed within {pending.deadline - pending.applied_at:.0f}s",
+            applied_at=pending.applied_at,
+            rolled_back_at=time.time(),
+            actions=actions,
+            error=error,
+        )
+        self.report()
+
+    async def _find_proof(self) -> confirm.Proof | None:
+        by = self.config.confirm.by
+        marker = self._broker_marker
+        # With `netns:` the MQTT session does not ride the managed network, so it proves nothing.
+        broker = "broker" in by and self.config.netns is None and self.mqtt is not None
+        if broker and self.mqtt is not None and marker is not None and self.mqtt.acked_seq >= marker:
+            return confirm.Proof.BROKER
+        if "core_check" in by:
+            core = tuple(t for t in self.config.checks.targets if t.role == "core")
+            if core:
+                results = await self.checker.run(core)
+                if all(r.ok for r in results):
+                    return confirm.Proof.CORE_CHECK
+        return None
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            pending = self.pending
+            if pending is None:
+                await self._confirm_wake.wait()
+                self._confirm_wake.clear()
+                continue
+            started = time.time()
+            proof = await self._find_proof()
+            async with self._lock:
+                if self.pending is not pending:  # confirmed by command or re-armed meanwhile
+                    continue
+                # A proof counts at the moment it was looked for: a check started before the
+                # deadline and answered after it still saves the change.
+                event = confirm.Event.PROOF if proof else confirm.Event.TICK
+                action = await self._decide(event, started if proof else time.time(), proof)
+            if action is not confirm.Action.NONE:
+                continue
+            remaining = pending.deadline - time.time()
+            wait = max(0.0, min(self.config.confirm.check_interval_s, remaining))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._confirm_wake.wait(), wait)
+            self._confirm_wake.clear()
+
     # --- checks ------------------------------------------------------------------------
 
     async def run_checks(self) -> list[TargetResult]:
@@ -321,19 +445,21 @@ class Agent:
 
     # --- reporting -----------------------------------------------------------------------
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, **fields: Any) -> int | None:
+        """Report an event; returns its outgoing queue sequence (None without MQTT)."""
         self._event_seq += 1
         log.info("event %s %s", kind, fields)
-        if self.mqtt is not None:
-            doc = {
-                "site": self.config.site,
-                "boot": self.boot,
-                "seq": self._event_seq,
-                "ts": time.time(),
-                "type": kind,
-                **fields,
-            }
-            self.mqtt.publish(self.topics.events, json.dumps(doc).encode())
+        if self.mqtt is None:
+            return None
+        doc = {
+            "site": self.config.site,
+            "boot": self.boot,
+            "seq": self._event_seq,
+            "ts": time.time(),
+            "type": kind,
+            **fields,
+        }
+        return self.mqtt.publish(self.topics.events, json.dumps(doc).encode())
 
     def state(self) -> dict[str, Any]:
         obs = self.observed or Observed()
@@ -345,6 +471,9 @@ class Agent:
             "boot": self.boot,
             "ts": time.time(),
             "desired_version": self.applied.version if self.applied else None,
+            "pending_confirm": (
+                {"version": self.pending.version, "deadline": self.pending.deadline} if self.pending else None
+            ),
             "converged": not self.unresolved,
             "unresolved": list(self.unresolved),
             "links": [
@@ -477,11 +606,17 @@ class Agent:
                 result: Any = await self.reconcile_now("command")
             elif command == "check":
                 result = [r.summary() for r in await self.run_checks()]
+            elif command == "confirm":
+                if "command" not in self.config.confirm.by:
+                    raise ValueError("confirmation by command is not enabled (confirm.by)")
+                version = self.pending.version if self.pending else None
+                action = await self.confirm_now(confirm.Proof.COMMAND, time.time())
+                result = {"version": version, "outcome": action.value}
             elif command == "report":
                 result = self.state()
                 self.report()
             else:
-                raise ValueError(f"unknown command {command!r} (reconcile, check, report)")
+                raise ValueError(f"unknown command {command!r} (reconcile, check, report, confirm)")
             reply = {"id": request_id, "ok": True, "result": result}
         except (ValueError, NetlinkAdapterError) as exc:
             reply = {"id": request_id, "ok": False, "error": str(exc)}
@@ -490,5 +625,3 @@ class Agent:
     def _reply(self, reply: dict[str, Any]) -> None:
         if self.mqtt is not None:
             self.mqtt.publish(self.topics.cmd_reply, json.dumps(reply).encode())
-
-

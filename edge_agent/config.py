@@ -104,6 +104,24 @@ class ControlConfig(Section):
         return paths
 
 
+ProofKind = Literal["broker", "core_check", "command"]
+
+
+class ConfirmConfig(Section):
+    """Commit confirmed (edge_agent/confirm.py): a pushed desired state is rolled back unless one
+    of ``by`` proves it healthy within ``timeout_s`` (0 turns it off)."""
+
+    timeout_s: float = Field(default=120.0, ge=0, le=86400)
+    by: tuple[ProofKind, ...] = ("broker", "core_check", "command")
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600, description="check cadence on trial")
+
+    @model_validator(mode="after")
+    def _some_proof(self) -> Self:
+        if self.timeout_s > 0 and not self.by:
+            raise ValueError("'by' needs at least one proof, or set timeout_s: 0 to turn confirmation off")
+        return self
+
+
 class AgentConfig(Section):
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     netns: str | None = Field(
@@ -115,6 +133,7 @@ class AgentConfig(Section):
     reconcile: ReconcileConfig = ReconcileConfig()
     checks: ChecksConfig = ChecksConfig()
     control: ControlConfig = ControlConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
     desired: DesiredState | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -174,11 +174,14 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.idle = asyncio.Event()  # connected and nothing left to send
         self.connections = 0
+        self.acked_seq = 0  # queue sequence of the last message the broker acknowledged
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False, coalesce: bool = False) -> None:
-        self.queue.put(topic, payload, retain=retain, coalesce=coalesce)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, coalesce: bool = False) -> int:
+        """Queue a message; returns its queue sequence (compare with :attr:`acked_seq`)."""
+        seq = self.queue.put(topic, payload, retain=retain, coalesce=coalesce)
         self.idle.clear()
         self._wake.set()
+        return seq
 
     def _client(self) -> aiomqtt.Client:
         return client_for(self.config, f"edge-agent-{self.site}", will=self._will)
@@ -223,4 +226,5 @@ class MqttLink:
                 await self._wake.wait()
                 continue
             await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            self.acked_seq = item.seq
             self.queue.remove(item.seq)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydantic
 
+from edge_agent.confirm import Pending
 from edge_agent.model import DesiredState
 from edge_agent.reconcile import ObservedAddress, Owned
 
@@ -39,6 +40,8 @@ class StoreError(Exception):
 class Saved:
     desired: DesiredState
     owned: Owned
+    pending: Pending | None = None  # a change still on trial (commit confirmed)
+    version_floor: int = 0  # highest version ever applied: a rolled-back one is not taken again
 
 
 class StateStore:
@@ -62,11 +65,15 @@ class StateStore:
                 frozenset(str(n) for n in doc["owned"]["links"]),
                 frozenset(ObservedAddress(str(i), IPv4Interface(a)) for i, a in doc["owned"]["addresses"]),
             )
+            pending = Pending.from_json(doc["pending"]) if doc.get("pending") else None
+            floor = int(doc.get("version_floor", 0))
         except (ValueError, KeyError, TypeError, pydantic.ValidationError) as exc:
             raise StoreError(f"{self.path}: invalid saved state: {exc}") from exc
-        return Saved(desired, owned)
+        return Saved(desired, owned, pending, floor)
 
-    def save(self, desired: DesiredState, owned: Owned) -> None:
+    def save(
+        self, desired: DesiredState, owned: Owned, pending: Pending | None = None, version_floor: int = 0
+    ) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         doc = {
             "desired": desired.model_dump(mode="json"),
@@ -74,6 +81,8 @@ class StateStore:
                 "links": sorted(owned.links),
                 "addresses": [[a.ifname, str(a.address)] for a in sorted(owned.addresses)],
             },
+            "pending": pending.to_json() if pending else None,
+            "version_floor": version_floor,
         }
         atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
 

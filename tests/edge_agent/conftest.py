@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aiomqtt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -365,3 +367,50 @@ class GatedRelay:
         for writer in self._writers:
             writer.close()
         await self.close()
+
+
+def mqtt_section(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "timeout_s": 5}
+
+
+class Collector:
+    """A test-side MQTT client that records what it receives, per topic, in arrival order."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.ready = asyncio.Event()
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return self.messages.setdefault(topic, [])
+
+    async def run(self, port: int, topics: list[str]) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
+            for topic in topics:
+                await client.subscribe(topic, qos=1)
+            self.ready.set()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes) and payload:
+                    self.on(message.topic.value).append(json.loads(payload))
+
+
+@pytest.fixture
+async def collector_task() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_collector(tasks: list[asyncio.Task[None]], port: int, topics: list[str]) -> Collector:
+    collector = Collector()
+    tasks.append(asyncio.create_task(collector.run(port, topics)))
+    await asyncio.wait_for(collector.ready.wait(), 10)
+    return collector
+
+
+async def publish(port: int, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish(topic, data, qos=1, retain=retain)
