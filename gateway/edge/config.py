@@ -20,6 +20,8 @@ class EdgeOpsConfig(BaseModel):
     )
     desired_lifetime_s: float = Field(default=7 * 86400, gt=0, description="how long a push stays valid")
     cmd_lifetime_s: float = Field(default=300, gt=0, description="how long a command stays valid")
+    follow: bool = Field(default=True, description="subscribe to edge/+/state and events for /api/sites")
+    stale_after_s: float = Field(default=90, gt=0, description="silence after which a site is stale")
 
     @field_validator("signing_key")
     @classmethod
