@@ -17,11 +17,13 @@ import logging
 import secrets
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__, confirm
+from edge_agent import __version__, confirm, survivable
 from edge_agent.checks import Checker, TargetResult
 from edge_agent.config import AgentConfig
+from edge_agent.localgw import LocalGateway
 from edge_agent.model import DesiredState
 from edge_agent.mqtt import DiskQueue, MqttLink, Topics
 from edge_agent.netlink import (
@@ -82,6 +84,13 @@ class Agent:
         self.version_floor = 0
         self._broker_marker: int | None = None
         self._confirm_wake = asyncio.Event()
+        self.survival = survivable.Survival()
+        self.survival_since: float | None = None
+        self.local_gateway: LocalGateway | None = None
+        if config.survivable is not None:
+            self.local_gateway = LocalGateway(
+                config.survivable.gateway_config, config.state_dir / "local-gateway.log", config.netns
+            )
         self.mqtt: MqttLink | None = None
         if config.mqtt is not None:
             self.mqtt = MqttLink(
@@ -118,6 +127,8 @@ class Agent:
         self._spawn(self._reconcile_loop(), "reconcile")
         if self.config.checks.targets:
             self._spawn(self._checks_loop(), "checks")
+        if self.local_gateway is not None:
+            self._spawn(self._survivable_loop(), "survivable")
         if self.config.confirm.timeout_s > 0 or self.pending is not None:
             self._spawn(self._confirm_loop(), "confirm")
         if self.mqtt is not None:
@@ -136,6 +147,9 @@ class Agent:
             if self.mqtt.connected.is_set():  # otherwise it stays queued on disk for next time
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.mqtt.idle.wait(), drain_s)
+        if self.local_gateway is not None and self.local_gateway.pid is not None:
+            assert self.config.survivable is not None
+            await self.local_gateway.stop(self.config.survivable.stop_grace_s)
         for task in mqtt_tasks:
             task.cancel()
         await asyncio.gather(*mqtt_tasks, return_exceptions=True)
@@ -426,6 +440,78 @@ class Agent:
                 await asyncio.wait_for(self._confirm_wake.wait(), wait)
             self._confirm_wake.clear()
 
+    # --- survivable site (edge_agent/survivable.py) --------------------------------------
+
+    async def _survivable_loop(self) -> None:
+        assert self.config.survivable is not None and self.local_gateway is not None
+        settings = self.config.survivable
+        core = tuple(t for t in self.config.checks.targets if t.role == "core")
+        exited: asyncio.Task[int] | None = None
+        while True:
+            results = await self.checker.run(core)
+            event = survivable.Input.CORE_UP if all(r.ok for r in results) else survivable.Input.CORE_DOWN
+            await self._survival_step(event)
+            proc = self.local_gateway.proc
+            if proc is not None and proc.returncode is None and exited is None:
+                exited = asyncio.ensure_future(proc.wait())
+            elif exited is None and self.survival.phase is survivable.Phase.SURVIVING:
+                await self._survival_step(survivable.Input.CHILD_EXITED)  # it did not start: again
+                continue
+            waiters: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(asyncio.sleep(settings.check_interval_s))
+            }
+            if exited is not None:
+                waiters.add(exited)
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for other in pending - {exited}:
+                other.cancel()
+            if exited is not None and exited in done:
+                code, exited = exited.result(), None
+                self.event("survivable_gateway_exited", code=code, phase=self.survival.phase.value)
+                await self._survival_step(survivable.Input.CHILD_EXITED)
+
+    async def _survival_step(self, event: survivable.Input) -> None:
+        assert self.config.survivable is not None and self.local_gateway is not None
+        settings = self.config.survivable
+        before = self.survival.phase
+        self.survival, action = survivable.step(
+            self.survival, event, enter_after=settings.enter_after, leave_after=settings.leave_after
+        )
+        if action in (survivable.Action.START, survivable.Action.RESTART):
+            try:
+                await self.local_gateway.start()
+            except OSError as exc:  # retried by the loop at the next check
+                log.error("local gateway did not start: %s", exc)
+                self.event("survivable_failed", error=str(exc))
+        elif action is survivable.Action.STOP:
+            self._spawn(self._drain_after_replay(), "survivable-drain")
+        if self.survival.phase is not before:
+            self.survival_since = time.time()
+            log.warning("survivable site: %s -> %s", before.value, self.survival.phase.value)
+            self.event(
+                "survivable",
+                phase=self.survival.phase.value,
+                previous=before.value,
+                pid=self.local_gateway.pid,
+            )
+            self.report()
+
+    async def _drain_after_replay(self) -> None:
+        """The core is back: give the local gateway time to replay its charging spool to the
+        core (its failover sink does so once Redis answers), then SIGTERM it. Events still
+        spooled after ``replay_wait_s`` are not lost: the next start replays them first."""
+        assert self.config.survivable is not None and self.local_gateway is not None
+        settings = self.config.survivable
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.replay_wait_s
+        spool = settings.charging_spool
+        # Another process's files: nothing to await but time.
+        while spool is not None and spool_holds_events(spool) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        if spool is not None and spool_holds_events(spool):
+            self.event("survivable_spool_pending", spool=str(spool))
+        self.local_gateway.drain()
+
     # --- checks ------------------------------------------------------------------------
 
     async def run_checks(self) -> list[TargetResult]:
@@ -473,6 +559,15 @@ class Agent:
             "desired_version": self.applied.version if self.applied else None,
             "pending_confirm": (
                 {"version": self.pending.version, "deadline": self.pending.deadline} if self.pending else None
+            ),
+            "survivable": (
+                {
+                    "active": self.survival.phase is not survivable.Phase.CORE,
+                    "phase": self.survival.phase.value,
+                    "since": self.survival_since,
+                }
+                if self.local_gateway is not None
+                else None
             ),
             "converged": not self.unresolved,
             "unresolved": list(self.unresolved),
@@ -625,3 +720,11 @@ class Agent:
     def _reply(self, reply: dict[str, Any]) -> None:
         if self.mqtt is not None:
             self.mqtt.publish(self.topics.cmd_reply, json.dumps(reply).encode())
+
+
+def spool_holds_events(directory: Path) -> bool:
+    """True while any segment of a charging spool has data (gateway.charging.spool layout)."""
+    try:
+        return any(path.stat().st_size > 0 for path in directory.glob("*.jsonl"))
+    except OSError:
+        return False

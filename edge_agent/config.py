@@ -122,6 +122,27 @@ class ConfirmConfig(Section):
         return self
 
 
+class SurvivableConfig(Section):
+    """The local gateway that serves the site while the core is unreachable (survivable.py)."""
+
+    gateway_config: Path = Field(description="the site gateway's config file (cached dialplan, site lines)")
+    enter_after: int = Field(default=2, ge=1, le=100, description="failed core checks in a row to start")
+    leave_after: int = Field(default=2, ge=1, le=100, description="good core checks in a row to stop")
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600, description="core check cadence")
+    stop_grace_s: float = Field(default=60.0, gt=0, le=86400, description="drain time before SIGKILL")
+    charging_spool: Path | None = Field(
+        default=None, description="the site gateway's charging spool: replayed to the core before the stop"
+    )
+    replay_wait_s: float = Field(default=30.0, ge=0, le=3600, description="longest wait for that replay")
+
+    @field_validator("gateway_config")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        return path
+
+
 class AgentConfig(Section):
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     netns: str | None = Field(
@@ -134,8 +155,15 @@ class AgentConfig(Section):
     checks: ChecksConfig = ChecksConfig()
     control: ControlConfig = ControlConfig()
     confirm: ConfirmConfig = ConfirmConfig()
+    survivable: SurvivableConfig | None = None
     desired: DesiredState | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _survivable_needs_core(self) -> Self:
+        if self.survivable is not None and not any(t.role == "core" for t in self.checks.targets):
+            raise ValueError("survivable needs at least one checks.targets entry with role: core")
+        return self
 
 
 def load_config(path: str | Path) -> AgentConfig:
