@@ -9,6 +9,7 @@ import pytest
 
 from edge_agent.config import load_config
 from edge_agent.model import DesiredState
+from gateway.config import load_config as load_gateway_config
 from gateway.datafile import DataFileError, validate_data
 from tests.conftest import PROJECT_ROOT
 
@@ -21,6 +22,11 @@ def test_shipped_config_is_valid() -> None:
     # Secure by default: TLS with a client certificate, and only signed control obeyed.
     assert config.mqtt is not None and config.mqtt.tls is not None and config.mqtt.tls.cert_file is not None
     assert config.mqtt.port == 8883 and config.control.public_keys
+    # The survivable site's local gateway config is a valid gateway config.
+    assert config.survivable is not None
+    site = load_gateway_config(PROJECT_ROOT / config.survivable.gateway_config)
+    assert site.registrar.location_store == "memory" and site.redis.url is not None
+    assert site.state_dir / site.charging.spool.directory == PROJECT_ROOT / config.survivable.charging_spool
 
 
 def test_config_error_names_file_line_and_field(tmp_path: Path) -> None:
