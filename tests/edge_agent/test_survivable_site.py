@@ -5,9 +5,9 @@ namespace), SIPp devices in the LAN namespace.
 The core link is cut: the agent's core check fails, it starts the local gateway; the two devices
 try their primary registrar (the core), get no answer, fail over to the site address as IADs do
 with a secondary registrar, and call each other by short number; a call to the PSTN is refused
-with 480 (this site has no local breakout). The link is restored: the agent sees the core
-again, lets the local gateway replay its charging spool to the core's Redis and drains it; the
-core's billing stream then holds the site's call exactly once."""
+with 503 and a Q.850 Reason (this site has no local breakout). The link is restored: the agent
+sees the core again, lets the local gateway replay its charging spool to the core's Redis and
+drains it; the core's billing stream then holds the site's call exactly once."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from edge_agent.checks import open_socket
 from edge_agent.survivable import Phase
 from tests.call.harness import SIPP_DIR, TIMERS, screen
 from tests.edge_agent.conftest import CORE_ADDRESS, Topology, agent_config, eventually, ip, site_desired
-from tests.support.gateway import PROJECT_ROOT, demo_trunks_file, options_request
+from tests.support.gateway import PROJECT_ROOT, options_request
 from tests.support.servers import require_binary, stop_process
 
 SITE_GW = "192.168.10.1"  # the box's LAN address: the devices' secondary registrar
@@ -83,20 +83,13 @@ def redis_cli(topology: Topology, *args: str) -> str:
 
 
 def site_gateway_config(workdir: Path) -> Path:
-    """The site configuration an operator provisions on the box: the group's dialplan (cached),
-    the site's IAD lines and PBX, no way out (the carrier trunk disabled: calls leaving the site
-    get 480; a local breakout would be this trunk enabled toward a local PSTN gateway), charging
-    to the core's Redis with the box's spool while it is unreachable."""
-    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=5070, pbx=5092)
-    doc = yaml.safe_load(trunks.read_text())
-    for trunk in doc["trunks"]:
-        if trunk["kind"] == "carrier":
-            trunk["enabled"] = False
-        for dest in trunk.get("destinations", []):
-            dest["host"] = CORE_ADDRESS
-        for match in trunk.get("match", []):
-            match["host"] = "192.168.10.30"
-    trunks.write_text(yaml.safe_dump(doc))
+    """The shipped site configuration (config/site-gateway.yaml: the group's dialplan cached on
+    the box, the site's IAD lines and PBX from config/site-trunks.yaml, no breakout, charging to
+    the core's Redis with the box's spool while it is unreachable), with short timers and the
+    test's directories."""
+    shipped = yaml.safe_load((PROJECT_ROOT / "config" / "site-gateway.yaml").read_text())
+    assert shipped["sip"]["listen"][0]["host"] == SITE_GW and CORE_ADDRESS in shipped["redis"]["url"]
+    trunks = PROJECT_ROOT / shipped["registrar"]["trunks"]
     config = {
         "node": {"id": "site-acme"},
         "sip": {
@@ -109,8 +102,8 @@ def site_gateway_config(workdir: Path) -> Path:
         },
         "redis": {"url": f"redis://{CORE_ADDRESS}:{CORE_REDIS}/0"},
         "api": {"enabled": False},
-        "registrar": {"trunks": str(trunks), "qualify": {"enabled": False}, "location_store": "memory"},
-        "accounts": {"store": "memory"},
+        "registrar": {**shipped["registrar"], "trunks": str(trunks)},
+        "accounts": shipped["accounts"],
         "call": {"status_socket": str(workdir / "call.sock"), "attempt_timeout": 1.0, "drain_grace": 1.0},
         "charging": {
             "tariffs": str(PROJECT_ROOT / "config" / "tariffs.yaml"),
@@ -252,7 +245,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             )
             assert secondary == 0, screen(tmp_path / f"reg-site-{number}") + gateway_log(agent)
 
-        # 62880001 dials the short number of 62880002; the PSTN is refused.
+        # 62880001 dials the short number of 62880002; the PSTN is refused with a reason.
         callee_dir, caller_dir = tmp_path / "uas", tmp_path / "uac"
         callee = start_background(
             sipp(topology.lan, callee_dir, "call_uas.xml", lines["62880002"], None), callee_dir
@@ -284,7 +277,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             sipp(
                 topology.lan,
                 pstn_dir,
-                "call_uac_480.xml",
+                "call_uac_503.xml",
                 lines["62880001"],
                 f"{SITE_GW}:5060",
                 "-s",
@@ -297,6 +290,8 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             check=False,
         )
         assert pstn.returncode == 0, screen(pstn_dir) + gateway_log(agent)
+        trace = "".join(p.read_text(errors="replace") for p in pstn_dir.glob("*_messages.log"))
+        assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in trace, trace[-2000:]
 
         # The link is restored: the core's route back to the site comes with it.
         ip("-n", topology.core, "link", "set", "core0", "up")
