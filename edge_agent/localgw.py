@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ class LocalGateway:
         self.log_file = log_file
         self.netns = netns
         self.proc: asyncio.subprocess.Process | None = None
+        self.drained_at: float | None = None  # when the last SIGTERM was sent (wall clock)
 
     @property
     def pid(self) -> int | None:
@@ -40,6 +42,7 @@ class LocalGateway:
                 stderr=out,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the agent only, which stops it in order
             )
+        self.drained_at = None
         log.info("local gateway started (pid %d): %s", self.proc.pid, self.config_file)
         return self.proc
 
@@ -47,6 +50,7 @@ class LocalGateway:
         """SIGTERM: the gateway stops taking new calls, lets calls up finish, flushes charging."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.drained_at = time.time()
 
     async def stop(self, grace_s: float) -> int | None:
         """Drain, wait up to ``grace_s``, then SIGKILL; the exit status."""

@@ -5,9 +5,10 @@ namespace), SIPp devices in the LAN namespace.
 The core link is cut: the agent's core check fails, it starts the local gateway; the two devices
 try their primary registrar (the core), get no answer, fail over to the site address as IADs do
 with a secondary registrar, and call each other by short number; a call to the PSTN is refused
-with 503 and a Q.850 Reason (this site has no local breakout). The link is restored: the agent
-sees the core again, lets the local gateway replay its charging spool to the core's Redis and
-drains it; the core's billing stream then holds the site's call exactly once."""
+with 503 and a Q.850 Reason (this site has no local breakout). A call is up when the link is
+restored: the agent sees the core again, lets the local gateway replay its charging spool to the
+core's Redis and drains it; the call up finishes, the local gateway exits, and the core's
+billing stream holds both calls' events exactly once."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ import yaml
 from edge_agent.agent import Agent
 from edge_agent.checks import open_socket
 from edge_agent.survivable import Phase
+from gateway.call.service import read_status
 from tests.call.harness import SIPP_DIR, TIMERS, screen
 from tests.edge_agent.conftest import CORE_ADDRESS, Topology, agent_config, eventually, ip, site_desired
 from tests.support.gateway import PROJECT_ROOT, options_request
@@ -104,7 +106,7 @@ def site_gateway_config(workdir: Path) -> Path:
         "api": {"enabled": False},
         "registrar": {**shipped["registrar"], "trunks": str(trunks)},
         "accounts": shipped["accounts"],
-        "call": {"status_socket": str(workdir / "call.sock"), "attempt_timeout": 1.0, "drain_grace": 1.0},
+        "call": {"status_socket": str(workdir / "call.sock"), "attempt_timeout": 1.0, "drain_grace": 30.0},
         "charging": {
             "tariffs": str(PROJECT_ROOT / "config" / "tariffs.yaml"),
             "retry_interval_s": 0.2,
@@ -199,7 +201,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             "enter_after": 2,
             "leave_after": 2,
             "check_interval_s": 0.3,
-            "stop_grace_s": 10,
+            "stop_grace_s": 40,
             "charging_spool": str(site_dir / "var" / "charging-spool"),
             "replay_wait_s": 20,
         },
@@ -293,16 +295,54 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
         trace = "".join(p.read_text(errors="replace") for p in pstn_dir.glob("*_messages.log"))
         assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in trace, trace[-2000:]
 
-        # The link is restored: the core's route back to the site comes with it.
-        ip("-n", topology.core, "link", "set", "core0", "up")
-        ip("-n", topology.core, "route", "replace", "192.168.10.0/24", "via", "10.166.0.2")
+        # A call is up when the core comes back: it goes on while the local gateway drains.
+        status_socket = site_dir / "call.sock"
+        callee = start_background(
+            sipp(topology.lan, tmp_path / "uas-long", "call_uas.xml", lines["62880002"], None),
+            tmp_path / "uas-long",
+        )
+        try:
+            await asyncio.sleep(0.3)  # let it bind (a miss would only cost a retransmission)
+            long_call = start_background(
+                sipp(
+                    topology.lan,
+                    tmp_path / "uac-long",
+                    "call_uac.xml",
+                    lines["62880001"],
+                    f"{SITE_GW}:5060",
+                    "-s",
+                    "60002",
+                    "-d",
+                    "12000",
+                ),
+                tmp_path / "uac-long",
+            )
+
+            async def answered() -> bool:
+                snap = await asyncio.to_thread(read_status, status_socket)
+                active = cast(list[dict[str, Any]], snap["active"])
+                return len(active) == 1 and active[0]["answered_for"] is not None
+
+            await eventually(answered, "the long call answered by the local gateway")
+
+            # The link is restored: the core's route back to the site comes with it.
+            ip("-n", topology.core, "link", "set", "core0", "up")
+            ip("-n", topology.core, "route", "replace", "192.168.10.0/24", "via", "10.166.0.2")
+
+            async def draining() -> bool:
+                assert agent.local_gateway is not None
+                return agent.local_gateway.drained_at is not None and "signal received" in gateway_log(agent)
+
+            await eventually(draining, "local gateway told to drain", within=30)
+            snap = await asyncio.to_thread(read_status, status_socket)
+            assert snap["calls"] == 1, snap  # the call up is not cut by the return to the core
+            assert await asyncio.to_thread(long_call.wait, 60) == 0, screen(tmp_path / "uac-long")
+        finally:
+            stop_process(callee)
 
         async def back_to_core() -> bool:
-            return (
-                agent.survival.phase is Phase.CORE
-                and agent.local_gateway is not None
-                and (agent.local_gateway.pid is None)
-            )
+            assert agent.local_gateway is not None
+            return agent.survival.phase is Phase.CORE and agent.local_gateway.pid is None
 
         await eventually(back_to_core, "local gateway drained and stopped", within=40)
         assert not await answers_options(topology.lan, SITE_GW)  # the devices go back to the core
@@ -313,10 +353,9 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
         kinds: dict[str, list[str]] = {}
         for event in events:
             kinds.setdefault(event["call_id"], []).append(event["event_type"])
-        assert list(kinds.values()) == [["start", "stop"]], (
-            kinds
-        )  # the answered call; the refusal is not charged
-        assert events[-1]["call_class"] == "intra_group_short"
+        # The two answered calls (the PSTN refusal is not charged), each started and stopped once.
+        assert list(kinds.values()) == [["start", "stop"], ["start", "stop"]], kinds
+        assert {e["call_class"] for e in events} == {"intra_group_short"}
     finally:
         await agent.stop()
 
