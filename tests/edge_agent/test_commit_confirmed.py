@@ -7,12 +7,14 @@ a relay). A good state is confirmed by the core check, or by a signed ``confirm`
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_agent.agent import Agent
+from edge_agent.config import AgentConfig
 from edge_agent.model import DesiredState
 from edge_agent.reconcile import satisfied
 from tests.edge_agent.conftest import (
@@ -211,5 +213,43 @@ async def test_confirm_command_keeps_a_change_and_silence_rolls_it_back(
         await eventually(rolled_back, "version 3 rolled back")
         assert agent.applied is not None and agent.applied.version == 2
         assert satisfied(await observe(topology.site), good(2), PROTO) == []
+    finally:
+        await agent.stop()
+
+
+async def test_broker_acknowledgement_confirms_when_the_session_rides_the_managed_network(
+    tmp_path: Path, mosquitto: MosquittoServer, collector_task: list[asyncio.Task[None]], ops_key: OpsKey
+) -> None:
+    """Without `netns:` the MQTT session uses the box's own network, so the broker's PUBACK for a
+    message queued after the change proves the management path still works. (Empty desired
+    states: nothing on this host is changed.)"""
+    site = f"b{secrets.token_hex(4)}"
+    config = AgentConfig.model_validate(
+        {
+            "site": site,
+            "state_dir": str(tmp_path),
+            "mqtt": mqtt_section(mosquitto.port),
+            "control": {"public_keys": [str(ops_key.public_file)]},
+            "confirm": {"timeout_s": 30, "by": ["broker"], "check_interval_s": 0.1},
+            "reconcile": {"rtproto": 249},  # owns no route of this host (the state is empty anyway)
+        }
+    )
+    seen = await start_collector(collector_task, mosquitto.port, [f"edge/{site}/events"])
+    agent = Agent(config)
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await agent.set_desired(DesiredState(version=1), "test")
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
+        body = DesiredState(version=2).model_dump(mode="json")
+        await publish(mosquitto.port, f"edge/{site}/desired", ops_key.sign(site, "desired", body))
+
+        async def confirmed() -> bool:
+            return bool(events_of(seen, site, "commit_confirmed"))
+
+        await eventually(confirmed, "confirmed by the broker")
+        event = events_of(seen, site, "commit_confirmed")[0]
+        assert event["version"] == 2 and event["by"] == "broker"
+        assert agent.applied == DesiredState(version=2) and agent.pending is None
     finally:
         await agent.stop()
