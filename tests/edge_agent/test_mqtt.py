@@ -433,3 +433,52 @@ async def test_tls_and_password(tmp_path: Path, tls_broker: tuple[int, Path]) ->
                 break
     finally:
         await agent.stop()
+
+
+@pytest.mark.netns
+async def test_commands_run_one_at_a_time_from_a_bounded_queue(
+    topology: Topology,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    collector_task: list[asyncio.Task[None]],
+    ops_key: OpsKey,
+) -> None:
+    """Queue of one: while a slow check runs (nobody answers on the LAN), one more command waits
+    and a third is refused as busy, whichever of them arrives while the queue is full."""
+    site = f"q{topology.site[:8]}"
+    base = f"edge/{site}"
+    silent = {"name": "silent", "role": "device", "address": "192.168.10.99", "probes": ["icmp"]}
+    agent = Agent(
+        agent_config(
+            topology,
+            tmp_path,
+            site=site,
+            mqtt=mqtt_section(mosquitto.port),
+            control={"public_keys": [str(ops_key.public_file)], "queue_max": 1},
+            checks={"interval_s": 3600, "count": 2, "timeout_s": 1.0, "targets": [silent]},
+        )
+    )
+    seen = await start_collector(collector_task, mosquitto.port, [f"{base}/cmd/reply", f"{base}/events"])
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await agent.set_desired(site_desired(), "test")
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
+        for n in range(3):
+            body = {"id": f"c{n}", "command": "check"}
+            await publish(mosquitto.port, f"{base}/cmd", ops_key.sign(site, "cmd", body))
+
+        async def all_replied() -> bool:
+            return len(seen.on(f"{base}/cmd/reply")) >= 3
+
+        await eventually(all_replied, "three replies")
+        replies = seen.on(f"{base}/cmd/reply")
+        busy = [r for r in replies if not r["ok"]]
+        assert len(busy) == 1 and "queue full" in busy[0]["error"], replies
+        done = [r["id"] for r in replies if r["ok"]]
+        assert done == sorted(done) and len(done) == 2  # in order, one after the other
+        assert [e["id"] for e in seen.on(f"{base}/events") if e["type"] == "command_refused"] == [
+            busy[0]["id"]
+        ]
+    finally:
+        await agent.stop()
