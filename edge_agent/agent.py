@@ -89,7 +89,7 @@ class Agent:
         self.local_gateway: LocalGateway | None = None
         if config.survivable is not None:
             self.local_gateway = LocalGateway(
-                config.survivable.gateway_config, config.state_dir / "local-gateway.log", config.netns
+                config.survivable.gateway_config, config.state_dir, config.netns
             )
         self.mqtt: MqttLink | None = None
         if config.mqtt is not None:
@@ -128,6 +128,10 @@ class Agent:
         if self.config.checks.targets:
             self._spawn(self._checks_loop(), "checks")
         if self.local_gateway is not None:
+            assert self.config.survivable is not None
+            stale = await self.local_gateway.reap_stale(self.config.survivable.stop_grace_s)
+            if stale is not None:
+                self.event("survivable_stale_stopped", pid=stale)
             self._spawn(self._survivable_loop(), "survivable")
         if self.config.confirm.timeout_s > 0 or self.pending is not None:
             self._spawn(self._confirm_loop(), "confirm")
@@ -467,6 +471,7 @@ class Agent:
                 other.cancel()
             if exited is not None and exited in done:
                 code, exited = exited.result(), None
+                self.local_gateway.exited()
                 self.event("survivable_gateway_exited", code=code, phase=self.survival.phase.value)
                 await self._survival_step(survivable.Input.CHILD_EXITED)
 
