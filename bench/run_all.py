@@ -28,6 +28,10 @@ def main() -> int:
         sys.stdout.flush()
         edge = [sys.executable, "-m", "bench.bench_edge_reconverge", "50"]
         failed += subprocess.run(edge, check=False).returncode != 0
+        sys.stdout.write("\n=== bench.bench_edge_failover\n")
+        sys.stdout.flush()
+        failover = [sys.executable, "-m", "bench.bench_edge_failover", "5"]
+        failed += subprocess.run(failover, check=False).returncode != 0
     return 1 if failed else 0
 
 

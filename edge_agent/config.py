@@ -11,9 +11,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_agent.model import DesiredState
+from edge_agent.signing import KeyFileError, load_public_keys
 from gateway.datafile import load_model
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -84,6 +85,64 @@ class ChecksConfig(Section):
         return self
 
 
+class ControlConfig(Section):
+    """Who may change the box over MQTT: desired states and commands must be signed by one of
+    these operations keys (Ed25519, PEM). With none configured every MQTT control message is
+    refused (fail closed); the locally provisioned ``desired`` section still applies."""
+
+    public_keys: tuple[Path, ...] = ()
+    max_skew_s: float = Field(default=300.0, ge=0, le=86400, description="tolerated signer clock lead")
+    queue_max: int = Field(default=16, ge=1, le=1000, description="commands waiting to run, one at a time")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _loadable(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        try:
+            load_public_keys(paths)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from exc
+        return paths
+
+
+ProofKind = Literal["broker", "core_check", "command"]
+
+
+class ConfirmConfig(Section):
+    """Commit confirmed (edge_agent/confirm.py): a pushed desired state is rolled back unless one
+    of ``by`` proves it healthy within ``timeout_s`` (0 turns it off)."""
+
+    timeout_s: float = Field(default=120.0, ge=0, le=86400)
+    by: tuple[ProofKind, ...] = ("broker", "core_check", "command")
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600, description="check cadence on trial")
+
+    @model_validator(mode="after")
+    def _some_proof(self) -> Self:
+        if self.timeout_s > 0 and not self.by:
+            raise ValueError("'by' needs at least one proof, or set timeout_s: 0 to turn confirmation off")
+        return self
+
+
+class SurvivableConfig(Section):
+    """The local gateway that serves the site while the core is unreachable (survivable.py)."""
+
+    gateway_config: Path = Field(description="the site gateway's config file (cached dialplan, site lines)")
+    enter_after: int = Field(default=2, ge=1, le=100, description="failed core checks in a row to start")
+    leave_after: int = Field(default=2, ge=1, le=100, description="good core checks in a row to stop")
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600, description="core check cadence")
+    stop_grace_s: float = Field(default=60.0, gt=0, le=86400, description="drain time before SIGKILL")
+    charging_spool: Path | None = Field(
+        default=None, description="the site gateway's charging spool: replayed to the core before the stop"
+    )
+    replay_wait_s: float = Field(default=30.0, ge=0, le=3600, description="longest wait for that replay")
+
+    @field_validator("gateway_config")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        return path
+
+
 class AgentConfig(Section):
     site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     netns: str | None = Field(
@@ -94,8 +153,17 @@ class AgentConfig(Section):
     mqtt: MqttConfig | None = MqttConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
     checks: ChecksConfig = ChecksConfig()
+    control: ControlConfig = ControlConfig()
+    confirm: ConfirmConfig = ConfirmConfig()
+    survivable: SurvivableConfig | None = None
     desired: DesiredState | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _survivable_needs_core(self) -> Self:
+        if self.survivable is not None and not any(t.role == "core" for t in self.checks.targets):
+            raise ValueError("survivable needs at least one checks.targets entry with role: core")
+        return self
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -114,6 +114,31 @@ class DiskQueue:
         self._path(seq).unlink(missing_ok=True)
 
 
+def client_for(
+    config: MqttConfig, identifier: str | None, will: aiomqtt.Will | None = None
+) -> aiomqtt.Client:
+    """An aiomqtt client for a broker section (the agent's, or the operations side's)."""
+    tls: aiomqtt.TLSParameters | None = None
+    if config.tls is not None:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
+            certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
+            keyfile=str(config.tls.key_file) if config.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    return aiomqtt.Client(
+        hostname=config.host,
+        port=config.port,
+        username=config.username,
+        password=config.password,
+        identifier=identifier,
+        keepalive=config.keepalive_s,
+        will=will,
+        tls_params=tls,
+        timeout=config.timeout_s,
+    )
+
+
 class Topics:
     def __init__(self, site: str) -> None:
         base = f"edge/{site}"
@@ -149,32 +174,17 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.idle = asyncio.Event()  # connected and nothing left to send
         self.connections = 0
+        self.acked_seq = 0  # queue sequence of the last message the broker acknowledged
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False, coalesce: bool = False) -> None:
-        self.queue.put(topic, payload, retain=retain, coalesce=coalesce)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, coalesce: bool = False) -> int:
+        """Queue a message; returns its queue sequence (compare with :attr:`acked_seq`)."""
+        seq = self.queue.put(topic, payload, retain=retain, coalesce=coalesce)
         self.idle.clear()
         self._wake.set()
+        return seq
 
     def _client(self) -> aiomqtt.Client:
-        tls: aiomqtt.TLSParameters | None = None
-        if self.config.tls is not None:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(self.config.tls.ca_file) if self.config.tls.ca_file else None,
-                certfile=str(self.config.tls.cert_file) if self.config.tls.cert_file else None,
-                keyfile=str(self.config.tls.key_file) if self.config.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        return aiomqtt.Client(
-            hostname=self.config.host,
-            port=self.config.port,
-            username=self.config.username,
-            password=self.config.password,
-            identifier=f"edge-agent-{self.site}",
-            keepalive=self.config.keepalive_s,
-            will=self._will,
-            tls_params=tls,
-            timeout=self.config.timeout_s,
-        )
+        return client_for(self.config, f"edge-agent-{self.site}", will=self._will)
 
     async def run(self) -> None:
         failures = 0
@@ -216,4 +226,5 @@ class MqttLink:
                 await self._wake.wait()
                 continue
             await client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            self.acked_seq = item.seq
             self.queue.remove(item.seq)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydantic
 
+from edge_agent.confirm import Pending
 from edge_agent.model import DesiredState
 from edge_agent.reconcile import ObservedAddress, Owned
 
@@ -39,6 +40,8 @@ class StoreError(Exception):
 class Saved:
     desired: DesiredState
     owned: Owned
+    pending: Pending | None = None  # a change still on trial (commit confirmed)
+    version_floor: int = 0  # highest version ever applied: a rolled-back one is not taken again
 
 
 class StateStore:
@@ -62,11 +65,15 @@ class StateStore:
                 frozenset(str(n) for n in doc["owned"]["links"]),
                 frozenset(ObservedAddress(str(i), IPv4Interface(a)) for i, a in doc["owned"]["addresses"]),
             )
+            pending = Pending.from_json(doc["pending"]) if doc.get("pending") else None
+            floor = int(doc.get("version_floor", 0))
         except (ValueError, KeyError, TypeError, pydantic.ValidationError) as exc:
             raise StoreError(f"{self.path}: invalid saved state: {exc}") from exc
-        return Saved(desired, owned)
+        return Saved(desired, owned, pending, floor)
 
-    def save(self, desired: DesiredState, owned: Owned) -> None:
+    def save(
+        self, desired: DesiredState, owned: Owned, pending: Pending | None = None, version_floor: int = 0
+    ) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         doc = {
             "desired": desired.model_dump(mode="json"),
@@ -74,5 +81,41 @@ class StateStore:
                 "links": sorted(owned.links),
                 "addresses": [[a.ifname, str(a.address)] for a in sorted(owned.addresses)],
             },
+            "pending": pending.to_json() if pending else None,
+            "version_floor": version_floor,
         }
         atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The newest control message accepted on a channel: its sequence and a digest of its bytes."""
+
+    seq: int
+    digest: str
+
+
+class ControlSeqStore:
+    """Highest accepted sequence per control channel, persisted so a reboot does not reopen the
+    door to replays (see :mod:`edge_agent.signing`)."""
+
+    FILE = "control.json"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / self.FILE
+
+    def load(self) -> dict[str, Accepted]:
+        try:
+            doc = json.loads(self.path.read_bytes())
+            return {str(ch): Accepted(int(v["seq"]), str(v["digest"])) for ch, v in doc.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Starting with no memory of accepted sequences would accept replays: fail closed.
+            raise StoreError(f"{self.path}: invalid control sequence file: {exc}") from exc
+
+    def save(self, accepted: dict[str, Accepted]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        doc = {ch: {"seq": a.seq, "digest": a.digest} for ch, a in sorted(accepted.items())}
+        atomic_write(self.path, json.dumps(doc, indent=1).encode())

@@ -19,6 +19,7 @@ from gateway.call.settings import CallSettings
 from gateway.charging.settings import ChargingSettings
 from gateway.collector import GcSettings
 from gateway.datafile import DataFileError, Problem, load_model
+from gateway.edge.config import EdgeOpsConfig
 from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
 from gateway.switchboard.settings import SwitchboardSettings
@@ -135,6 +136,7 @@ class GatewayConfig(Section):
     registrar: RegistrarConfig = RegistrarConfig()
     call: CallSettings = CallSettings()
     switchboard: SwitchboardSettings = SwitchboardSettings()
+    edge: EdgeOpsConfig | None = None  # edge agents' broker and the operations signing key
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 

@@ -73,6 +73,9 @@ class Route:
     charge: ChargeSpec | None = None  # what charging records; None: not charged (static routes)
 
 
+NO_CIRCUIT_REASON = 'Q.850;cause=34;text="No circuit/channel available"'
+
+
 @dataclass(frozen=True, slots=True)
 class Refused:
     """Answer the INVITE with ``status`` (403 unknown peer, 404 no route, ...); ``reason_header``
@@ -260,6 +263,10 @@ class DialplanRouter:
                     scopes += trunk_scopes(trunk, self._settings)
             destinations += found
         if not destinations:
+            if outcome.targets and all(self._trunk_disabled(t) for t in outcome.targets):
+                # The way out is switched off (a survivable site without breakout, or operations
+                # disabled the trunk): say so, as RFC 3398 maps cause 34 to 503 (RFC 3326 Reason).
+                return Refused(503, "Service Unavailable", NO_CIRCUIT_REASON)
             return Refused(480, "Temporarily Unavailable")  # e.g. the line is not registered
         return Route(
             tuple(destinations),
@@ -325,6 +332,10 @@ class DialplanRouter:
     async def _registered_from(self, number: str, source: Address) -> bool:
         bindings = await self._contacts(number)
         return any(b.source == source for b in bindings)
+
+    def _trunk_disabled(self, target: Target) -> bool:
+        trunk = self._trunks.trunks.get(target.trunk) if target.trunk else None
+        return target.kind is not TargetKind.REGISTERED and trunk is not None and not trunk.enabled
 
     async def _resolve(self, target: Target) -> list[Destination]:
         if target.kind is TargetKind.REGISTERED:

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountStore, Scope, create_store
 from gateway.config import GatewayConfig
+from gateway.edge.sites import SiteDirectory, SiteFollower
 from gateway.mgmt.audit import AuditLog
 from gateway.mgmt.auth import Principal, Role, TokenTable, bearer_token
 from gateway.mgmt.dialplans import (
@@ -106,6 +107,7 @@ class Services:
     audit: AuditLog
     tokens: TokenTable
     started: float = dataclasses.field(default_factory=time.time)
+    sites: SiteFollower | None = None  # the edge: section's sites (gateway.edge.sites)
 
     async def registration_count(self) -> int | None:
         if self.registrar is None:
@@ -878,6 +880,19 @@ async def audit_trail(request: web.Request) -> web.Response:
     return web.json_response({"records": records})
 
 
+# -- edge sites ----------------------------------------------------------------------------------
+@requires(Role.READ)
+async def list_sites(request: web.Request) -> web.Response:
+    follower = request.app[SERVICES].sites
+    if follower is None:
+        return web.json_response({"following": False, "broker_connected": False, "sites": []})
+    return web.json_response({
+        "following": True,
+        "broker_connected": follower.connected.is_set(),
+        "sites": follower.directory.rows(time.time()),
+    })
+
+
 # -- console -------------------------------------------------------------------------------------
 CONSOLE_FILES = {"console.js": "text/javascript", "console.css": "text/css"}
 
@@ -933,6 +948,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/charging", charging_status),
     ("GET", "/api/stats", stats),
     ("GET", "/api/audit", audit_trail),
+    ("GET", "/api/sites", list_sites),
 ]
 
 
@@ -945,7 +961,11 @@ def create_app(svc: Services, *, redis: aioredis.Redis | None = None) -> web.App
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         svc.monitor.start(svc)
+        if svc.sites is not None:
+            svc.sites.start()
         yield
+        if svc.sites is not None:
+            await svc.sites.stop()
         await svc.monitor.stop()
         await svc.audit.close()
         if redis is not None:
@@ -1011,6 +1031,8 @@ async def start_api(
                        maxlen=settings.audit_stream_maxlen),
         tokens=TokenTable(settings.tokens),
     )
+    if config.edge is not None and config.edge.follow:
+        svc.sites = SiteFollower(config.edge, SiteDirectory(config.edge.stale_after_s))
     if not settings.tokens:
         log.warning("operations API: no api.tokens configured; every call but health is refused")
     app = create_app(svc, redis=redis)

@@ -12,6 +12,7 @@
     gateway ctl dialplan rollback VERSION [--comment TEXT]
     gateway ctl account list | get number|group KEY | set number|group KEY STATE
     gateway ctl charging | stats | health
+    gateway ctl edge push SITE FILE | edge cmd SITE COMMAND   (signed, over MQTT: gateway.edge.cli)
 
 ``--json`` prints the API's JSON answer as it is. Exit codes: 0 done; 1 the gateway refused
 (an error answer, or a draft that does not validate); 2 usage error or unreadable file;
@@ -31,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gateway.edge.cli import register_ctl
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 30.0
@@ -427,6 +430,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.set_defaults(build=cmd_account)
     commands.add_parser("charging", help="charging sink health and backlog").set_defaults(build=cmd_charging)
     commands.add_parser("stats", help="registrations, calls, CPS, lag").set_defaults(build=cmd_stats)
+    register_ctl(commands)  # gateway ctl edge push|cmd: signed MQTT, not this API
     ctl.set_defaults(handler=run)
 
 

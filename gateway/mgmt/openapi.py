@@ -140,6 +140,13 @@ SCHEMAS: dict[str, Schema] = {
                              "health": {"enum": ["up", "down", "degraded", "unknown", "disabled"]},
                              "active_calls": INT, "max_calls": INT})),
     }),
+    "Sites": obj({"following": BOOL, "broker_connected": BOOL, "sites": array(obj({
+        "site": STR, "reachability": {"enum": ["online", "offline", "stale"]}, "last_seen": nullable(NUM),
+        "applied_version": nullable(INT), "pending_confirm": nullable(obj({"version": INT, "deadline": NUM})),
+        "converged": nullable(BOOL), "core_reachable": nullable(BOOL),
+        "survivable": nullable({"type": "object"}),
+        "agent_version": nullable(STR), "last_event": nullable(obj({"type": ANY, "ts": ANY})),
+    }))}),
     "Audit": obj({"records": array(obj({
         "time": STR, "node": STR, "who": STR, "role": STR, "action": STR, "target": STR,
         "before": ANY, "after": ANY, "details": {"type": "object"}}))}),
@@ -273,6 +280,8 @@ PATHS: dict[str, dict[str, Any]] = {
                              params=[query("seconds", "history length (1-600)", INT)], extra=INVALID)},
     "/api/audit": {"get": op("The latest audit records of this process", "Audit",
                              params=[query("limit", "at most this many (1-1000)", INT)], extra=INVALID)},
+    "/api/sites": {"get": op("Edge sites from their agents' MQTT reports: reachability, applied version, "
+                             "survivable mode, last seen (needs the edge: section)", "Sites")},
 }
 
 

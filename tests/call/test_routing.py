@@ -9,7 +9,7 @@ import pytest
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
-from gateway.call.routing import DialplanRouter, Refused, Route
+from gateway.call.routing import NO_CIRCUIT_REASON, DialplanRouter, Refused, Route
 from gateway.call.settings import CallSettings
 from gateway.registrar.location import Binding
 from gateway.registrar.trunks import TrunkTable, load_trunks
@@ -95,6 +95,12 @@ async def test_pbx_calls_a_member(trunks: TrunkTable) -> None:
 async def test_unregistered_target_is_480(trunks: TrunkTable) -> None:
     outcome = await router(trunks)(invite("62880001", "60003"), LINE1)
     assert isinstance(outcome, Refused) and outcome.status == 480
+
+
+async def test_a_call_whose_trunk_is_disabled_gets_503_with_a_q850_reason() -> None:
+    site = load_trunks(PROJECT_ROOT / "config" / "site-trunks.yaml")  # a survivable site: no breakout
+    outcome = await router(site)(invite("62880001", "013800138000"), LINE1)
+    assert outcome == Refused(503, "Service Unavailable", NO_CIRCUIT_REASON)
 
 
 async def test_account_in_arrears_is_refused_with_the_policy_status_and_q850(trunks: TrunkTable) -> None:

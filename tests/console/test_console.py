@@ -6,18 +6,30 @@ Screenshots go to test-artifacts/console/ (gitignored)."""
 from __future__ import annotations
 
 import re
+import secrets
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.publish as paho_publish
 import pytest
+import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gateway.mgmt.openapi import document
 from tests.call.harness import run_caller, screen, sipp_server, wait_idle
+from tests.edge_agent.conftest import mqtt_section
 from tests.mgmt.support import ADMIN, READER, Api, api_gateway, wait_api
+from tests.mgmt.test_openapi import validate
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess
-from tests.support.servers import RedisServer, free_udp_tcp_port
+from tests.support.servers import (
+    MosquittoServer,
+    RedisServer,
+    free_udp_tcp_port,
+    stop_process,
+)
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
@@ -36,10 +48,12 @@ OLD_MOBILE, NEW_MOBILE = "13800138001", "13900139001"
 
 @pytest.fixture(scope="module")
 def console(
-    tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer
+    tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer, mosquitto_srv: MosquittoServer
 ) -> Iterator[tuple[GatewayProcess, Api]]:
     if redis_srv.proc is None:
         redis_srv.start()
+    if mosquitto_srv.proc is None:
+        mosquitto_srv.start()
     redis_srv.flush()
     gw, api = api_gateway(
         tmp_path_factory.mktemp("console"),
@@ -47,6 +61,7 @@ def console(
         carrier_port=CARRIER,
         pbx_port=PBX,
         sip_overrides={"timers": {"t1": 0.1, "t2": 0.4, "t4": 0.5, "timer_d": 0.5}},
+        extra={"edge": {"mqtt": mqtt_section(mosquitto_srv.port)}},
     )
     gw.start()
     try:
@@ -223,3 +238,40 @@ def test_dashboard_and_live_calls_while_sipp_places_calls(
     page.click("#tabs button[data-tab=dashboard]")
     expect(page.locator("#stat-calls")).to_have_text("0")
     shot(page, "09-dashboard-after-load")
+
+
+def test_edge_sites_listed_with_their_state(
+    console: tuple[GatewayProcess, Api], page: Page, tmp_path: Path, mosquitto_srv: MosquittoServer
+) -> None:
+    """A real edge agent process reports over the broker; the console lists it online, then
+    offline by its last will once it is killed."""
+    _, api = console
+    site = f"console-{secrets.token_hex(3)}"
+    config = tmp_path / "agent.yaml"
+    doc = {"site": site, "state_dir": str(tmp_path / "state"), "mqtt": mqtt_section(mosquitto_srv.port)}
+    config.write_text(yaml.safe_dump(doc))
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        login(page, api, READER)
+        page.click("#tabs button[data-tab=sites]")
+        expect(page.locator("#sites-summary")).to_contain_text("broker connected")
+        line = page.locator("#site-list tbody tr", has_text=site)
+        expect(line).to_contain_text("online")
+        shot(page, "10-sites")
+        body = api.get("/api/sites").body
+        validate(document(), "Sites", body)
+        mine = next(s for s in body["sites"] if s["site"] == site)
+        assert mine["reachability"] == "online" and mine["last_seen"] is not None
+        agent.kill()  # no DISCONNECT: the broker publishes the agent's last will
+        agent.wait()
+        expect(line).to_contain_text("offline")
+        shot(page, "11-site-offline")
+    finally:
+        stop_process(agent)
+        # Retire the site: clear its retained state (paho: Playwright's loop runs in this thread).
+        paho_publish.single(f"edge/{site}/state", b"", qos=1, retain=True, port=mosquitto_srv.port)

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import aiomqtt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent import signing
 from edge_agent.checks import open_socket
 from edge_agent.config import AgentConfig
 from edge_agent.model import DesiredState
@@ -149,6 +155,118 @@ def agent_config(topo: Topology, state_dir: Path, **changes: Any) -> AgentConfig
     return AgentConfig.model_validate(doc)
 
 
+class Pki:
+    """A throw-away CA in ``workdir`` (``ca.crt``) issuing broker and client certificates."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ca = workdir / "ca.crt"
+        self._openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        )
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=self.workdir, check=True, capture_output=True)
+
+    def issue(self, name: str, cn: str, ip: str | None = None) -> tuple[Path, Path]:
+        """``<name>.crt`` and ``<name>.key`` for subject CN ``cn`` (and an IP SAN for a server)."""
+        self._openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        ext = self.workdir / f"{name}.ext"
+        ext.write_text(f"subjectAltName=IP:{ip}\n" if ip else "basicConstraints=CA:FALSE\n", encoding="utf-8")
+        self._openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext.name,
+            "-out",
+            f"{name}.crt",
+        )
+        return self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
+
+
+@dataclass(frozen=True)
+class OpsKey:
+    """An operations signing key for a test, with its public half written as PEM for the box."""
+
+    private: Ed25519PrivateKey
+    public_file: Path
+    private_file: Path
+
+    def sign(
+        self,
+        site: str,
+        channel: str,
+        body: Any,
+        *,
+        seq: int | None = None,
+        now: float | None = None,
+        lifetime_s: float = 600.0,
+    ) -> bytes:
+        stamp = time.time() if now is None else now
+        return signing.sign(
+            self.private,
+            site=site,
+            channel=channel,
+            body=body,
+            seq=time.time_ns() // 1000 if seq is None else seq,
+            now=stamp,
+            lifetime_s=lifetime_s,
+        )
+
+
+def make_ops_key(directory: Path, name: str = "ops") -> OpsKey:
+    key = Ed25519PrivateKey.generate()
+    public_file, private_file = directory / f"{name}.pub", directory / f"{name}.key"
+    public_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    private_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return OpsKey(key, public_file, private_file)
+
+
+@pytest.fixture
+def ops_key(tmp_path: Path) -> OpsKey:
+    return make_ops_key(tmp_path)
+
+
 async def eventually(
     predicate: Callable[[], Awaitable[bool]], what: str, within: float = 15.0, interval: float = 0.02
 ) -> None:
@@ -249,3 +367,50 @@ class GatedRelay:
         for writer in self._writers:
             writer.close()
         await self.close()
+
+
+def mqtt_section(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "timeout_s": 5}
+
+
+class Collector:
+    """A test-side MQTT client that records what it receives, per topic, in arrival order."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.ready = asyncio.Event()
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return self.messages.setdefault(topic, [])
+
+    async def run(self, port: int, topics: list[str]) -> None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
+            for topic in topics:
+                await client.subscribe(topic, qos=1)
+            self.ready.set()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes) and payload:
+                    self.on(message.topic.value).append(json.loads(payload))
+
+
+@pytest.fixture
+async def collector_task() -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_collector(tasks: list[asyncio.Task[None]], port: int, topics: list[str]) -> Collector:
+    collector = Collector()
+    tasks.append(asyncio.create_task(collector.run(port, topics)))
+    await asyncio.wait_for(collector.ready.wait(), 10)
+    return collector
+
+
+async def publish(port: int, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish(topic, data, qos=1, retain=retain)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import parse_desired
 from edge_agent.config import load_config
 from edge_agent.model import DesiredState
-from gateway.datafile import DataFileError
+from gateway.config import load_config as load_gateway_config
+from gateway.datafile import DataFileError, validate_data
 from tests.conftest import PROJECT_ROOT
 
 
@@ -19,6 +19,14 @@ def test_shipped_config_is_valid() -> None:
     assert config.desired is not None and config.desired.version >= 1
     assert {t.role for t in config.checks.targets} >= {"operator_link", "core", "customer_server", "device"}
     assert config.reconcile.rtproto == 190
+    # Secure by default: TLS with a client certificate, and only signed control obeyed.
+    assert config.mqtt is not None and config.mqtt.tls is not None and config.mqtt.tls.cert_file is not None
+    assert config.mqtt.port == 8883 and config.control.public_keys
+    # The survivable site's local gateway config is a valid gateway config.
+    assert config.survivable is not None
+    site = load_gateway_config(PROJECT_ROOT / config.survivable.gateway_config)
+    assert site.registrar.location_store == "memory" and site.redis.url is not None
+    assert site.state_dir / site.charging.spool.directory == PROJECT_ROOT / config.survivable.charging_spool
 
 
 def test_config_error_names_file_line_and_field(tmp_path: Path) -> None:
@@ -76,14 +84,14 @@ def test_invalid_desired_state_is_refused(doc: dict[str, Any], message: str) -> 
 
 def test_mqtt_payload_problems_name_the_field() -> None:
     with pytest.raises(DataFileError) as info:
-        parse_desired(
-            b'{"version": -1, "routes": [{"dst": "10.0.0.0/8", "gateway": "x"}]}', "mqtt:edge/s/desired"
+        validate_data(
+            DesiredState,
+            {"version": -1, "routes": [{"dst": "10.0.0.0/8", "gateway": "x"}]},
+            "mqtt:edge/s/desired",
         )
     lines = str(info.value).splitlines()
     assert any(line.startswith("mqtt:edge/s/desired: version:") for line in lines)
     assert any("routes[0].gateway" in line for line in lines)
-    with pytest.raises(DataFileError, match="not JSON"):
-        parse_desired(b"{nope", "mqtt:x")
 
 
 def test_default_route_and_identity() -> None:

@@ -10,9 +10,9 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
@@ -22,80 +22,49 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.mqtt import DiskQueue
 from edge_agent.reconcile import satisfied
+from gateway.cli import main as gateway_main
 from tests.conftest import PROJECT_ROOT
 from tests.edge_agent.conftest import (
     PROTO,
+    Collector,
     GatedRelay,
+    OpsKey,
+    Pki,
     Topology,
     agent_config,
     eventually,
+    make_ops_key,
+    mqtt_section,
     observe,
+    publish,
     site_desired,
+    start_collector,
 )
 from tests.support.servers import MosquittoServer, free_port, require_binary, stop_process, wait_for_tcp
 
 
-def mqtt_section(port: int) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": port, "backoff_initial_s": 0.1, "backoff_max_s": 0.5, "timeout_s": 5}
-
-
-class Collector:
-    """A test-side MQTT client that records what it receives, per topic, in arrival order."""
-
-    def __init__(self) -> None:
-        self.messages: dict[str, list[dict[str, Any]]] = {}
-        self.ready = asyncio.Event()
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        return self.messages.setdefault(topic, [])
-
-    async def run(self, port: int, topics: list[str]) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
-            for topic in topics:
-                await client.subscribe(topic, qos=1)
-            self.ready.set()
-            async for message in client.messages:
-                payload = message.payload
-                if isinstance(payload, bytes) and payload:
-                    self.on(message.topic.value).append(json.loads(payload))
-
-
-@pytest.fixture
-async def collector_task() -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks: list[asyncio.Task[None]] = []
-    yield tasks
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def start_collector(tasks: list[asyncio.Task[None]], port: int, topics: list[str]) -> Collector:
-    collector = Collector()
-    tasks.append(asyncio.create_task(collector.run(port, topics)))
-    await asyncio.wait_for(collector.ready.wait(), 10)
-    return collector
-
-
-async def publish(port: int, topic: str, payload: dict[str, Any] | bytes, retain: bool = False) -> None:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    async with aiomqtt.Client("127.0.0.1", port) as client:
-        await client.publish(topic, data, qos=1, retain=retain)
-
-
 @pytest.mark.netns
 async def test_desired_over_mqtt_is_applied_and_reported(
-    topology: Topology, tmp_path: Path, mosquitto: MosquittoServer, collector_task: list[asyncio.Task[None]]
+    topology: Topology,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    collector_task: list[asyncio.Task[None]],
+    ops_key: OpsKey,
 ) -> None:
     site = f"s{topology.site[:8]}"
     base = f"edge/{site}"
-    agent = Agent(agent_config(topology, tmp_path, site=site, mqtt=mqtt_section(mosquitto.port)))
+    control = {"public_keys": [str(ops_key.public_file)]}
+    agent = Agent(
+        agent_config(topology, tmp_path, site=site, mqtt=mqtt_section(mosquitto.port), control=control)
+    )
     seen = await start_collector(
         collector_task, mosquitto.port, [f"{base}/state", f"{base}/events", f"{base}/cmd/reply"]
     )
     await agent.start()
     try:
         # Operations publish the desired state retained; the agent validates, applies, reports.
-        await publish(mosquitto.port, f"{base}/desired", site_desired(4).model_dump(mode="json"), retain=True)
+        desired = ops_key.sign(site, "desired", site_desired(4).model_dump(mode="json"))
+        await publish(mosquitto.port, f"{base}/desired", desired, retain=True)
 
         async def reported() -> bool:
             states = seen.on(f"{base}/state")
@@ -125,7 +94,7 @@ async def test_desired_over_mqtt_is_applied_and_reported(
         # An invalid document is refused whole, with the field named; nothing changes.
         bad = site_desired(5).model_dump(mode="json")
         bad["routes"][0]["gateway"] = "not-an-ip"
-        await publish(mosquitto.port, f"{base}/desired", bad)
+        await publish(mosquitto.port, f"{base}/desired", ops_key.sign(site, "desired", bad))
 
         async def refused() -> bool:
             return any(e["type"] == "desired_refused" for e in seen.on(f"{base}/events"))
@@ -136,8 +105,12 @@ async def test_desired_over_mqtt_is_applied_and_reported(
         assert agent.applied is not None and agent.applied.version == 4
 
         # Commands carry request ids; replies echo them.
-        await publish(mosquitto.port, f"{base}/cmd", {"id": "req-1", "command": "reconcile"})
-        await publish(mosquitto.port, f"{base}/cmd", {"id": "req-2", "command": "bogus"})
+        await publish(
+            mosquitto.port, f"{base}/cmd", ops_key.sign(site, "cmd", {"id": "req-1", "command": "reconcile"})
+        )
+        await publish(
+            mosquitto.port, f"{base}/cmd", ops_key.sign(site, "cmd", {"id": "req-2", "command": "bogus"})
+        )
 
         async def replied() -> bool:
             return {r["id"] for r in seen.on(f"{base}/cmd/reply")} >= {"req-1", "req-2"}
@@ -150,6 +123,115 @@ async def test_desired_over_mqtt_is_applied_and_reported(
         await agent.stop()
         await publish(mosquitto.port, f"{base}/desired", b"", retain=True)  # clear the retained message
     assert seen.on(f"{base}/state")[-1]["online"] is False  # a clean stop says so itself
+
+
+@pytest.mark.netns
+async def test_unsigned_forged_expired_replayed_and_other_site_control_is_refused(
+    topology: Topology,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    collector_task: list[asyncio.Task[None]],
+    ops_key: OpsKey,
+) -> None:
+    site = f"g{topology.site[:8]}"
+    base = f"edge/{site}"
+    control = {"public_keys": [str(ops_key.public_file)]}
+    agent = Agent(
+        agent_config(topology, tmp_path / "s", site=site, mqtt=mqtt_section(mosquitto.port), control=control)
+    )
+    seen = await start_collector(collector_task, mosquitto.port, [f"{base}/events", f"{base}/cmd/reply"])
+    intruder = make_ops_key(tmp_path, "intruder")
+    older = ops_key.sign(site, "desired", site_desired(1).model_dump(mode="json"))
+    newer = ops_key.sign(site, "desired", site_desired(2).model_dump(mode="json"))
+    command = ops_key.sign(site, "cmd", {"id": "once", "command": "report"})
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)  # subscribed: nothing published is lost
+        doc = site_desired(3).model_dump(mode="json")
+        for payload in (
+            json.dumps(doc).encode(),  # unsigned
+            intruder.sign(site, "desired", doc),  # signed, but not by operations
+            ops_key.sign(site, "desired", doc, now=time.time() - 3600, lifetime_s=60),  # expired
+            ops_key.sign("another-site", "desired", doc),  # valid for another box only
+        ):
+            await publish(mosquitto.port, f"{base}/desired", payload)
+        await publish(mosquitto.port, f"{base}/desired", newer)
+        await publish(mosquitto.port, f"{base}/desired", older)  # captured earlier, replayed now
+        await publish(mosquitto.port, f"{base}/cmd", command)
+        await publish(mosquitto.port, f"{base}/cmd", command)  # the same command replayed
+
+        def refusals() -> list[str]:
+            return [e["reason"] for e in seen.on(f"{base}/events") if e["type"] == "control_refused"]
+
+        async def all_reported() -> bool:
+            return len(refusals()) >= 6 and bool(seen.on(f"{base}/cmd/reply"))
+
+        await eventually(all_reported, "six refusals and one reply")
+        assert refusals() == ["unsigned", "bad_signature", "expired", "wrong_site", "replayed", "replayed"]
+        assert agent.applied is not None and agent.applied.version == 2
+        applied = [e["version"] for e in seen.on(f"{base}/events") if e["type"] == "desired_applied"]
+        assert applied == [2]
+        assert [r["id"] for r in seen.on(f"{base}/cmd/reply")] == ["once"]
+    finally:
+        await agent.stop()
+    # A restart remembers what was accepted: the replay is still refused.
+    again = Agent(
+        agent_config(topology, tmp_path / "s", site=site, mqtt=mqtt_section(mosquitto.port), control=control)
+    )
+    await again.start()
+    try:
+        assert again.mqtt is not None
+        await asyncio.wait_for(again.mqtt.connected.wait(), 10)
+        count = len(seen.on(f"{base}/events"))
+        await publish(mosquitto.port, f"{base}/cmd", command)
+
+        async def refused_after_restart() -> bool:
+            return any(e["type"] == "control_refused" for e in seen.on(f"{base}/events")[count:])
+
+        await eventually(refused_after_restart, "replay refused after a restart")
+    finally:
+        await again.stop()
+
+
+@pytest.mark.netns
+async def test_gateway_ctl_edge_push_and_cmd_sign_what_the_agent_accepts(
+    topology: Topology,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    ops_key: OpsKey,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    site = f"c{topology.site[:8]}"
+    control = {"public_keys": [str(ops_key.public_file)]}
+    agent = Agent(
+        agent_config(topology, tmp_path, site=site, mqtt=mqtt_section(mosquitto.port), control=control)
+    )
+    gateway_yaml = tmp_path / "gateway.yaml"
+    edge = {"mqtt": mqtt_section(mosquitto.port), "signing_key": str(ops_key.private_file)}
+    gateway_yaml.write_text(yaml.safe_dump({"edge": edge}), encoding="utf-8")
+    desired_yaml = tmp_path / "desired.yaml"
+    desired_yaml.write_text(yaml.safe_dump(site_desired(7).model_dump(mode="json")), encoding="utf-8")
+    ctl = ["ctl", "edge", "--config", str(gateway_yaml)]
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
+        assert await asyncio.to_thread(gateway_main, [*ctl, "push", site, str(desired_yaml)]) == 0
+
+        async def applied() -> bool:
+            return agent.applied is not None and agent.applied.version == 7
+
+        await eventually(applied, "pushed version applied")
+        assert await asyncio.to_thread(gateway_main, [*ctl, "cmd", site, "report", "--wait", "10"]) == 0
+        assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["result"]["desired_version"] == 7
+    finally:
+        await agent.stop()
+        await publish(mosquitto.port, f"edge/{site}/desired", b"", retain=True)
+    without_key = tmp_path / "nokey.yaml"
+    without_key.write_text(yaml.safe_dump({"edge": {"mqtt": mqtt_section(mosquitto.port)}}), encoding="utf-8")
+    code = gateway_main(["ctl", "edge", "--config", str(without_key), "push", site, str(desired_yaml)])
+    assert code == 2 and "edge.signing_key" in capsys.readouterr().err
 
 
 async def _has(collector: Collector, topic: str) -> bool:
@@ -295,69 +377,18 @@ def test_disk_queue_sets_aside_an_unreadable_file(tmp_path: Path) -> None:
     assert (tmp_path / f"{99:020d}.bad").exists()
 
 
-def _tls_broker_files(workdir: Path) -> None:
-    """A throw-away CA, a server certificate for 127.0.0.1, and a password file."""
-
-    def run(*args: str) -> None:
-        subprocess.run(args, cwd=workdir, check=True, capture_output=True)
-
-    run(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    run(
-        "openssl",
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (workdir / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
-    run(
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.crt",
-    )
-    run(require_binary("mosquitto_passwd"), "-b", "-c", "passwd", "edge", "s3cret")
-
-
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A mosquitto with TLS and a password file (user ``edge``), on a free port; stopped by PID."""
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
-    _tls_broker_files(broker_dir)
+    Pki(broker_dir).issue("server", "127.0.0.1", ip="127.0.0.1")
+    subprocess.run(
+        [require_binary("mosquitto_passwd"), "-b", "-c", "passwd", "edge", "s3cret"],
+        cwd=broker_dir,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     conf = broker_dir / "mosquitto.conf"
     files = {"cafile": "ca.crt", "certfile": "server.crt", "keyfile": "server.key", "password_file": "passwd"}
@@ -400,5 +431,54 @@ async def test_tls_and_password(tmp_path: Path, tls_broker: tuple[int, Path]) ->
                 assert isinstance(message.payload, bytes)
                 assert json.loads(message.payload)["site"] == site
                 break
+    finally:
+        await agent.stop()
+
+
+@pytest.mark.netns
+async def test_commands_run_one_at_a_time_from_a_bounded_queue(
+    topology: Topology,
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    collector_task: list[asyncio.Task[None]],
+    ops_key: OpsKey,
+) -> None:
+    """Queue of one: while a slow check runs (nobody answers on the LAN), one more command waits
+    and a third is refused as busy, whichever of them arrives while the queue is full."""
+    site = f"q{topology.site[:8]}"
+    base = f"edge/{site}"
+    silent = {"name": "silent", "role": "device", "address": "192.168.10.99", "probes": ["icmp"]}
+    agent = Agent(
+        agent_config(
+            topology,
+            tmp_path,
+            site=site,
+            mqtt=mqtt_section(mosquitto.port),
+            control={"public_keys": [str(ops_key.public_file)], "queue_max": 1},
+            checks={"interval_s": 3600, "count": 2, "timeout_s": 1.0, "targets": [silent]},
+        )
+    )
+    seen = await start_collector(collector_task, mosquitto.port, [f"{base}/cmd/reply", f"{base}/events"])
+    await agent.start()
+    try:
+        assert agent.mqtt is not None
+        await agent.set_desired(site_desired(), "test")
+        await asyncio.wait_for(agent.mqtt.connected.wait(), 10)
+        for n in range(3):
+            body = {"id": f"c{n}", "command": "check"}
+            await publish(mosquitto.port, f"{base}/cmd", ops_key.sign(site, "cmd", body))
+
+        async def all_replied() -> bool:
+            return len(seen.on(f"{base}/cmd/reply")) >= 3
+
+        await eventually(all_replied, "three replies")
+        replies = seen.on(f"{base}/cmd/reply")
+        busy = [r for r in replies if not r["ok"]]
+        assert len(busy) == 1 and "queue full" in busy[0]["error"], replies
+        done = [r["id"] for r in replies if r["ok"]]
+        assert done == sorted(done) and len(done) == 2  # in order, one after the other
+        assert [e["id"] for e in seen.on(f"{base}/events") if e["type"] == "command_refused"] == [
+            busy[0]["id"]
+        ]
     finally:
         await agent.stop()

@@ -95,9 +95,9 @@ function show(tab) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === tab);
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== tab;
   clearInterval(state.timer);
-  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls }[tab];
+  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites }[tab];
   refresh().catch((error) => toast(error.message));
-  if (tab === "dashboard" || tab === "calls") {
+  if (tab === "dashboard" || tab === "calls" || tab === "sites") {
     state.timer = setInterval(() => refresh().catch(() => {}), 2000);
   }
 }
@@ -371,6 +371,31 @@ async function refreshCalls() {
       catch (error) { toast(error.message); }
     });
     return row([c.id, c.state, c.call_class, c.from, c.to, c.inbound_trunk, c.outbound_trunk, `${c.age_s.toFixed(0)} s`, hang]);
+  }));
+}
+
+// -- edge sites ---------------------------------------------------------------------------------
+function ago(ts) {
+  if (ts === null || ts === undefined) return "never";
+  const s = Math.max(0, Date.now() / 1000 - ts);
+  return s < 90 ? `${s.toFixed(0)} s ago` : `${(s / 60).toFixed(0)} min ago`;
+}
+
+function yesNo(value) {
+  return value === null || value === undefined ? "–" : (value ? "yes" : "no");
+}
+
+async function refreshSites() {
+  const data = await api("GET", "/api/sites");
+  $("sites-summary").textContent = !data.following
+    ? "Not following edge sites (no edge: section in the gateway configuration)."
+    : `${data.sites.length} site(s); broker ${data.broker_connected ? "connected" : "not connected"}`;
+  fill("site-list", data.sites.map((s) => {
+    const reach = el("span", s.reachability, `pill ${s.reachability}`);
+    const version = s.pending_confirm ? `${s.applied_version} (v${s.pending_confirm.version} on trial)` : s.applied_version;
+    const survivable = s.survivable ? (s.survivable.active ? "active" : "standby") : "–";
+    const last = s.last_event ? `${s.last_event.type} ${ago(s.last_event.ts)}` : "";
+    return row([s.site, reach, version, yesNo(s.converged), yesNo(s.core_reachable), survivable, ago(s.last_seen), last]);
   }));
 }
 
