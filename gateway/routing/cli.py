@@ -251,6 +251,7 @@ def _render(outcome: Decision | Refusal) -> str:
                     ("member", target.member),
                     ("service", target.service),
                     ("mode", target.mode),
+                    ("hunt", target.hunt),
                 )
                 if v
             )
@@ -260,6 +261,7 @@ def _render(outcome: Decision | Refusal) -> str:
             f"member={ch.member} on_net={ch.on_net} short_dialled={ch.short_dialled} "
             f"off_net_group={ch.off_net_group}"
             + (f" terminating_group={ch.terminating_group}" if ch.terminating_group else "")
+            + (f" product={ch.product} service_number={ch.service_number}" if ch.product else "")
         )
     lines += [f"warning: {w}" for w in outcome.warnings]
     return "\n".join(lines)

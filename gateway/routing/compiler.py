@@ -31,7 +31,8 @@ from gateway.datafile import (
     validate_data,
 )
 from gateway.routing import models
-from gateway.routing.decision import Target, TargetKind
+from gateway.routing.decision import CallClass, Target, TargetKind
+from gateway.routing.geography import region_of
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.plan import (
     RANGE_NAMES,
@@ -42,6 +43,8 @@ from gateway.routing.plan import (
     PartyKind,
     Permissions,
     Schedule,
+    ServiceNumber,
+    ServiceRow,
 )
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
 
@@ -168,6 +171,8 @@ class _Compiler:
         self.claimed_at: dict[str, str] = {}
         self.pbx_by_trunk: dict[str, CompiledPbx] = {}
         self.pbx_trunk_at: dict[str, str] = {}
+        self.services: dict[str, ServiceNumber] = {}
+        self.service_at: dict[str, str] = {}
 
     # ------------------------------------------------------------------ problems
 
@@ -220,7 +225,24 @@ class _Compiler:
             carrier_area=self.carrier.local_area,
             warnings=tuple(self.warnings),
             sources=(self.carrier_source.name, *(s.name for _, s in groups)),
+            services=self.services,
         )
+
+    def special_scope(self, number: str) -> str | None:
+        """The scope the numbering plan gives special number ``number`` (exact rules first, then
+        the longest prefix); None when no special rule covers it."""
+        best: tuple[int, str] | None = None
+        for rule in self.carrier.numbering.special:
+            if rule.number == number:
+                return rule.scope
+            covers = (
+                rule.prefix is not None
+                and number.startswith(rule.prefix)
+                and len(number) in (rule.lengths or ())
+            )
+            if covers and rule.prefix is not None and (best is None or len(rule.prefix) > best[0]):
+                best = (len(rule.prefix), rule.scope)
+        return best[1] if best else None
 
 
 class _GroupCompiler:
@@ -406,6 +428,8 @@ class _GroupCompiler:
         for i, pbx in enumerate(m.pbxs):
             self.pbx(i, pbx)
         self.off_net_numbers()
+        self.g.region = region_of(self.main_e164)
+        self.service_numbers()
         self.switchboard_members()
         return self.g
 
@@ -657,6 +681,124 @@ class _GroupCompiler:
             )
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
+
+    # ------------------------------------------------------------------ service numbers
+
+    def service_numbers(self) -> None:
+        """Call-centre (special) and 400 numbers: class by the numbering plan, scope within the
+        plan's attribute of the number, one owner, routes and agents naming the group's parties."""
+        entries: list[tuple[FieldPath, str, str, str, list[models.ServiceRoute]]] = [
+            (("call_centre", i), e.number, "call_centre", e.scope, e.routes)
+            for i, e in enumerate(self.m.call_centre)
+        ]
+        entries += [
+            (("mobile_400", i), e.number, "400", "national", e.routes)
+            for i, e in enumerate(self.m.mobile_400)
+        ]
+        for path, number, product, scope, routes in entries:
+            analysed = self.an.classify(number, self.area)
+            want = CallClass.SPECIAL if product == "call_centre" else CallClass.FOUR_HUNDRED
+            if not isinstance(analysed, Number) or analysed.call_class is not want:
+                what = (
+                    "a special-service number (95xxx, 96xxx, 1xxxx)"
+                    if product == "call_centre"
+                    else "a 400 number"
+                )
+                self.error((*path, "number"), f"{number} is not {what} of the numbering plan")
+                continue
+            if product == "call_centre":
+                plan_scope = self.c.special_scope(number)
+                if scope == "national" and plan_scope != "national":
+                    self.error(
+                        (*path, "scope"),
+                        f"{number} is a local special number in the numbering plan: it can only run "
+                        "a local call centre ([000] L93)",
+                    )
+                    continue
+            other = self.c.service_at.get(number)
+            if other is not None:
+                self.error((*path, "number"), f"{number} already belongs to {other}")
+                continue
+            rows = tuple(
+                row
+                for ri, route in enumerate(routes)
+                if (row := self.service_row(route, (*path, "routes", ri))) is not None
+            )
+            if len(rows) != len(routes):
+                continue
+            self.c.services[number] = ServiceNumber(number, self.m.id, product, scope, rows)
+            self.c.service_at[number] = f"group {self.m.id} ({self.c.where(self.src, path)})"
+        for i, entry in enumerate(self.m.call_centre):
+            for ai, agent in enumerate(entry.agents):
+                apath: FieldPath = ("call_centre", i, "agents", ai)
+                party = self.member(agent, apath)
+                if party is None:
+                    continue
+                if party.id in self.g.agents:
+                    self.error(apath, f"{agent} already presents {self.g.agents[party.id]}")
+                    continue
+                self.g.agents[party.id] = entry.number
+
+    def member(self, number: str, path: FieldPath) -> Party | None:
+        """The party of this group a short or long number names (with a place to ring)."""
+        party = self.g.short.get(number)
+        if party is None:
+            analysed = self.an.classify(number, self.area)
+            e164 = analysed.e164 if isinstance(analysed, Number) else None
+            party = self.c.by_e164.get(e164) if e164 else None
+        if party is None or party.group != self.m.id or party.kind is PartyKind.OFF_NET:
+            self.error(path, f"{number} is neither a short number nor a member's number in {self.m.id}")
+            return None
+        if not party.targets:
+            self.error(path, f"{number} is the switchboard itself (route to 'switchboard')")
+            return None
+        return party
+
+    def service_row(self, route: models.ServiceRoute, path: FieldPath) -> ServiceRow | None:
+        condition = self.condition(route.when, (*path, "when"))
+        if route.when is not None and condition is None:
+            return None
+        sb = self.m.switchboard
+        regions = tuple(route.regions or ())
+        where = (f"when {route.when}, " if route.when else "") + (
+            f"callers in {'/'.join(regions)}, " if regions else ""
+        )
+        goto = route.to
+        if goto == "switchboard" or (isinstance(goto, models.ServiceGoto) and goto.hunt is not None):
+            if sb is None:
+                self.error((*path, "to"), "the group has no switchboard")
+                return None
+            hunt = goto.hunt if isinstance(goto, models.ServiceGoto) else None
+            if hunt is not None and hunt not in sb.hunt_groups:
+                known = ", ".join(sorted(sb.hunt_groups)) or "none defined"
+                self.error(
+                    (*path, "to", "hunt"), f"unknown hunt group {hunt!r} (switchboard.hunt_groups: {known})"
+                )
+                return None
+            label = where + (f"hunt group {hunt} (switchboard, no menu)" if hunt else "switchboard menu")
+            return ServiceRow(condition, regions, (), hunt, label)
+        assert isinstance(goto, models.ServiceGoto)
+        targets: list[Target] = []
+        if goto.pbx is not None:
+            pbx = self.g.pbxs.get(goto.pbx)
+            if pbx is None or pbx.switchboard is None:
+                self.error(
+                    (*path, "to", "pbx"),
+                    f"PBX {goto.pbx!r} is not a PBX of {self.m.id} with a switchboard number "
+                    "(name an extension in members instead)",
+                )
+                return None
+            targets += pbx.switchboard.targets
+            label = f"PBX {goto.pbx} switchboard"
+        else:
+            assert goto.members is not None
+            for mi, number in enumerate(goto.members):
+                party = self.member(number, (*path, "to", "members", mi))
+                if party is None:
+                    return None
+                targets += party.targets
+            label = "members " + ", ".join(goto.members)
+        return ServiceRow(condition, regions, tuple(targets), None, where + label)
 
 
 def problems_as_dicts(problems: Iterable[Problem]) -> list[dict[str, Any]]:

@@ -79,6 +79,8 @@ class Target(NamedTuple):
     member: str | None = None
     service: str | None = None
     mode: str | None = None
+    hunt: str | None = None
+    """For a switchboard target: ring this hunt group at once instead of playing the menu."""
 
 
 class Charging(NamedTuple):
@@ -94,6 +96,11 @@ class Charging(NamedTuple):
     off_net_group: bool = False
     """The called number is in the group's off-net number group (网外号码组)."""
     terminating_group: str | None = None
+    product: str | None = None
+    """The product a service-number call belongs to: ``call_centre`` (呼叫中心直连, call class
+    special) or ``400`` (融合通信移动400, group-paid); None for other calls."""
+    service_number: str | None = None
+    """The service number dialled (or presented by an agent), national form."""
 
 
 class CallRequest(NamedTuple):
@@ -179,6 +186,7 @@ def outcome_to_dict(outcome: Decision | Refusal) -> dict[str, Any]:
                     ("member", t.member),
                     ("service", t.service),
                     ("mode", t.mode),
+                    ("hunt", t.hunt),
                 )
                 if v is not None
             }
@@ -193,6 +201,8 @@ def outcome_to_dict(outcome: Decision | Refusal) -> dict[str, Any]:
             "short_dialled": ch.short_dialled,
             "off_net_group": ch.off_net_group,
             "terminating_group": ch.terminating_group,
+            "product": ch.product,
+            "service_number": ch.service_number,
         },
         "warnings": list(outcome.warnings),
     }

@@ -527,6 +527,77 @@ class TimeCondition(Model):
     except_dates: list[dt.date | DateRange] = Field(default_factory=list)
 
 
+class ServiceGoto(Model):
+    """Where a service-number call goes: exactly one of ``hunt``, ``members``, ``pbx``."""
+
+    hunt: Name | None = Field(
+        default=None, description="a hunt group of switchboard.hunt_groups, rung without the menu"
+    )
+    members: list[MemberNumber] | None = Field(
+        default=None, min_length=1, max_length=8, description="members (short or long numbers) tried in order"
+    )
+    pbx: Name | None = Field(
+        default=None, description="a PBX of the group, reached on its switchboard number"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ServiceGoto:
+        if sum(v is not None for v in (self.hunt, self.members, self.pbx)) != 1:
+            raise ValueError("give exactly one of hunt, members, pbx")
+        return self
+
+
+class ServiceRoute(Model):
+    """One row of a service number's routing: the first row whose ``when`` and ``regions`` both
+    hold decides; the last row has neither (the default)."""
+
+    when: Name | None = Field(default=None, description="time condition; none means always")
+    regions: list[Annotated[str, Field(min_length=2, max_length=32)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="the caller's province or city as the phonenumbers geocoder names it in Chinese "
+        "(e.g. 广东省, 上海市, 广东省深圳市); a province matches all its cities",
+    )
+    to: Literal["switchboard"] | ServiceGoto = Field(description="'switchboard' (its menu) or a ServiceGoto")
+
+
+def _default_last(routes: list[ServiceRoute]) -> list[ServiceRoute]:
+    if routes and (routes[-1].when is not None or routes[-1].regions is not None):
+        raise ValueError("the last route must have no 'when' and no 'regions' (the default)")
+    return routes
+
+
+ServiceRoutes = Annotated[list[ServiceRoute], Field(min_length=1), AfterValidator(_default_last)]
+
+
+class CallCentreNumber(Model):
+    """A special-service number of the group (呼叫中心直连: 95xxx, 96xxx, 1xxxx, [000] L492).
+
+    ``scope`` is the number's attribute: ``national`` (全网) takes callers from anywhere in the
+    country; ``local`` (本地) only callers of the group's own area. A number the numbering plan
+    marks local cannot be run nationwide ([000] L93). ``agents`` are members whose off-net calls
+    present this number (主叫: the call centre calls out on its special number).
+    """
+
+    number: Digits
+    scope: Literal["local", "national"] = "local"
+    name: str = ""
+    routes: ServiceRoutes
+    agents: list[MemberNumber] = Field(default_factory=list, description="members presenting the number")
+
+
+class Mobile400Number(Model):
+    """A 400 number of the group (融合通信移动400, [002] L1865): calls to it are paid by the group
+    (集团统付) and routed by the call's time and the caller's region."""
+
+    number: Digits
+    name: str = ""
+    group_paid: Literal[True] = Field(
+        default=True, description="集团统付: the group pays calls to its 400 number"
+    )
+    routes: ServiceRoutes
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -542,6 +613,12 @@ class GroupFile(Model):
     mobiles: list[MobileMember] = Field(default_factory=list)
     pbxs: list[Pbx] = Field(default_factory=list)
     off_net_numbers: list[OffNetNumber] = Field(default_factory=list)
+    call_centre: list[CallCentreNumber] = Field(
+        default_factory=list, description="呼叫中心直连: special-service numbers the group owns"
+    )
+    mobile_400: list[Mobile400Number] = Field(
+        default_factory=list, description="融合通信移动400: 400 numbers the group owns"
+    )
     caller_id: CallerIdPolicy = CallerIdPolicy()
     permissions: Permissions = Permissions()
     time_conditions: dict[Name, TimeCondition] = Field(default_factory=dict)

@@ -38,6 +38,7 @@ from gateway.routing.decision import (
     TargetKind,
     Trace,
 )
+from gateway.routing.geography import in_regions, region_of
 from gateway.routing.models import Switchboard as SwitchboardModel
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
@@ -129,6 +130,33 @@ class CompiledPbx:
     """Stands for a caller on this PBX that is not a known extension (presents the switchboard)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    """One routing row of a service number: when (time condition) and where the caller is
+    (regions) it applies, and where the call goes (``targets``; empty: the switchboard's
+    menu; ``hunt``: the switchboard rings that hunt group without the menu)."""
+
+    condition: CompiledTimeCondition | None
+    regions: tuple[str, ...]
+    targets: tuple[Target, ...]
+    hunt: str | None
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceNumber:
+    """A special-service (呼叫中心直连) or 400 (融合通信移动400) number owned by a group."""
+
+    number: str
+    """National form: ``95123``, ``4008200123``."""
+    group: str
+    product: str
+    """``call_centre`` or ``400`` (the values of ``Charging.product``)."""
+    scope: str
+    """``national`` or ``local`` (400 numbers are national)."""
+    rows: tuple[ServiceRow, ...]
+
+
 class CompiledGroup:
     """One group's indexes and policies."""
 
@@ -173,6 +201,10 @@ class CompiledGroup:
         self.schedule: Schedule | None = None
         self.switchboard_config: SwitchboardModel | None = None
         """Menus, hunt groups and operator as written (``gateway.switchboard`` compiles them)."""
+        self.agents: dict[str, str] = {}
+        """Party id → the call-centre number its off-net calls present (呼叫中心直连 主叫)."""
+        self.region = ""
+        """The group's province/city (``gateway.routing.geography``), for local-scope numbers."""
 
     def owns_range(self, subscriber: str) -> bool:
         n, length = int(subscriber), len(subscriber)
@@ -206,8 +238,11 @@ class CompiledPlan:
         carrier_area: str | None,
         warnings: tuple[Problem, ...] = (),
         sources: tuple[str, ...] = (),
+        services: Mapping[str, ServiceNumber] | None = None,
     ) -> None:
         self.numbering = analyser
+        self.services: Mapping[str, ServiceNumber] = services or {}
+        """Service numbers (special and 400) by national form."""
         self.calendar = calendar
         self.groups = groups
         self._by_e164 = by_e164
@@ -420,6 +455,10 @@ class CompiledPlan:
                 + (f", area code {analysed.area}" if analysed.area else "")
                 + f"), E.164 {analysed.e164 or '-'}",
             )
+        service = self.services.get(analysed.national) if self.services else None
+        if service is not None:
+            calling = self.numbering.analyse(caller.e164 or caller.off_net_e164, group.area)
+            return self._service_call(service, calling, request, trace)
         if analysed.e164 is not None:
             owner = self._by_e164.get(analysed.e164)
             if owner is not None and owner.group == group.id:
@@ -447,8 +486,30 @@ class CompiledPlan:
         if refusal is not None:
             return refusal
         dest = analysed.e164 or analysed.national
+        agent_of = group.agents.get(caller.id) if group.agents else None
+        if agent_of is not None:
+            # 呼叫中心直连 主叫: the agent's call goes out on the call-centre number ([000] L492).
+            if trace is not None:
+                trace.add(
+                    "caller ID", f"{caller.id} is an agent of call centre {agent_of}: present {agent_of}"
+                )
+            calling_as, product = agent_of, "call_centre"
+        else:
+            calling_as, product = caller.off_net_e164, None
         charging = _new(
-            Charging, (analysed.call_class, _ORIGINATING, group.id, caller.id, False, False, False, None)
+            Charging,
+            (
+                analysed.call_class,
+                _ORIGINATING,
+                group.id,
+                caller.id,
+                False,
+                False,
+                False,
+                None,
+                product,
+                agent_of,
+            ),
         )
         return _new(
             Decision,
@@ -456,8 +517,8 @@ class CompiledPlan:
                 analysed.call_class,
                 self._carrier_targets(group.carrier_trunks, dest),
                 dest,
-                caller.off_net_e164,
-                caller.off_net_e164,
+                calling_as,
+                calling_as,
                 charging,
                 None if analysed.e164 else self.numbering.phone_context(group.area),
                 _NO_WARNINGS,
@@ -492,7 +553,7 @@ class CompiledPlan:
             )
             trace.add("route", ", ".join(_describe(t) for t in targets))
         charging = _new(
-            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None)
+            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None, None, None)
         )
         return _new(
             Decision,
@@ -600,6 +661,8 @@ class CompiledPlan:
             return self._originating(group, member, request.called, request, trace, True)
         if trace is not None:
             trace.add("caller", f"off-net caller {caller_e164 or request.calling!r} over the carrier trunk")
+        if isinstance(analysed, Number) and analysed.national in self.services:
+            return self._service_call(self.services[analysed.national], calling, request, trace)
         if not isinstance(analysed, Number):
             analysed = numbering.analyse(request.called, self.carrier_area)
             if not isinstance(analysed, Number):
@@ -628,7 +691,7 @@ class CompiledPlan:
             trace.add("caller ID", f"present off-net caller as {presented}")
             trace.add("route", ", ".join(_describe(t) for t in targets))
         charging = _new(
-            Charging, (caller_class, _TERMINATING, group.id, callee.id, False, False, False, None)
+            Charging, (caller_class, _TERMINATING, group.id, callee.id, False, False, False, None, None, None)
         )
         return _new(
             Decision,
@@ -642,6 +705,87 @@ class CompiledPlan:
                 None,
                 warnings,
             ),
+        )
+
+    def _service_call(
+        self, service: ServiceNumber, calling: object, request: CallRequest, trace: Trace | None
+    ) -> Decision | Refusal:
+        """A call to a group's special-service or 400 number: scope, then the first routing row
+        whose time condition and caller regions hold."""
+        group = self.groups[service.group]
+        caller_e164 = calling.e164 if isinstance(calling, Number) else None
+        region = region_of(caller_e164) if caller_e164 else ""
+        if trace is not None:
+            trace.add(
+                "service number",
+                f"{service.number}: {service.product} number of group {group.id}, scope {service.scope}; "
+                f"caller {caller_e164 or request.calling!r} in {region or 'an unknown region'}",
+            )
+        if service.scope == "local" and not _in_group_area(calling, region, group):
+            # A local special number exists only in its own numbering area: from elsewhere it is
+            # an unallocated number (Q.850 cause 1 → 404, RFC 3398 §7.2.4.1), as the PSTN answers.
+            return self._refuse(
+                404,
+                f"{service.number} is a local call-centre number of area 0{group.area}; "
+                f"caller {caller_e164 or request.calling!r} is not in that area",
+                trace,
+                CallClass.SPECIAL,
+            )
+        local: dt.datetime | None = None
+        warnings: list[str] = []
+        for row in service.rows:
+            if row.regions and not in_regions(region, row.regions):
+                continue
+            if row.condition is not None:
+                if local is None:
+                    local = _local_time(request.at, group.tz)
+                result = row.condition.evaluate(local)
+                if result.warning:
+                    warnings.append(result.warning)
+                if trace is not None:
+                    trace.add("time condition", result.detail)
+                if not result.holds:
+                    continue
+            if trace is not None:
+                trace.add("service route", row.label)
+            targets = row.targets
+            if not targets:
+                targets, more = self._switchboard_targets(group, request, trace)
+                warnings += more
+                if row.hunt is not None:
+                    targets = (targets[0]._replace(hunt=row.hunt),)
+            break
+        else:  # the compiler requires a default row; kept for a hand-built plan
+            return self._refuse(404, f"{service.number} has no route for this call", trace)
+        presented = (
+            self.numbering.dialable_of(calling, group.area)
+            if isinstance(calling, Number)
+            else request.calling
+        )
+        call_class = CallClass.FOUR_HUNDRED if service.product == "400" else CallClass.SPECIAL
+        if trace is not None:
+            trace.add("caller ID", f"present caller as {presented}")
+            trace.add("route", ", ".join(_describe(t) for t in targets))
+        return Decision(
+            call_class,
+            targets,
+            service.number,
+            presented,
+            caller_e164 or request.calling,
+            Charging(
+                call_class,
+                _TERMINATING,
+                group.id,
+                targets[0].member,
+                False,
+                False,
+                False,
+                None,
+                service.product,
+                service.number,
+            ),
+            None,
+            tuple(warnings),
         )
 
     # ------------------------------------------------------------------ helpers
@@ -720,8 +864,8 @@ class CompiledPlan:
     @staticmethod
     def _carrier_targets(trunks: tuple[str, ...], user: str) -> tuple[Target, ...]:
         if len(trunks) == 1:
-            return (_new(Target, (_TO_CARRIER, user, trunks[0], None, None, None)),)
-        return tuple([_new(Target, (_TO_CARRIER, user, t, None, None, None)) for t in trunks])
+            return (_new(Target, (_TO_CARRIER, user, trunks[0], None, None, None, None)),)
+        return tuple([_new(Target, (_TO_CARRIER, user, t, None, None, None, None)) for t in trunks])
 
     @staticmethod
     def _refuse(
@@ -734,6 +878,16 @@ class CompiledPlan:
 
 def _local_time(at: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+
+
+def _in_group_area(calling: object, region: str, group: CompiledGroup) -> bool:
+    """Is the caller in the group's own area? A fixed caller by its area code (the numbering
+    plan); a mobile caller by the city of its number block (the geocoder); unknown: no."""
+    if not isinstance(calling, Number):
+        return False
+    if calling.area is not None:
+        return calling.area == group.area
+    return bool(region) and region == group.region
 
 
 def _caller_class(calling: object, area: str) -> CallClass:
@@ -778,4 +932,6 @@ def _describe(target: Target) -> str:
         parts.append(f"member={target.member}")
     if target.service:
         parts.append(f"service={target.service} mode={target.mode}")
+    if target.hunt:
+        parts.append(f"hunt={target.hunt}")
     return " ".join(parts)

@@ -197,6 +197,7 @@ class SbCall:
     caller_sdp: bytes = b""  # the caller's current session description (offer, then its answer)
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
+    direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
 
 
 class Switchboard:
@@ -295,6 +296,10 @@ class Switchboard:
                 numbers |= {number, e164, e164.lstrip("+"), plan.national_form(number, group.id)}
             if config.short:
                 numbers.add(config.short)
+        for service in plan.services.values():  # 呼叫中心直连 / 400 numbers routed to the switchboard
+            if service.group in menus:
+                e164 = plan.to_e164(service.number, service.group) or ""
+                numbers |= {service.number, e164, e164.lstrip("+")}
         self._numbers = frozenset(n for n in numbers if n)
         self._menus = menus
         self._index_of = id(plan)
@@ -345,6 +350,7 @@ class Switchboard:
                     mode=target.mode or "",
                     decision=outcome,
                     originating=originating,
+                    hunt=target.hunt,
                 )
         log.warning("switchboard %s of group %s has no menus", target.user, group_id)
         return make_response(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
@@ -366,6 +372,7 @@ class Switchboard:
         mode: str,
         decision: Decision,
         originating: str,
+        hunt: str | None = None,
     ) -> Response | None:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
@@ -416,6 +423,7 @@ class Switchboard:
         session = MenuSession.begin(menus, mode)
         call = SbCall(uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id)
         call.caller_sdp = request.body
+        call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
         self._by_dialog[(request.call_id, tag)] = call
@@ -1041,7 +1049,9 @@ class Switchboard:
             call.caller_sdp = request.body
             if call.rtp is not None:
                 call.rtp.update(negotiated)
-        if call.state is SbState.MENU:
+        if call.state is SbState.MENU and call.direct is not None:
+            self._connect(call, call.direct, "")  # a service number's hunt group: no menu
+        elif call.state is SbState.MENU:
             self._apply(call, call.menu.start(self._now()))
 
     def _on_cancel(self, invite: Request, cancel: Request) -> None:

@@ -1,0 +1,210 @@
+"""The seed products through the gateway with SIPp on every side: the carrier trunk calls a
+call-centre number (呼叫中心直连: 95018 nationwide, 96018 local to Shanghai) and the 400 number
+(4008200123, by time of day and caller region); the PBX extension 1001…1005 that takes each
+call is a SIPp callee on the acme-pbx trunk; a call-centre agent's outbound call is seen at
+the carrier. Two gateways: one stopped on a workday morning, one on a Saturday night."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.call.harness import TIMERS, free_port, run_caller, screen, sipp_server, wait_idle
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
+from tests.switchboard import peers
+from tests.switchboard.peers import SATURDAY_NIGHT, WORKDAY_MORNING
+
+SCENARIOS = Path(__file__).resolve().parent / "sipp"
+CALLER_OK = str(SCENARIOS / "numbered_uac.xml")
+CALLER_404 = str(SCENARIOS / "numbered_uac_404.xml")
+
+
+def product_gateway(workdir: Path, at: str) -> tuple[GatewayProcess, int, int]:
+    carrier, pbx = free_port(), free_port()
+    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
+    rtp = free_port() & ~1
+    process = GatewayProcess(
+        workdir,
+        sip_overrides={"timers": TIMERS},
+        extra_config={
+            "registrar": {"trunks": str(trunks), "qualify": {"enabled": False}},
+            "call": {"status_socket": str(workdir / "call.sock"), "fixed_time": at},
+            "charging": {"tariffs": str(PROJECT_ROOT / "config" / "tariffs.yaml")},
+            "dialplans": [str(peers.test_dialplans(workdir / "dialplans"))],
+            "switchboard": {
+                "status_socket": str(workdir / "switchboard.sock"),
+                "fixed_time": at,
+                "rtp_port_first": rtp,
+                "rtp_port_last": rtp + 20,
+            },
+        },
+    )
+    return process, carrier, pbx
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int, int]]:
+    process, carrier, pbx = product_gateway(tmp_path_factory.mktemp("day"), WORKDAY_MORNING)
+    process.start()
+    yield process, carrier, pbx
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int, int]]:
+    process, carrier, pbx = product_gateway(tmp_path_factory.mktemp("night"), SATURDAY_NIGHT)
+    process.start()
+    yield process, carrier, pbx
+    process.stop()
+
+
+def calling_as(workdir: Path, number: str) -> list[str]:
+    """SIPp arguments making ``number`` the caller (field0 of an injection file)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "caller.csv"
+    path.write_text(f"SEQUENTIAL\n{number};\n", encoding="ascii")
+    return ["-inf", str(path)]
+
+
+def received_invite(workdir: Path) -> str:
+    text = "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
+    match = re.search(r"(INVITE sip:.*?)\r?\n\r?\n", text, re.S)
+    assert match, text[-2000:]
+    return match.group(1)
+
+
+def call_through(
+    gw: GatewayProcess, tmp_path: Path, *, caller_port: int, callee_port: int, calling: str, called: str
+) -> str:
+    """``calling`` calls ``called`` from ``caller_port``; the INVITE the SIPp callee on
+    ``callee_port`` received."""
+    with sipp_server(tmp_path / "uas", "call_uas.xml", callee_port, extra=["-trace_msg"]) as uas:
+        extra = calling_as(tmp_path / "uac", calling)
+        result = run_caller(tmp_path / "uac", CALLER_OK, caller_port, gw, service=called, extra=extra)
+        uas.wait(timeout=10)
+    assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
+    assert uas.returncode == 0, screen(tmp_path / "uas")
+    wait_idle(gw)
+    return received_invite(tmp_path / "uas")
+
+
+def refused_404(gw: GatewayProcess, tmp_path: Path, *, caller_port: int, calling: str, called: str) -> None:
+    extra = calling_as(tmp_path / "uac", calling)
+    result = run_caller(tmp_path / "uac", CALLER_404, caller_port, gw, service=called, extra=extra)
+    assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
+    wait_idle(gw)
+
+
+def from_user(invite: str) -> str:
+    match = re.search(r"^From: .*?<sip:([^@>]+)@", invite, re.M)
+    assert match, invite
+    return match.group(1)
+
+
+def test_national_call_centre_number_from_another_province(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, pbx = day
+    invite = call_through(
+        gw, tmp_path, caller_port=carrier, callee_port=pbx, calling="13912345678", called="95018"
+    )
+    assert invite.startswith(f"INVITE sip:1001@127.0.0.1:{pbx} "), invite  # the first agent extension
+    assert from_user(invite) == "13912345678"
+
+
+def test_local_call_centre_number_refuses_another_province(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, _pbx = day
+    refused_404(gw, tmp_path / "gz", caller_port=carrier, calling="02087654321", called="96018")
+    refused_404(gw, tmp_path / "bj", caller_port=carrier, calling="13800138000", called="96018")
+
+
+def test_local_call_centre_number_takes_a_shanghai_caller(
+    night: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, pbx = night
+    invite = call_through(
+        gw, tmp_path, caller_port=carrier, callee_port=pbx, calling="13916012345", called="96018"
+    )
+    assert invite.startswith(f"INVITE sip:1003@127.0.0.1:{pbx} "), invite  # after hours: extension 1003
+
+
+def test_400_by_caller_region_in_business_hours(day: tuple[GatewayProcess, int, int], tmp_path: Path) -> None:
+    gw, carrier, pbx = day
+    south = call_through(
+        gw, tmp_path / "sz", caller_port=carrier, callee_port=pbx, calling="075512345678", called="4008200123"
+    )
+    assert south.startswith(f"INVITE sip:1004@127.0.0.1:{pbx} "), south  # 广东省: the South China desk
+    assert from_user(south) == "075512345678"
+    other = call_through(
+        gw,
+        tmp_path / "js",
+        caller_port=carrier,
+        callee_port=pbx,
+        calling="13912345678",
+        called="+864008200123",
+    )
+    assert other.startswith(f"INVITE sip:1005@127.0.0.1:{pbx} "), other
+
+
+def test_400_after_hours_is_answered_by_the_switchboard(
+    night: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, _pbx = night
+    extra = calling_as(tmp_path / "uac", "075512345678")
+    result = run_caller(tmp_path / "uac", CALLER_OK, carrier, gw, service="4008200123", extra=extra)
+    assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
+    assert "switchboard" in gw.log() and "answered in menu night" in gw.log()
+    wait_idle(gw)
+
+
+def test_call_centre_agent_presents_the_special_number(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, pbx = day
+    invite = call_through(
+        gw, tmp_path, caller_port=pbx, callee_port=carrier, calling="1002", called="013912345678"
+    )
+    assert invite.startswith(f"INVITE sip:+8613912345678@127.0.0.1:{carrier} "), invite
+    assert from_user(invite) == "95018"
+    plain = call_through(
+        gw, tmp_path / "plain", caller_port=pbx, callee_port=carrier, calling="1001", called="013912345678"
+    )
+    assert from_user(plain) == "+862162880000"  # not an agent: the PBX's switchboard number
+
+
+def stops(gw: GatewayProcess, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        found = []
+        for path in sorted((gw.workdir / "var" / "charging-spool").rglob("*")):
+            if path.is_file():
+                for line in path.read_text(errors="replace").splitlines():
+                    if line.strip().startswith("{"):
+                        event = json.loads(line)
+                        if event["event_type"] == "stop":
+                            found.append(event)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_service_calls_are_charged_to_the_owning_group(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, pbx = day
+    call_through(
+        gw, tmp_path, caller_port=carrier, callee_port=pbx, calling="13912345678", called="4008200123"
+    )
+    found = [e for e in stops(gw, 1) if e["called"]["dialled"] == "4008200123"]
+    assert found, stops(gw, 0)
+    event = found[-1]
+    assert (event["call_class"], event["direction"], event["group"]) == ("400", "terminating", "acme")
+    assert event["called"]["normalised"] == "4008200123"

@@ -1,0 +1,163 @@
+"""Service numbers of the demo tenant: call-centre direct connect (呼叫中心直连, 95018 national,
+96018 local) and mobile 400 (4008200123), by time of day and the caller's region; their checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.cli import main as run
+from gateway.datafile import DataFileError
+from gateway.routing import CallClass, CompiledPlan, Direction, TargetKind
+from gateway.routing.geography import in_regions, region_of
+from tests.routing.conftest import DIALPLANS, SATURDAY, WORKDAY_MORNING, PlanBuilder, call, refused, routed
+from tests.routing.test_rules import load, located, problems
+
+EVENING = dt.datetime(2026, 11, 23, 20, 30, tzinfo=WORKDAY_MORNING.tzinfo)
+SHANGHAI_MOBILE = "13916012345"
+BEIJING_MOBILE = "13800138000"
+SHENZHEN_FIXED = "075512345678"
+GUANGZHOU_FIXED = "02087654321"
+SHANGHAI_FIXED = "02162345678"
+JIANGSU_MOBILE = "13912345678"
+
+
+def users(plan_outcome: Any) -> list[str]:
+    return [t.user for t in routed(plan_outcome).targets]
+
+
+def test_geography_places_fixed_and_mobile_numbers() -> None:
+    assert region_of("+8675512345678") == "广东省深圳市"
+    assert region_of("+86" + SHANGHAI_MOBILE) == "上海市"
+    assert region_of("+864008200123") == "" and region_of("not a number") == ""
+    assert in_regions("广东省深圳市", ("广东省",)) and not in_regions("上海市", ("广东省",))
+    assert not in_regions("", ("广东省",))
+
+
+def test_national_call_centre_number_takes_callers_from_any_province(plan: CompiledPlan) -> None:
+    for caller in (JIANGSU_MOBILE, GUANGZHOU_FIXED, SHANGHAI_FIXED):
+        decision = routed(call(plan, "carrier", caller, "95018"))
+        assert [t.user for t in decision.targets] == ["1001", "1002"]  # PBX extensions, in order
+        assert decision.targets[0].kind is TargetKind.PBX_TRUNK
+        assert decision.call_class is CallClass.SPECIAL and decision.called == "95018"
+        ch = decision.charging
+        assert (ch.direction, ch.group, ch.product, ch.service_number) == (
+            Direction.TERMINATING,
+            "acme",
+            "call_centre",
+            "95018",
+        )
+
+
+def test_local_call_centre_number_refuses_callers_outside_the_area(plan: CompiledPlan) -> None:
+    # A local special number does not exist outside its area: 404, as an unallocated number.
+    for caller in (GUANGZHOU_FIXED, BEIJING_MOBILE, "anonymous"):
+        refusal = refused(call(plan, "carrier", caller, "96018"))
+        assert refusal.status == 404 and "local call-centre number" in refusal.reason
+    # Shanghai callers: fixed by area code, mobile by its number block's city.
+    assert routed(call(plan, "carrier", SHANGHAI_FIXED, "96018", at=EVENING)).targets[0].user == "1003"
+    daytime = routed(call(plan, "carrier", SHANGHAI_MOBILE, "96018"))
+    assert daytime.targets[0].kind is TargetKind.SWITCHBOARD
+    assert (daytime.targets[0].hunt, daytime.targets[0].mode) == ("sales", "day")
+
+
+def test_agents_present_the_call_centre_number_on_off_net_calls(plan: CompiledPlan) -> None:
+    agent = routed(call(plan, "pbx", "1002", "013912345678"))
+    assert (agent.presented_calling, agent.asserted_calling) == ("95018", "95018")
+    assert (agent.charging.product, agent.charging.service_number) == ("call_centre", "95018")
+    other = routed(call(plan, "pbx", "1001", "013912345678"))
+    assert other.presented_calling == "+862162880000" and other.charging.product is None
+    # Inside the group the agent is still its short number.
+    assert routed(call(plan, "pbx", "1002", "60001")).presented_calling == "61002"
+
+
+def test_400_routes_by_time_and_caller_region(plan: CompiledPlan) -> None:
+    assert users(call(plan, "carrier", SHENZHEN_FIXED, "4008200123")) == ["1004"]
+    assert users(call(plan, "carrier", "+8613500000000", "4008200123")) == ["1004"]  # Guangzhou mobile
+    assert users(call(plan, "carrier", JIANGSU_MOBILE, "4008200123")) == ["1005"]
+    for at in (EVENING, SATURDAY):
+        night = routed(call(plan, "carrier", SHENZHEN_FIXED, "4008200123", at=at))
+        assert night.targets[0].kind is TargetKind.SWITCHBOARD and night.targets[0].mode == "night"
+    decision = routed(call(plan, "carrier", JIANGSU_MOBILE, "+864008200123"))
+    assert decision.call_class is CallClass.FOUR_HUNDRED and decision.called == "4008200123"
+    assert decision.presented_calling == JIANGSU_MOBILE
+    assert (decision.charging.group, decision.charging.product) == ("acme", "400")
+
+
+def test_members_reach_their_own_service_numbers_inside(plan: CompiledPlan) -> None:
+    decision = routed(call(plan, "member", "62880001", "4008200123"))
+    assert decision.targets[0].user == "1005"  # a Shanghai line: not the 广东省 row
+    assert routed(call(plan, "member", "62880001", "96018", at=EVENING)).targets[0].user == "1003"
+
+
+def test_explain_shows_the_service_route(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["dialplan", "explain", "--dialplan", str(DIALPLANS), "--origin", "carrier"]
+    argv += ["--from", SHENZHEN_FIXED, "--to", "4008200123", "--at", "2026-11-23T09:30", "--json"]
+    assert run(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["decision"]["charging"]["product"] == "400"
+    steps = {s["step"]: s["detail"] for s in report["trace"]}
+    assert "广东省深圳市" in steps["service number"] and "广东省" in steps["service route"]
+
+
+SERVICE_GROUP = """
+time_conditions:
+  office: {days: workdays, hours: [{from: "09:00", to: "18:00"}]}
+lines:
+  - {first: "64000001", last: "64000002", short_first: "61001", trunk: beta-iad}
+"""
+
+
+def test_service_numbers_are_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        SERVICE_GROUP
+        + """\
+call_centre:
+  - number: "96123"
+    scope: national
+    routes: [{to: {members: ["61001"]}}]
+  - number: "4001234567"
+    routes: [{to: {members: ["61009"]}}]
+  - number: "95123"
+    routes: [{to: switchboard}]
+    agents: ["64000009"]
+mobile_400:
+  - number: "95124"
+    routes: [{to: {hunt: sales}}]
+""",
+    )
+    located(found, 14, "call_centre[0].scope", "local special number in the numbering plan")
+    located(found, 16, "call_centre[1].number", "is not a special-service number")
+    located(found, 19, "call_centre[2].routes[0].to", "no switchboard")
+    located(found, 20, "call_centre[2].agents[0]", "neither a short number nor a member")
+    located(found, 22, "mobile_400[0].number", "is not a 400 number")
+
+
+def test_a_service_number_has_one_owner_and_a_default_route(tmp_path: Path, build: PlanBuilder) -> None:
+    beta = {
+        "kind": "group",
+        "id": "beta",
+        "area_code": "21",
+        "fixed_numbers": [{"first": "64000000", "last": "64009999"}],
+        "short_numbers": {"length": 5},
+        "lines": [{"first": "64000001", "short_first": "61001"}],
+        "mobile_400": [{"number": "4008200123", "routes": [{"to": {"members": ["61001"]}}]}],
+    }
+    with pytest.raises(DataFileError, match="4008200123 already belongs to group acme"):
+        build(None, beta)
+    with pytest.raises(DataFileError, match="last route must have no 'when' and no 'regions'"):
+        load(
+            tmp_path,
+            SERVICE_GROUP
+            + 'mobile_400:\n  - {number: "4001234567", routes: [{when: office, to: {members: ["61001"]}}]}\n',
+        )
+    plan = load(
+        tmp_path,
+        SERVICE_GROUP + 'mobile_400:\n  - {number: "4001234567", routes: [{to: {members: ["61002"]}}]}\n',
+    )
+    assert routed(call(plan, "carrier", BEIJING_MOBILE, "4001234567")).targets[0].user == "64000002"
