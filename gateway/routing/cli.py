@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
         "of --group, carrier otherwise)",
     )
     explain.add_argument("--trunk", help="the PBX trunk the call arrives on")
+    explain.add_argument(
+        "--preferred", help="the identity the caller asks to present (P-Preferred-Identity, RFC 3325)"
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=run_explain)
 
@@ -197,7 +200,9 @@ def run_explain(args: argparse.Namespace) -> int:
         _write(f"error: --at: {exc}")
         return 2
     origin = _origin(args, plan)
-    request = CallRequest(origin, args.calling, args.called, at, group=args.group, trunk=args.trunk)
+    request = CallRequest(
+        origin, args.calling, args.called, at, group=args.group, trunk=args.trunk, preferred=args.preferred
+    )
     trace = Trace()
     outcome = plan.decide(request, trace)
     if args.json:

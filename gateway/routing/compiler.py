@@ -39,6 +39,7 @@ from gateway.routing.plan import (
     CompiledGroup,
     CompiledPbx,
     CompiledPlan,
+    OtherNumber,
     Party,
     PartyKind,
     Permissions,
@@ -173,6 +174,8 @@ class _Compiler:
         self.pbx_trunk_at: dict[str, str] = {}
         self.services: dict[str, ServiceNumber] = {}
         self.service_at: dict[str, str] = {}
+        self.other_numbers: dict[str, OtherNumber] = {}
+        self.other_at: dict[str, str] = {}
 
     # ------------------------------------------------------------------ problems
 
@@ -226,6 +229,7 @@ class _Compiler:
             warnings=tuple(self.warnings),
             sources=(self.carrier_source.name, *(s.name for _, s in groups)),
             services=self.services,
+            other_numbers=self.other_numbers,
         )
 
     def special_scope(self, number: str) -> str | None:
@@ -429,7 +433,9 @@ class _GroupCompiler:
             self.pbx(i, pbx)
         self.off_net_numbers()
         self.g.region = region_of(self.main_e164)
-        self.service_numbers()
+        if self.errors_before == len(self.c.errors):  # they name members: errors would repeat
+            self.service_numbers()
+            self.other_carrier_numbers()
         self.switchboard_members()
         return self.g
 
@@ -681,6 +687,44 @@ class _GroupCompiler:
             )
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
+
+    def other_carrier_numbers(self) -> None:
+        """他网号码: a domestic number no group here owns, on one of the group's lines or PBXs."""
+        for i, entry in enumerate(self.m.other_carrier_numbers):
+            path: FieldPath = ("other_carrier_numbers", i)
+            analysed = self.an.analyse(entry.number, self.area)
+            domestic = (CallClass.LOCAL, CallClass.NATIONAL, CallClass.MOBILE)
+            if (
+                not isinstance(analysed, Number)
+                or analysed.e164 is None
+                or analysed.call_class not in domestic
+            ):
+                self.error((*path, "number"), f"{entry.number} is not a domestic fixed or mobile number")
+                continue
+            owner = self.c.by_e164.get(analysed.e164)
+            if owner is not None:
+                self.error(
+                    (*path, "number"),
+                    f"{entry.number} is a number served here "
+                    f"(group {owner.group} {owner.kind.value} {owner.id})",
+                )
+                continue
+            other = self.c.other_at.get(analysed.e164)
+            if other is not None:
+                self.error((*path, "number"), f"{entry.number} is already registered at {other}")
+                continue
+            if entry.line is not None and entry.line not in self.g.lines:
+                self.error((*path, "line"), f"{entry.line} is not a line of {self.m.id}")
+                continue
+            if entry.pbx is not None and entry.pbx not in self.g.pbxs:
+                self.error((*path, "pbx"), f"{entry.pbx!r} is not a PBX of {self.m.id}")
+                continue
+            registered = OtherNumber(
+                analysed.e164, analysed.national, self.m.id, entry.line, entry.pbx, entry.approved
+            )
+            self.g.other_numbers[analysed.e164] = registered
+            self.c.other_numbers[analysed.e164] = registered
+            self.c.other_at[analysed.e164] = f"group {self.m.id} ({self.c.where(self.src, path)})"
 
     # ------------------------------------------------------------------ service numbers
 

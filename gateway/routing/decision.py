@@ -97,10 +97,11 @@ class Charging(NamedTuple):
     """The called number is in the group's off-net number group (网外号码组)."""
     terminating_group: str | None = None
     product: str | None = None
-    """The product a service-number call belongs to: ``call_centre`` (呼叫中心直连, call class
-    special) or ``400`` (融合通信移动400, group-paid); None for other calls."""
+    """The product a call belongs to: ``call_centre`` (呼叫中心直连, call class special),
+    ``400`` (融合通信移动400, group-paid) or ``other_carrier`` (他网号码透传: an approved number
+    of another carrier presented); None for other calls."""
     service_number: str | None = None
-    """The service number dialled (or presented by an agent), national form."""
+    """The service number dialled, or the number presented (agent, other carrier), national form."""
 
 
 class CallRequest(NamedTuple):
@@ -116,6 +117,9 @@ class CallRequest(NamedTuple):
     at: dt.datetime
     group: str | None = None
     trunk: str | None = None
+    preferred: str | None = None
+    """The identity the caller asked to present (P-Preferred-Identity, RFC 3325 §9.2, or a From
+    that is another carrier's number of the line): granted only as the dialplan allows."""
 
 
 class Decision(NamedTuple):

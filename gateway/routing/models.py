@@ -598,6 +598,24 @@ class Mobile400Number(Model):
     routes: ServiceRoutes
 
 
+class OtherCarrierNumber(Model):
+    """A number of another carrier the group keeps (他网号码注册和透传, [000] L597), registered on
+    one of its lines or PBX trunks. Calls out through the group present it as the caller only
+    when ``approved`` (the OA approval by 集客部); otherwise they present the group's own number."""
+
+    number: Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^\+?[0-9]{5,20}$")]
+    line: SubscriberNumber | None = Field(default=None, description="the group's line it is registered on")
+    pbx: Name | None = Field(default=None, description="the group's PBX whose trunk may present it")
+    approved: bool = Field(default=False, description="presented to the carrier only when approved")
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> OtherCarrierNumber:
+        if (self.line is None) == (self.pbx is None):
+            raise ValueError("give exactly one of line, pbx")
+        return self
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -618,6 +636,10 @@ class GroupFile(Model):
     )
     mobile_400: list[Mobile400Number] = Field(
         default_factory=list, description="融合通信移动400: 400 numbers the group owns"
+    )
+    other_carrier_numbers: list[OtherCarrierNumber] = Field(
+        default_factory=list,
+        description="他网号码: other carriers' numbers registered on lines or PBX trunks",
     )
     caller_id: CallerIdPolicy = CallerIdPolicy()
     permissions: Permissions = Permissions()

@@ -157,6 +157,18 @@ class ServiceNumber:
     rows: tuple[ServiceRow, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OtherNumber:
+    """Another carrier's number registered on a line or PBX of a group (他网号码)."""
+
+    e164: str
+    national: str
+    group: str
+    line: str | None
+    pbx: str | None
+    approved: bool
+
+
 class CompiledGroup:
     """One group's indexes and policies."""
 
@@ -204,6 +216,8 @@ class CompiledGroup:
         self.agents: dict[str, str] = {}
         """Party id → the call-centre number its off-net calls present (呼叫中心直连 主叫)."""
         self.region = ""
+        self.other_numbers: dict[str, OtherNumber] = {}
+        """Other carriers' numbers of the group's lines and PBXs, by E.164."""
         """The group's province/city (``gateway.routing.geography``), for local-scope numbers."""
 
     def owns_range(self, subscriber: str) -> bool:
@@ -239,7 +253,10 @@ class CompiledPlan:
         warnings: tuple[Problem, ...] = (),
         sources: tuple[str, ...] = (),
         services: Mapping[str, ServiceNumber] | None = None,
+        other_numbers: Mapping[str, OtherNumber] | None = None,
     ) -> None:
+        self.other_numbers: Mapping[str, OtherNumber] = other_numbers or {}
+        """Other carriers' numbers registered here (他网号码), by E.164."""
         self.numbering = analyser
         self.services: Mapping[str, ServiceNumber] = services or {}
         """Service numbers (special and 400) by national form."""
@@ -305,6 +322,13 @@ class CompiledPlan:
         if party is None or party.pbx != pbx.id or party.kind is not PartyKind.PBX_EXTENSION:
             return None
         return party.targets[0].user
+
+    def other_number(self, number: str) -> OtherNumber | None:
+        """The other-carrier number registration of ``number`` (any form), if any."""
+        if not self.other_numbers:
+            return None
+        e164 = self.to_e164(number)
+        return self.other_numbers.get(e164) if e164 else None
 
     def parties(self) -> Iterator[Party]:
         yield from self._by_e164.values()
@@ -487,6 +511,7 @@ class CompiledPlan:
             return refusal
         dest = analysed.e164 or analysed.national
         agent_of = group.agents.get(caller.id) if group.agents else None
+        product: str | None
         if agent_of is not None:
             # 呼叫中心直连 主叫: the agent's call goes out on the call-centre number ([000] L492).
             if trace is not None:
@@ -494,6 +519,8 @@ class CompiledPlan:
                     "caller ID", f"{caller.id} is an agent of call centre {agent_of}: present {agent_of}"
                 )
             calling_as, product = agent_of, "call_centre"
+        elif group.other_numbers:
+            calling_as, product, agent_of = self._other_carrier_identity(group, caller, request, trace)
         else:
             calling_as, product = caller.off_net_e164, None
         charging = _new(
@@ -706,6 +733,29 @@ class CompiledPlan:
                 warnings,
             ),
         )
+
+    def _other_carrier_identity(
+        self, group: CompiledGroup, caller: Party, request: CallRequest, trace: Trace | None
+    ) -> tuple[str, str | None, str | None]:
+        """(presented number, product, number for charging) of an off-net call: an approved other
+        carrier's number of the caller's own line or PBX when the caller asks for it, else the
+        caller's own number ([000] L597: pass-through only after approval)."""
+        wanted = request.preferred or request.calling
+        e164 = self.to_e164(wanted, group.id) if wanted else None
+        other = group.other_numbers.get(e164) if e164 else None
+        if other is None:
+            return caller.off_net_e164, None, None
+        mine = other.line == caller.id if other.line is not None else other.pbx == caller.pbx
+        if mine and other.approved:
+            if trace is not None:
+                trace.add("caller ID", f"other carrier's number {other.national} (approved): present it")
+            return other.e164, "other_carrier", other.national
+        if trace is not None:
+            why = "not approved" if mine else f"registered on {other.line or other.pbx}, not on {caller.id}"
+            trace.add(
+                "caller ID", f"other carrier's number {other.national} {why}: present {caller.off_net_e164}"
+            )
+        return caller.off_net_e164, None, None
 
     def _service_call(
         self, service: ServiceNumber, calling: object, request: CallRequest, trace: Trace | None

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.call.harness import TIMERS, free_port, run_caller, screen, sipp_server, wait_idle
+from tests.registrar.peers import register
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.switchboard import peers
 from tests.switchboard.peers import SATURDAY_NIGHT, WORKDAY_MORNING
@@ -23,6 +24,7 @@ from tests.switchboard.peers import SATURDAY_NIGHT, WORKDAY_MORNING
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 CALLER_OK = str(SCENARIOS / "numbered_uac.xml")
 CALLER_404 = str(SCENARIOS / "numbered_uac_404.xml")
+LINE3 = free_port()  # the IAD line 62880003, registered from here in the day gateway
 
 
 def product_gateway(workdir: Path, at: str) -> tuple[GatewayProcess, int, int]:
@@ -52,6 +54,8 @@ def product_gateway(workdir: Path, at: str) -> tuple[GatewayProcess, int, int]:
 def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int, int]]:
     process, carrier, pbx = product_gateway(tmp_path_factory.mktemp("day"), WORKDAY_MORNING)
     process.start()
+    answer = register(process.port, "62880003", contact=f"sip:62880003@127.0.0.1:{LINE3}", local_port=LINE3)
+    assert answer.status == 200, answer
     yield process, carrier, pbx
     process.stop()
 
@@ -178,6 +182,33 @@ def test_call_centre_agent_presents_the_special_number(
         gw, tmp_path / "plain", caller_port=pbx, callee_port=carrier, calling="1001", called="013912345678"
     )
     assert from_user(plain) == "+862162880000"  # not an agent: the PBX's switchboard number
+
+
+def test_line_presents_an_approved_other_carrier_number(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    """他网号码透传: line 62880003 calls From the two other-carrier numbers registered on it."""
+    gw, carrier, _pbx = day
+    approved = call_through(
+        gw,
+        tmp_path / "ok",
+        caller_port=LINE3,
+        callee_port=carrier,
+        calling="02155550001",
+        called="013912345678",
+    )
+    assert from_user(approved) == "+862155550001"
+    assert re.search(r"^P-Asserted-Identity: <sip:\+862155550001@", approved, re.M), approved
+    pending = call_through(
+        gw,
+        tmp_path / "no",
+        caller_port=LINE3,
+        callee_port=carrier,
+        calling="02155550002",
+        called="013912345678",
+    )
+    assert from_user(pending) == "+862162880003"  # not approved: the line's own number
+    assert "02155550002" not in pending and "+862155550002" not in pending
 
 
 def stops(gw: GatewayProcess, count: int) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.cli import main as run
 from gateway.datafile import DataFileError
-from gateway.routing import CallClass, CompiledPlan, Direction, TargetKind
+from gateway.routing import CallClass, CallRequest, CompiledPlan, Direction, Origin, TargetKind
 from gateway.routing.geography import in_regions, region_of
 from tests.routing.conftest import DIALPLANS, SATURDAY, WORKDAY_MORNING, PlanBuilder, call, refused, routed
 from tests.routing.test_rules import load, located, problems
@@ -161,3 +161,52 @@ def test_a_service_number_has_one_owner_and_a_default_route(tmp_path: Path, buil
         SERVICE_GROUP + 'mobile_400:\n  - {number: "4001234567", routes: [{to: {members: ["61002"]}}]}\n',
     )
     assert routed(call(plan, "carrier", BEIJING_MOBILE, "4001234567")).targets[0].user == "64000002"
+
+
+def test_other_carrier_numbers_are_presented_only_when_approved(plan: CompiledPlan) -> None:
+    def presented(calling: str, preferred: str | None, origin: str = "member") -> Any:
+        return routed(
+            plan.decide(
+                CallRequest(
+                    Origin(origin),
+                    calling,
+                    "013912345678",
+                    WORKDAY_MORNING,
+                    "acme",
+                    "acme-pbx" if origin == "pbx" else None,
+                    preferred,
+                )
+            )
+        )
+
+    approved = presented("62880003", "02155550001")
+    assert (approved.presented_calling, approved.asserted_calling) == ("+862155550001", "+862155550001")
+    assert (approved.charging.product, approved.charging.service_number) == ("other_carrier", "02155550001")
+    pending = presented("62880003", "+862155550002")  # not approved: the line's own number
+    assert pending.presented_calling == "+862162880003" and pending.charging.product is None
+    elsewhere = presented("62880001", "02155550001")  # registered on another line
+    assert elsewhere.presented_calling == "+862162880001"
+    assert presented("13012345678", None, "pbx").presented_calling == "+8613012345678"  # the PBX's
+    # Inside the group an other carrier's number is never shown: the short number is.
+    inside = plan.decide(
+        CallRequest(Origin.MEMBER, "62880003", "60001", WORKDAY_MORNING, "acme", None, "02155550001")
+    )
+    assert routed(inside).presented_calling == "60003"
+
+
+def test_other_carrier_numbers_are_checked(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        SERVICE_GROUP
+        + """\
+other_carrier_numbers:
+  - {number: "64000001", line: "64000001"}
+  - {number: "02155550001", line: "64000099", approved: true}
+  - {number: "95555", line: "64000001"}
+  - {number: "13012345678", pbx: nope}
+""",
+    )
+    located(found, 13, "other_carrier_numbers[0].number", "is a number served here")
+    located(found, 14, "other_carrier_numbers[1].line", "not a line of beta")
+    located(found, 15, "other_carrier_numbers[2].number", "not a domestic fixed or mobile number")
+    located(found, 16, "other_carrier_numbers[3].pbx", "not a PBX of beta")
