@@ -436,6 +436,8 @@ class _GroupCompiler:
         if self.errors_before == len(self.c.errors):  # they name members: errors would repeat
             self.service_numbers()
             self.other_carrier_numbers()
+            self.virtual_fixed()
+            self.one_number()
         self.switchboard_members()
         return self.g
 
@@ -688,6 +690,80 @@ class _GroupCompiler:
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
 
+    def product_hunt(self, path: FieldPath, name: str, group: models.HuntGroup) -> bool:
+        """Register a product's hunt group (rung by the switchboard, which needs menus)."""
+        sb = self.m.switchboard
+        if sb is None or not sb.menus:
+            self.error(path, "needs the group's switchboard (with menus): it places the calls to the phones")
+            return False
+        self.g.product_hunts[name] = group
+        return True
+
+    def virtual_fixed(self) -> None:
+        """虚拟固话: a fixed number of the group ringing mobile members, presented on their calls."""
+        for i, entry in enumerate(self.m.virtual_fixed):
+            path: FieldPath = ("virtual_fixed", i)
+            if not self.in_fixed(entry.number, 1, (*path, "number"), "virtual fixed number"):
+                continue
+            mobiles = [self.member(m, (*path, "mobiles", mi)) for mi, m in enumerate(entry.mobiles)]
+            if any(p is None for p in mobiles):
+                continue
+            e164 = self.an.local_e164(self.area, entry.number)
+            name = f"virtual-{entry.number}"
+            hunt = models.HuntGroup(
+                members=entry.mobiles,
+                strategy=entry.strategy,
+                ring_seconds=entry.ring_seconds,
+                on_no_answer=models.MenuAction.HANGUP,
+            )
+            if not self.product_hunt(path, name, hunt):
+                return
+            party = Party(
+                PartyKind.VIRTUAL_FIXED,
+                self.m.id,
+                entry.number,
+                e164,
+                entry.number,
+                entry.short,
+                (),
+                self.base,
+                e164,
+            )
+            self.claim(e164, party, (*path, "number"))
+            self.add_short(entry.short, party, (*path, "short"))
+            self.g.forks[party.id] = name
+            for mi, mobile in enumerate(mobiles):
+                assert mobile is not None
+                mpath: FieldPath = (*path, "mobiles", mi)
+                if mobile.kind is not PartyKind.MOBILE:
+                    self.error(mpath, f"{entry.mobiles[mi]} is not a mobile member")
+                elif mobile.id in self.g.presents:
+                    self.error(mpath, f"{entry.mobiles[mi]} already presents {self.g.presents[mobile.id][0]}")
+                else:
+                    self.g.presents[mobile.id] = (e164, "virtual_fixed", self.an.national_form(e164))
+
+    def one_number(self) -> None:
+        """一号通: the member's number rings the member and its other phones."""
+        for i, entry in enumerate(self.m.one_number):
+            path: FieldPath = ("one_number", i)
+            party = self.member(entry.member, (*path, "member"))
+            others = [self.member(m, (*path, "also", mi)) for mi, m in enumerate(entry.also)]
+            if party is None or any(p is None for p in others):
+                continue
+            if party.id in self.g.forks or any(o is party for o in others):
+                self.error((*path, "member"), f"{entry.member} already rings several phones or lists itself")
+                continue
+            name = f"one-{party.id.replace('/', '-')}"
+            hunt = models.HuntGroup(
+                members=[entry.member, *entry.also],
+                strategy=entry.strategy,
+                ring_seconds=entry.ring_seconds,
+                on_no_answer=models.MenuAction.HANGUP,
+            )
+            if not self.product_hunt(path, name, hunt):
+                return
+            self.g.forks[party.id] = name
+
     def other_carrier_numbers(self) -> None:
         """他网号码: a domestic number no group here owns, on one of the group's lines or PBXs."""
         for i, entry in enumerate(self.m.other_carrier_numbers):
@@ -778,10 +854,10 @@ class _GroupCompiler:
                 party = self.member(agent, apath)
                 if party is None:
                     continue
-                if party.id in self.g.agents:
-                    self.error(apath, f"{agent} already presents {self.g.agents[party.id]}")
+                if party.id in self.g.presents:
+                    self.error(apath, f"{agent} already presents {self.g.presents[party.id][0]}")
                     continue
-                self.g.agents[party.id] = entry.number
+                self.g.presents[party.id] = (entry.number, "call_centre", entry.number)
 
     def member(self, number: str, path: FieldPath) -> Party | None:
         """The party of this group a short or long number names (with a place to ring)."""

@@ -616,6 +616,33 @@ class OtherCarrierNumber(Model):
         return self
 
 
+class VirtualFixedNumber(Model):
+    """虚拟固话: a fixed number of the group with no line behind it that rings mobile members
+    (together or in turn, through the switchboard's hunting); their off-net calls through the
+    group present it ([000] L553 number resources)."""
+
+    number: SubscriberNumber
+    short: ShortNumber | None = None
+    name: str = ""
+    mobiles: list[MemberNumber] = Field(
+        min_length=1, max_length=8, description="mobile members (long or short)"
+    )
+    strategy: HuntStrategy = HuntStrategy.SIMULTANEOUS
+    ring_seconds: int = Field(default=20, ge=1, le=120)
+
+
+class OneNumber(Model):
+    """一号通: calls to a member's number ring its other phones too (fixed and mobile, together
+    or in turn); the first to answer wins and the others are cancelled ([001], [002] L2529)."""
+
+    member: MemberNumber = Field(
+        description="the member (short or long number) whose number rings several phones"
+    )
+    also: list[MemberNumber] = Field(min_length=1, max_length=7, description="its other phones: members")
+    strategy: HuntStrategy = HuntStrategy.SIMULTANEOUS
+    ring_seconds: int = Field(default=20, ge=1, le=120)
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -636,6 +663,12 @@ class GroupFile(Model):
     )
     mobile_400: list[Mobile400Number] = Field(
         default_factory=list, description="融合通信移动400: 400 numbers the group owns"
+    )
+    virtual_fixed: list[VirtualFixedNumber] = Field(
+        default_factory=list, description="虚拟固话: fixed numbers that ring mobile members"
+    )
+    one_number: list[OneNumber] = Field(
+        default_factory=list, description="一号通: members whose number rings their other phones too"
     )
     other_carrier_numbers: list[OtherCarrierNumber] = Field(
         default_factory=list,

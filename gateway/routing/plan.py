@@ -39,6 +39,7 @@ from gateway.routing.decision import (
     Trace,
 )
 from gateway.routing.geography import in_regions, region_of
+from gateway.routing.models import HuntGroup as HuntGroupModel
 from gateway.routing.models import Switchboard as SwitchboardModel
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
@@ -80,6 +81,7 @@ class PartyKind(StrEnum):
     PBX_SWITCHBOARD = "pbx_switchboard"
     SWITCHBOARD = "switchboard"
     OFF_NET = "off_net"
+    VIRTUAL_FIXED = "virtual_fixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +215,13 @@ class CompiledGroup:
         self.schedule: Schedule | None = None
         self.switchboard_config: SwitchboardModel | None = None
         """Menus, hunt groups and operator as written (``gateway.switchboard`` compiles them)."""
-        self.agents: dict[str, str] = {}
-        """Party id → the call-centre number its off-net calls present (呼叫中心直连 主叫)."""
+        self.presents: dict[str, tuple[str, str, str]] = {}
+        """Party id → (number its off-net calls present, product, that number in national form):
+        a call-centre agent's special number (呼叫中心直连 主叫), a mobile's virtual fixed number."""
+        self.forks: dict[str, str] = {}
+        """Party id → the product hunt group its calls ring (虚拟固话, 一号通)."""
+        self.product_hunts: dict[str, HuntGroupModel] = {}
+        """Hunt groups of the products, by name (rung by the switchboard without a menu)."""
         self.region = ""
         self.other_numbers: dict[str, OtherNumber] = {}
         """Other carriers' numbers of the group's lines and PBXs, by E.164."""
@@ -235,6 +242,7 @@ _SHORT, _LONG, _EMERGENCY = CallClass.INTRA_GROUP_SHORT, CallClass.INTRA_GROUP_L
 _ON_NET, _ORIGINATING, _TERMINATING = Direction.ON_NET, Direction.ORIGINATING, Direction.TERMINATING
 _TO_CARRIER, _TO_SWITCHBOARD = TargetKind.CARRIER_TRUNK, TargetKind.SWITCHBOARD
 _LINE, _MOBILE, _OFF_NET = PartyKind.LINE, PartyKind.MOBILE, PartyKind.OFF_NET
+_VIRTUAL = PartyKind.VIRTUAL_FIXED
 
 
 class CompiledPlan:
@@ -502,7 +510,9 @@ class CompiledPlan:
                 return self._off_net_group_call(group, caller, friend, request, trace, False, from_carrier)
             if owner is not None and not from_carrier:
                 return self._to_other_group(group, caller, owner, analysed, request, trace)
-        if from_carrier:
+        presents = group.presents.get(caller.id) if group.presents else None
+        if from_carrier and (presents is None or presents[1] != "virtual_fixed"):
+            # Only a virtual fixed number's mobile calls out through the group (on that number).
             return self._refuse(
                 404, "calls from the carrier trunk only reach numbers served here (no transit)", trace
             )
@@ -510,19 +520,17 @@ class CompiledPlan:
         if refusal is not None:
             return refusal
         dest = analysed.e164 or analysed.national
-        agent_of = group.agents.get(caller.id) if group.agents else None
         product: str | None
-        if agent_of is not None:
-            # 呼叫中心直连 主叫: the agent's call goes out on the call-centre number ([000] L492).
+        shown: str | None
+        if presents is not None:
+            # 呼叫中心直连 主叫 ([000] L492) / 虚拟固话: the call goes out on the product's number.
+            calling_as, product, shown = presents
             if trace is not None:
-                trace.add(
-                    "caller ID", f"{caller.id} is an agent of call centre {agent_of}: present {agent_of}"
-                )
-            calling_as, product = agent_of, "call_centre"
+                trace.add("caller ID", f"{caller.id} calls out on its {product} number: present {calling_as}")
         elif group.other_numbers:
-            calling_as, product, agent_of = self._other_carrier_identity(group, caller, request, trace)
+            calling_as, product, shown = self._other_carrier_identity(group, caller, request, trace)
         else:
-            calling_as, product = caller.off_net_e164, None
+            calling_as, product, shown = caller.off_net_e164, None, None
         charging = _new(
             Charging,
             (
@@ -535,7 +543,7 @@ class CompiledPlan:
                 False,
                 None,
                 product,
-                agent_of,
+                shown,
             ),
         )
         return _new(
@@ -563,8 +571,9 @@ class CompiledPlan:
     ) -> Decision | Refusal:
         call_class = _SHORT if short_dialled else _LONG
         targets, warnings = callee.targets, _NO_WARNINGS
-        if not targets:
-            targets, warnings = self._switchboard_targets(group, request, trace)
+        fork = group.forks.get(callee.id) if group.forks else None
+        if fork is not None or not targets:
+            targets, warnings = self._switchboard_targets(group, request, trace, fork)
         show_short = group.show_short or (short_dialled and group.show_short_if_dialled)
         if show_short and caller.short is not None:
             presented = caller.short
@@ -580,7 +589,19 @@ class CompiledPlan:
             )
             trace.add("route", ", ".join(_describe(t) for t in targets))
         charging = _new(
-            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None, None, None)
+            Charging,
+            (
+                call_class,
+                _ON_NET,
+                group.id,
+                caller.id,
+                True,
+                short_dialled,
+                False,
+                None,
+                _fork_product(callee) if fork is not None else None,
+                self.numbering.national_form(callee.e164) if fork is not None and callee.e164 else None,
+            ),
         )
         return _new(
             Decision,
@@ -709,16 +730,30 @@ class CompiledPlan:
                 trace,
             )
         targets, warnings = callee.targets, _NO_WARNINGS
-        if not targets:
-            targets, warnings = self._switchboard_targets(group, request, trace)
+        fork = group.forks.get(callee.id) if group.forks else None
+        if fork is not None or not targets:
+            targets, warnings = self._switchboard_targets(group, request, trace, fork)
         presented = (
             numbering.dialable_of(calling, group.area) if isinstance(calling, Number) else request.calling
         )
         if trace is not None:
             trace.add("caller ID", f"present off-net caller as {presented}")
             trace.add("route", ", ".join(_describe(t) for t in targets))
+        product = _fork_product(callee) if fork is not None else None
         charging = _new(
-            Charging, (caller_class, _TERMINATING, group.id, callee.id, False, False, False, None, None, None)
+            Charging,
+            (
+                caller_class,
+                _TERMINATING,
+                group.id,
+                callee.id,
+                False,
+                False,
+                False,
+                None,
+                product,
+                numbering.national_form(callee.e164) if product and callee.e164 else None,
+            ),
         )
         return _new(
             Decision,
@@ -800,10 +835,8 @@ class CompiledPlan:
                 trace.add("service route", row.label)
             targets = row.targets
             if not targets:
-                targets, more = self._switchboard_targets(group, request, trace)
+                targets, more = self._switchboard_targets(group, request, trace, row.hunt)
                 warnings += more
-                if row.hunt is not None:
-                    targets = (targets[0]._replace(hunt=row.hunt),)
             break
         else:  # the compiler requires a default row; kept for a hand-built plan
             return self._refuse(404, f"{service.number} has no route for this call", trace)
@@ -884,9 +917,10 @@ class CompiledPlan:
         return None
 
     def _switchboard_targets(
-        self, group: CompiledGroup, request: CallRequest, trace: Trace | None
+        self, group: CompiledGroup, request: CallRequest, trace: Trace | None, hunt: str | None = None
     ) -> tuple[tuple[Target, ...], tuple[str, ...]]:
-        """The switchboard in the mode its schedule gives at the call's time (first row that holds)."""
+        """The switchboard in the mode its schedule gives at the call's time (first row that holds);
+        with ``hunt``, the switchboard rings that hunt group without its menu."""
         assert group.schedule is not None and group.switchboard_service is not None
         number = group.switchboard_numbers[0]
         warnings: list[str] = []
@@ -908,7 +942,9 @@ class CompiledPlan:
                 break
         if trace is not None:
             trace.add("switchboard", f"mode {chosen!r}")
-        target = Target(_TO_SWITCHBOARD, number, service=group.switchboard_service, mode=chosen)
+        if trace is not None and hunt is not None:
+            trace.add("switchboard", f"rings hunt group {hunt} (no menu)")
+        target = Target(_TO_SWITCHBOARD, number, service=group.switchboard_service, mode=chosen, hunt=hunt)
         return (target,), tuple(warnings)
 
     @staticmethod
@@ -928,6 +964,11 @@ class CompiledPlan:
 
 def _local_time(at: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+
+
+def _fork_product(party: Party) -> str:
+    """The product whose hunt group rings for ``party``: 虚拟固话 or 一号通."""
+    return "virtual_fixed" if party.kind is _VIRTUAL else "one_number"
 
 
 def _in_group_area(calling: object, region: str, group: CompiledGroup) -> bool:
@@ -965,6 +1006,7 @@ _PARTY_LABELS = {
     PartyKind.PBX_SWITCHBOARD: "PBX switchboard",
     PartyKind.SWITCHBOARD: "switchboard",
     PartyKind.OFF_NET: "off-net partner",
+    PartyKind.VIRTUAL_FIXED: "virtual fixed number",
 }
 
 

@@ -300,6 +300,11 @@ class Switchboard:
             if service.group in menus:
                 e164 = plan.to_e164(service.number, service.group) or ""
                 numbers |= {service.number, e164, e164.lstrip("+")}
+        for party in plan.parties():  # 虚拟固话 / 一号通: their calls ring several phones from here
+            if party.group in menus and party.id in plan.groups[party.group].forks:
+                e164 = party.e164 or ""
+                numbers |= {party.short or "", party.dialable or "", e164, e164.lstrip("+")}
+                numbers.add(plan.national_form(e164) if e164 else "")
         self._numbers = frozenset(n for n in numbers if n)
         self._menus = menus
         self._index_of = id(plan)
@@ -518,6 +523,8 @@ class Switchboard:
         fallback: MenuAction | MenuGoto = MenuAction.OPERATOR if config.operator else MenuAction.HANGUP
         if choice.kind is ChoiceKind.HUNT and choice.argument in config.hunt_groups:
             return HuntPlan.of(config.hunt_groups[choice.argument])
+        if choice.kind is ChoiceKind.HUNT and choice.argument in call.group.product_hunts:
+            return HuntPlan.of(call.group.product_hunts[choice.argument])  # 虚拟固话, 一号通
         if choice.kind is ChoiceKind.OPERATOR and config.operator is not None:
             plan = HuntPlan.of(config.operator)
             if plan.on_no_answer is not MenuAction.REPEAT:  # nobody after the operator: goodbye

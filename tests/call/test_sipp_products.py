@@ -14,22 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.call import test_sipp_call_paths as paths
 from tests.call.harness import TIMERS, free_port, run_caller, screen, sipp_server, wait_idle
 from tests.registrar.peers import register
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.switchboard import peers
+from tests.switchboard import test_sipp_ivr as ivr
 from tests.switchboard.peers import SATURDAY_NIGHT, WORKDAY_MORNING
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 CALLER_OK = str(SCENARIOS / "numbered_uac.xml")
 CALLER_404 = str(SCENARIOS / "numbered_uac_404.xml")
 LINE3 = free_port()  # the IAD line 62880003, registered from here in the day gateway
+CARRIER_IN = free_port()  # a second carrier destination (day gateway): calls from the mobile network
 
 
-def product_gateway(workdir: Path, at: str) -> tuple[GatewayProcess, int, int]:
+def product_gateway(workdir: Path, at: str, carrier_in: int | None = None) -> tuple[GatewayProcess, int, int]:
     carrier, pbx = free_port(), free_port()
     trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
+    if carrier_in is not None:  # a backup destination: its port is where SIPp calls in from
+        data = yaml.safe_load(trunks.read_text())
+        (trunk,) = [t for t in data["trunks"] if t["name"] == "carrier"]
+        trunk["destinations"].append(
+            {"host": "127.0.0.1", "port": carrier_in, "transport": "udp", "priority": 20}
+        )
+        trunks.write_text(yaml.safe_dump(data), encoding="utf-8")
     rtp = free_port() & ~1
     process = GatewayProcess(
         workdir,
@@ -52,7 +63,7 @@ def product_gateway(workdir: Path, at: str) -> tuple[GatewayProcess, int, int]:
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int, int]]:
-    process, carrier, pbx = product_gateway(tmp_path_factory.mktemp("day"), WORKDAY_MORNING)
+    process, carrier, pbx = product_gateway(tmp_path_factory.mktemp("day"), WORKDAY_MORNING, CARRIER_IN)
     process.start()
     answer = register(process.port, "62880003", contact=f"sip:62880003@127.0.0.1:{LINE3}", local_port=LINE3)
     assert answer.status == 200, answer
@@ -209,6 +220,59 @@ def test_line_presents_an_approved_other_carrier_number(
     )
     assert from_user(pending) == "+862162880003"  # not approved: the line's own number
     assert "02155550002" not in pending and "+862155550002" not in pending
+
+
+def test_virtual_fixed_number_rings_its_mobile(day: tuple[GatewayProcess, int, int], tmp_path: Path) -> None:
+    """虚拟固话: line 62880003 calls 62880100; the switchboard rings mobile 13800138002 over the
+    carrier trunk and connects the caller to it (re-INVITE with the mobile's SDP)."""
+    gw, carrier, _pbx = day
+    result, _rtp, invites = ivr.call(
+        gw, tmp_path, called="62880100", caller_port=LINE3, calling="62880003", callee_port=carrier
+    )
+    ivr.assert_ok(result, gw, tmp_path)
+    invite = ivr.callee_invite(invites)
+    assert invite.startswith(f"INVITE sip:+8613800138002@127.0.0.1:{carrier} "), invite
+    ivr.settle(gw)
+
+
+def test_virtual_fixed_numbers_mobile_calls_out_on_it(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    gw, carrier, _pbx = day
+    invite = call_through(
+        gw,
+        tmp_path,
+        caller_port=CARRIER_IN,
+        callee_port=carrier,
+        calling="13800138002",
+        called="013912345678",
+    )
+    assert invite.startswith(f"INVITE sip:+8613912345678@127.0.0.1:{carrier} "), invite
+    assert from_user(invite) == "+862162880100"
+    assert re.search(r"^P-Asserted-Identity: <sip:\+862162880100@", invite, re.M), invite
+
+
+def test_one_number_rings_extension_and_mobile_first_answer_wins(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    """一号通: 61006 rings PBX extension 1006 and mobile 13800138001 together; the extension
+    answers, the mobile leg gets CANCEL with Reason Q.850 cause 26 (RFC 3326)."""
+    gw, carrier, pbx = day
+    with sipp_server(
+        tmp_path / "mobile", "call_uas_ring_cancel.xml", carrier, extra=["-trace_msg"]
+    ) as mobile:
+        result, _rtp, invites = ivr.call(
+            gw, tmp_path / "call", called="61006", caller_port=LINE3, calling="62880003", callee_port=pbx
+        )
+        mobile.wait(timeout=15)
+    ivr.assert_ok(result, gw, tmp_path / "call")
+    assert mobile.returncode == 0, screen(tmp_path / "mobile")
+    assert ivr.callee_invite(invites).startswith(f"INVITE sip:1006@127.0.0.1:{pbx} ")
+    (forked,) = paths.received(tmp_path / "mobile", "INVITE")
+    assert forked.startswith(f"INVITE sip:+8613800138001@127.0.0.1:{carrier} "), forked
+    (cancel,) = paths.received(tmp_path / "mobile", "CANCEL")
+    assert paths.header_lines(cancel, "Reason") == ['Q.850;cause=26;text="Non-selected user clearing"']
+    ivr.settle(gw)
 
 
 def stops(gw: GatewayProcess, count: int) -> list[dict[str, Any]]:

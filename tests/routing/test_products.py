@@ -210,3 +210,58 @@ other_carrier_numbers:
     located(found, 14, "other_carrier_numbers[1].line", "not a line of beta")
     located(found, 15, "other_carrier_numbers[2].number", "not a domestic fixed or mobile number")
     located(found, 16, "other_carrier_numbers[3].pbx", "not a PBX of beta")
+
+
+def test_virtual_fixed_number_rings_its_mobile_and_is_its_caller_id(plan: CompiledPlan) -> None:
+    for outcome in (
+        call(plan, "member", "62880003", "62880100"),
+        call(plan, "member", "62880003", "65001"),
+        call(plan, "carrier", JIANGSU_MOBILE, "02162880100"),
+    ):
+        target = routed(outcome).targets[0]
+        assert (target.kind, target.hunt) == (TargetKind.SWITCHBOARD, "virtual-62880100")
+        assert routed(outcome).charging.product == "virtual_fixed"
+    out = routed(call(plan, "carrier", "13800138002", "013912345678"))  # the mobile calls out
+    assert (out.presented_calling, out.asserted_calling) == ("+862162880100", "+862162880100")
+    assert (out.charging.product, out.charging.service_number) == ("virtual_fixed", "02162880100")
+    assert out.targets[0].kind is TargetKind.CARRIER_TRUNK
+    # Other mobile members still cannot transit the gateway.
+    assert refused(call(plan, "carrier", "13800138001", "013912345678")).status == 404
+    group = plan.group("acme")
+    assert group is not None and group.product_hunts["virtual-62880100"].members == ["13800138002"]
+
+
+def test_one_number_rings_the_member_and_its_mobile(plan: CompiledPlan) -> None:
+    for outcome in (
+        call(plan, "member", "62880003", "61006"),
+        call(plan, "carrier", JIANGSU_MOBILE, "+862162881006"),
+    ):
+        decision = routed(outcome)
+        assert decision.targets[0].hunt == "one-acme-pbx-1006"
+        assert (decision.charging.product, decision.charging.service_number) == ("one_number", "02162881006")
+    group = plan.group("acme")
+    assert group is not None
+    hunt = group.product_hunts["one-acme-pbx-1006"]
+    assert (hunt.members, hunt.strategy.value) == (["61006", "13800138001"], "simultaneous")
+    # The member's own calls are unchanged.
+    assert routed(call(plan, "pbx", "1006", "60001")).presented_calling == "61006"
+
+
+def test_virtual_fixed_and_one_number_are_checked(build: PlanBuilder) -> None:
+    def edit(acme: dict[str, Any]) -> None:
+        acme["virtual_fixed"] = [{"number": "62880101", "mobiles": ["60001"]}]
+        acme["one_number"] = [{"member": "61006", "also": ["61006"]}]
+
+    with pytest.raises(DataFileError) as info:
+        build(edit)
+    text = str(info.value)
+    assert "virtual_fixed[0].mobiles[0]: 60001 is not a mobile member" in text
+    assert "one_number[0].member: 61006 already rings several phones or lists itself" in text
+
+    def no_menus(acme: dict[str, Any]) -> None:
+        for name in ("menus", "hunt_groups", "operator"):
+            acme["switchboard"].pop(name)
+        acme.pop("call_centre")
+
+    with pytest.raises(DataFileError, match=r"virtual_fixed\[0\]: needs the group's switchboard"):
+        build(no_menus)
