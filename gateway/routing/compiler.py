@@ -32,6 +32,7 @@ from gateway.datafile import (
 )
 from gateway.routing import models
 from gateway.routing.decision import CallClass, Target, TargetKind
+from gateway.routing.directory import Entry
 from gateway.routing.geography import region_of
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.plan import (
@@ -176,6 +177,7 @@ class _Compiler:
         self.service_at: dict[str, str] = {}
         self.other_numbers: dict[str, OtherNumber] = {}
         self.other_at: dict[str, str] = {}
+        self.directory: list[Entry] = []
 
     # ------------------------------------------------------------------ problems
 
@@ -230,6 +232,7 @@ class _Compiler:
             sources=(self.carrier_source.name, *(s.name for _, s in groups)),
             services=self.services,
             other_numbers=self.other_numbers,
+            directory=tuple(self.directory),
         )
 
     def special_scope(self, number: str) -> str | None:
@@ -438,6 +441,7 @@ class _GroupCompiler:
             self.other_carrier_numbers()
             self.virtual_fixed()
             self.one_number()
+            self.directory()
         self.switchboard_members()
         return self.g
 
@@ -689,6 +693,47 @@ class _GroupCompiler:
             )
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
+
+    def directory(self) -> None:
+        """企业通信录: the switchboard, then each ``directory`` row on a member of the group."""
+        sb = self.g.switchboard
+        if sb is not None:
+            self.c.directory.append(
+                Entry(
+                    self.m.id,
+                    f"{self.m.name or self.m.id} 总机 (switchboard)",
+                    "",
+                    "",
+                    "switchboard",
+                    sb.short,
+                    sb.dialable,
+                    sb.e164,
+                )
+            )
+        for i, row in enumerate(self.m.directory):
+            party = self.g.short.get(row.number)
+            if party is None:
+                analysed = self.an.classify(row.number, self.area)
+                e164 = analysed.e164 if isinstance(analysed, Number) else None
+                party = self.c.by_e164.get(e164) if e164 else None
+            if party is None or party.group != self.m.id or party.kind is PartyKind.OFF_NET:
+                self.error(
+                    ("directory", i, "number"),
+                    f"{row.number} is neither a short number nor a member's number",
+                )
+                continue
+            self.c.directory.append(
+                Entry(
+                    self.m.id,
+                    row.name,
+                    row.department,
+                    row.title,
+                    party.kind.value,
+                    party.short,
+                    party.dialable,
+                    party.e164,
+                )
+            )
 
     def product_hunt(self, path: FieldPath, name: str, group: models.HuntGroup) -> bool:
         """Register a product's hunt group (rung by the switchboard, which needs menus)."""

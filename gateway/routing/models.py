@@ -643,6 +643,16 @@ class OneNumber(Model):
     ring_seconds: int = Field(default=20, ge=1, le=120)
 
 
+class DirectoryEntry(Model):
+    """One person or desk of the enterprise directory (企业通信录): a name and department on a
+    member of the group (line, PBX extension, mobile, virtual fixed number), by short or long number."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    department: Annotated[str, Field(max_length=64)] = ""
+    number: MemberNumber = Field(description="the member's short or long number")
+    title: Annotated[str, Field(max_length=64)] = ""
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -669,6 +679,9 @@ class GroupFile(Model):
     )
     one_number: list[OneNumber] = Field(
         default_factory=list, description="一号通: members whose number rings their other phones too"
+    )
+    directory: list[DirectoryEntry] = Field(
+        default_factory=list, description="企业通信录: names and departments of members, searchable"
     )
     other_carrier_numbers: list[OtherCarrierNumber] = Field(
         default_factory=list,

@@ -38,6 +38,7 @@ from gateway.routing.decision import (
     TargetKind,
     Trace,
 )
+from gateway.routing.directory import Entry
 from gateway.routing.geography import in_regions, region_of
 from gateway.routing.models import HuntGroup as HuntGroupModel
 from gateway.routing.models import Switchboard as SwitchboardModel
@@ -262,7 +263,10 @@ class CompiledPlan:
         sources: tuple[str, ...] = (),
         services: Mapping[str, ServiceNumber] | None = None,
         other_numbers: Mapping[str, OtherNumber] | None = None,
+        directory: tuple[Entry, ...] = (),
     ) -> None:
+        self.directory = directory
+        """The enterprise directory (企业通信录) of every group (``gateway.routing.directory``)."""
         self.other_numbers: Mapping[str, OtherNumber] = other_numbers or {}
         """Other carriers' numbers registered here (他网号码), by E.164."""
         self.numbering = analyser
