@@ -47,6 +47,7 @@ from gateway.routing.plan import (
     Schedule,
     ServiceNumber,
     ServiceRow,
+    VpmnProfile,
 )
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
 
@@ -442,6 +443,7 @@ class _GroupCompiler:
             self.virtual_fixed()
             self.one_number()
             self.directory()
+            self.legacy_vpmn()
         self.switchboard_members()
         return self.g
 
@@ -693,6 +695,38 @@ class _GroupCompiler:
             )
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
+
+    def legacy_vpmn(self) -> None:
+        """The 综合VPMN front-end: its trunk, PBX numbers, virtual calling numbers ≤ 15 digits."""
+        v = self.m.legacy_vpmn
+        if v is None:
+            return
+        path: FieldPath = ("legacy_vpmn",)
+        self.c.check_trunk(self.src, (*path, "trunk"), v.trunk)
+        if v.trunk in self.c.pbx_trunk_at or v.trunk in self.trunks:
+            self.error((*path, "trunk"), f"trunk {v.trunk!r} is a PBX or carrier trunk")
+            return
+        seen: dict[str, str] = {}
+        for pbx_id, number in v.pbx_numbers.items():
+            ppath: FieldPath = (*path, "pbx_numbers", pbx_id)
+            pbx = self.g.pbxs.get(pbx_id)
+            if pbx is None:
+                self.error(ppath, f"{pbx_id!r} is not a PBX of {self.m.id}")
+                return
+            if number in seen:
+                self.error(ppath, f"PBX number {number} is also PBX {seen[number]}'s")
+                return
+            seen[number] = pbx_id
+            longest = max((len(e) for e in pbx.extensions), default=0)
+            length = len(v.virtual_prefix) + 1 + len(self.area) + len(number) + longest
+            if length > 15:
+                self.error(
+                    ppath, f"virtual calling numbers of {pbx_id} would have {length} digits (at most 15)"
+                )
+                return
+        self.g.vpmn = VpmnProfile(
+            v.trunk, v.virtual_prefix, v.routing_prefix, v.trigger_prefix, self.area, dict(v.pbx_numbers)
+        )
 
     def directory(self) -> None:
         """企业通信录: the switchboard, then each ``directory`` row on a member of the group."""

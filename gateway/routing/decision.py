@@ -68,6 +68,8 @@ class TargetKind(StrEnum):
     """The carrier trunk ``trunk``; several targets are tried in failover order."""
     SWITCHBOARD = "switchboard"
     """The fusion switchboard service ``service`` in ``mode``."""
+    VPMN_TRUNK = "vpmn_trunk"
+    """The trunk ``trunk`` toward a legacy 综合VPMN platform; ``user`` carries the trigger prefix."""
 
 
 class Target(NamedTuple):

@@ -653,6 +653,23 @@ class DirectoryEntry(Model):
     title: Annotated[str, Field(max_length=64)] = ""
 
 
+class LegacyVpmn(Model):
+    """The group's PBXs face a legacy 综合VPMN platform through ``trunk``: the gateway is their
+    front-end ([002] L715–781). Toward the platform a PBX caller becomes the virtual calling
+    number ``virtual_prefix`` + 0 + area + PBX number + extension (≤ 15 digits) and the called
+    number gets the service trigger ``trigger_prefix``; from the platform, ``routing_prefix`` +
+    0 + area + PBX number is stripped from the called and calling numbers and the call goes to
+    the PBX. Calls of these PBXs to mobile members and off-net numbers go to the platform."""
+
+    trunk: Name = Field(description="the peer trunk toward the legacy VPMN platform (SCP / MSC)")
+    virtual_prefix: Digits = Field(default="90", description="PBX标识前缀 of virtual calling numbers")
+    routing_prefix: Digits = Field(default="904", description="PBX路由前缀 on calls toward a PBX")
+    trigger_prefix: Digits = Field(default="600", description="service trigger on the called number")
+    pbx_numbers: dict[
+        Name, Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]{1,6}$")]
+    ] = Field(min_length=1, description="PBX编号 of each of the group's PBXs that faces the platform")
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -679,6 +696,9 @@ class GroupFile(Model):
     )
     one_number: list[OneNumber] = Field(
         default_factory=list, description="一号通: members whose number rings their other phones too"
+    )
+    legacy_vpmn: LegacyVpmn | None = Field(
+        default=None, description="综合VPMN front-end profile of the group's PBXs (legacy platform)"
     )
     directory: list[DirectoryEntry] = Field(
         default_factory=list, description="企业通信录: names and departments of members, searchable"

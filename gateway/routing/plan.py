@@ -172,6 +172,31 @@ class OtherNumber:
     approved: bool
 
 
+@dataclass(frozen=True, slots=True)
+class VpmnProfile:
+    """The 综合VPMN front-end translations of a group's PBXs ([002] L715–737)."""
+
+    trunk: str
+    virtual_prefix: str
+    routing_prefix: str
+    trigger_prefix: str
+    area: str
+    pbx_numbers: Mapping[str, str]
+    """PBX id → PBX编号."""
+
+    def virtual_calling(self, pbx: str, extension: str) -> str:
+        """``90`` + 0-area + PBX number + extension (the switchboard's: no extension)."""
+        return f"{self.virtual_prefix}0{self.area}{self.pbx_numbers[pbx]}{extension}"
+
+    def strip(self, number: str) -> tuple[str, str] | None:
+        """(PBX id, the rest) when ``number`` begins with routing prefix + 0-area + PBX number."""
+        for pbx, pbx_number in self.pbx_numbers.items():
+            prefix = f"{self.routing_prefix}0{self.area}{pbx_number}"
+            if number.startswith(prefix):
+                return pbx, number[len(prefix) :]
+        return None
+
+
 class CompiledGroup:
     """One group's indexes and policies."""
 
@@ -221,6 +246,8 @@ class CompiledGroup:
         a call-centre agent's special number (呼叫中心直连 主叫), a mobile's virtual fixed number."""
         self.forks: dict[str, str] = {}
         """Party id → the product hunt group its calls ring (虚拟固话, 一号通)."""
+        self.vpmn: VpmnProfile | None = None
+        """The legacy 综合VPMN front-end profile of its PBXs, if any."""
         self.product_hunts: dict[str, HuntGroupModel] = {}
         """Hunt groups of the products, by name (rung by the switchboard without a menu)."""
         self.region = ""
@@ -266,6 +293,7 @@ class CompiledPlan:
         directory: tuple[Entry, ...] = (),
     ) -> None:
         self.directory = directory
+        self._vpmn_by_trunk = {g.vpmn.trunk: g for g in groups.values() if g.vpmn is not None}
         """The enterprise directory (企业通信录) of every group (``gateway.routing.directory``)."""
         self.other_numbers: Mapping[str, OtherNumber] = other_numbers or {}
         """Other carriers' numbers registered here (他网号码), by E.164."""
@@ -375,6 +403,9 @@ class CompiledPlan:
         if request.origin is _PBX:
             pbx = self._pbx_by_trunk.get(request.trunk) if request.trunk is not None else None
             if pbx is None:
+                vpmn_group = self._vpmn_by_trunk.get(request.trunk) if request.trunk is not None else None
+                if vpmn_group is not None:
+                    return self._from_vpmn(vpmn_group, request, trace)
                 return self._refuse(403, f"unknown PBX trunk {request.trunk!r}", trace)
             group = self.groups[pbx.group]
             caller = self._pbx_caller(pbx, group, request.calling, trace)
@@ -514,6 +545,20 @@ class CompiledPlan:
                 return self._off_net_group_call(group, caller, friend, request, trace, False, from_carrier)
             if owner is not None and not from_carrier:
                 return self._to_other_group(group, caller, owner, analysed, request, trace)
+        if group.vpmn is not None and caller.pbx in group.vpmn.pbx_numbers and not from_carrier:
+            refusal = self._check_originating(group, caller, analysed, request, trace, False)
+            if refusal is not None:
+                return refusal
+            return self._to_vpmn(
+                group,
+                caller,
+                analysed.national,
+                analysed.e164 or analysed.national,
+                analysed.call_class,
+                False,
+                False,
+                trace,
+            )
         presents = group.presents.get(caller.id) if group.presents else None
         if from_carrier and (presents is None or presents[1] != "virtual_fixed"):
             # Only a virtual fixed number's mobile calls out through the group (on that number).
@@ -574,6 +619,11 @@ class CompiledPlan:
         short_dialled: bool,
     ) -> Decision | Refusal:
         call_class = _SHORT if short_dialled else _LONG
+        if callee.kind is _MOBILE and group.vpmn is not None and caller.pbx in group.vpmn.pbx_numbers:
+            assert callee.e164 is not None and callee.dialable is not None
+            return self._to_vpmn(
+                group, caller, callee.dialable, callee.e164, call_class, True, short_dialled, trace
+            )
         targets, warnings = callee.targets, _NO_WARNINGS
         fork = group.forks.get(callee.id) if group.forks else None
         if fork is not None or not targets:
@@ -770,6 +820,116 @@ class CompiledPlan:
                 charging,
                 None,
                 warnings,
+            ),
+        )
+
+    def _to_vpmn(  # noqa: PLR0917 - positional like the other call kinds
+        self,
+        group: CompiledGroup,
+        caller: Party,
+        dialled: str,
+        called: str,
+        call_class: CallClass,
+        on_net: bool,
+        short_dialled: bool,
+        trace: Trace | None,
+    ) -> Decision:
+        """A PBX user's call through the legacy 综合VPMN platform ([002] L729–781): calling → the
+        virtual calling number, called → trigger prefix + the number; the platform (SCP) then
+        shows the PBX's VPMN short number on on-net calls (types 1–2) and its PSTN switchboard
+        number on off-net ones (type 3)."""
+        vpmn = group.vpmn
+        assert vpmn is not None and caller.pbx is not None
+        extension = (
+            caller.targets[0].user if caller.kind is PartyKind.PBX_EXTENSION and caller.targets else ""
+        )
+        virtual = vpmn.virtual_calling(caller.pbx, extension)
+        user = vpmn.trigger_prefix + dialled
+        if trace is not None:
+            kind = "type 2 (PBX → VPMN mobile, on-net)" if on_net else "type 3 (PBX → off-net)"
+            shown = caller.short if on_net and caller.short else caller.off_net_e164
+            trace.add(
+                "legacy VPMN",
+                f"{kind}: calling {caller.id} → virtual calling number {virtual}, called {dialled} → {user} "
+                f"toward trunk {vpmn.trunk}; the platform shows {shown}",
+            )
+        target = Target(TargetKind.VPMN_TRUNK, user, vpmn.trunk)
+        return Decision(
+            call_class,
+            (target,),
+            called,
+            virtual,
+            virtual,
+            Charging(
+                call_class,
+                _ON_NET if on_net else _ORIGINATING,
+                group.id,
+                caller.id,
+                on_net,
+                short_dialled,
+                False,
+                None,
+                "legacy_vpmn",
+                user,
+            ),
+        )
+
+    def _from_vpmn(
+        self, group: CompiledGroup, request: CallRequest, trace: Trace | None
+    ) -> Decision | Refusal:
+        """A call from the legacy 综合VPMN platform to a PBX (type 4, flow C): routing prefix +
+        0-area + PBX number stripped from the called and the calling numbers ([002] L733)."""
+        vpmn = group.vpmn
+        assert vpmn is not None
+        hit = vpmn.strip(request.called)
+        if hit is None:
+            return self._refuse(
+                404,
+                f"{request.called} does not begin with the PBX routing prefix {vpmn.routing_prefix}",
+                trace,
+            )
+        pbx_id, extension = hit
+        pbx = group.pbxs[pbx_id]
+        callee = pbx.extensions.get(extension) if extension else pbx.switchboard
+        if callee is None and not pbx.sends_extensions:
+            callee = pbx.switchboard
+        if callee is None:
+            return self._refuse(404, f"PBX {pbx_id} has no extension {extension!r}", trace)
+        calling_hit = vpmn.strip(request.calling)
+        calling = calling_hit[1] if calling_hit is not None else request.calling
+        member = group.short.get(calling) or self.owner(calling, group.id)
+        if member is not None and member.group != group.id:
+            member = None
+        if member is not None:
+            presented = member.short if group.show_short and member.short else (member.dialable or calling)
+            asserted = member.e164 or member.off_net_e164
+        else:
+            presented, asserted = calling, calling
+        if trace is not None:
+            trace.add(
+                "legacy VPMN",
+                f"type 4 (platform → PBX): called {request.called} → {pbx_id} "
+                f"{'extension ' + extension if extension else 'switchboard'}, calling {request.calling} → "
+                f"{calling}; present {presented}",
+            )
+        call_class = _SHORT if member is not None else _LOCAL_CLASS
+        return Decision(
+            call_class,
+            callee.targets,
+            callee.e164 or callee.targets[0].user,
+            presented,
+            asserted,
+            Charging(
+                call_class,
+                _ON_NET if member is not None else _TERMINATING,
+                group.id,
+                callee.id,
+                member is not None,
+                False,
+                False,
+                None,
+                "legacy_vpmn",
+                request.called,
             ),
         )
 

@@ -265,3 +265,67 @@ def test_virtual_fixed_and_one_number_are_checked(build: PlanBuilder) -> None:
 
     with pytest.raises(DataFileError, match=r"virtual_fixed\[0\]: needs the group's switchboard"):
         build(no_menus)
+
+
+def with_legacy_vpmn(acme: dict[str, Any]) -> None:
+    """A second PBX (extensions 2000-2099, DIDs 62880200-, short 62000-) behind the legacy
+    综合VPMN platform on trunk legacy-vpmn, PBX number 123 ([002] L715: 90-027-123-1002)."""
+    acme["pbxs"].append(
+        {
+            "id": "legacy-pbx",
+            "trunk": "legacy-pbx",
+            "extensions": {"first": "2000", "last": "2099"},
+            "did_first": "62880200",
+            "short_first": "62000",
+            "switchboard": {"number": "62880299"},
+            "off_net_caller_id": "switchboard",
+        }
+    )
+    acme["pbxs"][-1]["extensions"]["last"] = "2098"  # 62880299 is its switchboard
+    acme["legacy_vpmn"] = {"trunk": "legacy-vpmn", "pbx_numbers": {"legacy-pbx": "123"}}
+
+
+def test_legacy_vpmn_front_end_translations(build: PlanBuilder) -> None:
+    plan = build(with_legacy_vpmn)
+    # Type 2: PBX user → VPMN mobile (by short number): virtual calling number, 600 + number.
+    to_mobile = routed(call(plan, "pbx", "2001", "66001", trunk="legacy-pbx"))
+    (target,) = to_mobile.targets
+    assert (target.kind, target.user, target.trunk) == (
+        TargetKind.VPMN_TRUNK,
+        "60013800138001",
+        "legacy-vpmn",
+    )
+    assert (to_mobile.presented_calling, to_mobile.asserted_calling) == ("90021123" + "2001",) * 2
+    assert to_mobile.charging.on_net and to_mobile.charging.product == "legacy_vpmn"
+    # Type 3: off-net through the platform (it shows the PSTN switchboard number).
+    off_net = routed(call(plan, "pbx", "2001", "02087654321", trunk="legacy-pbx"))
+    assert off_net.targets[0].user == "60002087654321" and off_net.presented_calling == "900211232001"
+    # Type 1: PBX → PBX stays in the gateway, shown by its short number.
+    pbx_to_pbx = routed(call(plan, "pbx", "2001", "61001", trunk="legacy-pbx"))
+    assert pbx_to_pbx.targets[0].trunk == "acme-pbx" and pbx_to_pbx.presented_calling == "62001"
+    # An unknown caller of the PBX is its switchboard: virtual number without extension.
+    assert routed(call(plan, "pbx", "9", "66001", trunk="legacy-pbx")).presented_calling == "90021123"
+    # The other PBX is not behind the platform.
+    assert routed(call(plan, "pbx", "1001", "66001")).targets[0].kind is TargetKind.CARRIER_TRUNK
+    # Type 4: platform → PBX: 904 + 021 + 123 stripped from called and calling.
+    inbound = routed(call(plan, "pbx", "90402112313800138001", "9040211232001", trunk="legacy-vpmn"))
+    assert inbound.targets[0].user == "2001" and inbound.targets[0].trunk == "legacy-pbx"
+    assert inbound.presented_calling == "66001"  # the mobile's VPMN short number
+    assert refused(call(plan, "pbx", "13800138001", "2001", trunk="legacy-vpmn")).status == 404
+
+
+def test_legacy_vpmn_is_checked(build: PlanBuilder) -> None:
+    def too_long(acme: dict[str, Any]) -> None:
+        with_legacy_vpmn(acme)
+        acme["legacy_vpmn"].update(pbx_numbers={"legacy-pbx": "123456"}, virtual_prefix="901")
+
+    with pytest.raises(DataFileError, match=r"would have 16 digits \(at most 15\)"):
+        build(too_long)
+
+    def unknown(acme: dict[str, Any]) -> None:
+        with_legacy_vpmn(acme)
+        acme["legacy_vpmn"]["pbx_numbers"] = {"nope": "1"}
+        acme["legacy_vpmn"]["trunk"] = "acme-pbx"
+
+    with pytest.raises(DataFileError, match="trunk 'acme-pbx' is a PBX or carrier trunk"):
+        build(unknown)
