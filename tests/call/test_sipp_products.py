@@ -19,6 +19,7 @@ import yaml
 from tests.call import test_sipp_call_paths as paths
 from tests.call.harness import TIMERS, free_port, run_caller, screen, sipp_server, wait_idle
 from tests.registrar.peers import register
+from tests.routing.test_products import with_legacy_vpmn
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.switchboard import peers
 from tests.switchboard import test_sipp_ivr as ivr
@@ -273,6 +274,62 @@ def test_one_number_rings_extension_and_mobile_first_answer_wins(
     (cancel,) = paths.received(tmp_path / "mobile", "CANCEL")
     assert paths.header_lines(cancel, "Reason") == ['Q.850;cause=26;text="Non-selected user clearing"']
     ivr.settle(gw)
+
+
+LEGACY_PBX, LEGACY_VPMN = free_port(), free_port()
+
+
+@pytest.fixture(scope="module")
+def vpmn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """The demo tenant plus a PBX behind the legacy 综合VPMN platform (both SIPp peers)."""
+    workdir = tmp_path_factory.mktemp("vpmn")
+    process, _carrier, _pbx = product_gateway(workdir, WORKDAY_MORNING)
+    acme_file = workdir / "dialplans" / "acme.yaml"
+    acme = yaml.safe_load(acme_file.read_text())
+    with_legacy_vpmn(acme)
+    acme_file.write_text(yaml.safe_dump(acme, allow_unicode=True), encoding="utf-8")
+    trunks_file = workdir / "trunks.yaml"
+    trunks = yaml.safe_load(trunks_file.read_text())
+    for name, port in (("legacy-pbx", LEGACY_PBX), ("legacy-vpmn", LEGACY_VPMN)):
+        trunks["trunks"].append(
+            {
+                "name": name,
+                "kind": "peer",
+                "group": "acme",
+                "transport": "udp",
+                "match": [{"host": "127.0.0.1", "port": port, "transport": "udp"}],
+            }
+        )
+    trunks_file.write_text(yaml.safe_dump(trunks), encoding="utf-8")
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_legacy_vpmn_peer_sees_the_front_end_translations(vpmn: GatewayProcess, tmp_path: Path) -> None:
+    """PBX extension 2001 calls mobile short number 66001: the platform gets 600 + the mobile
+    number from the virtual calling number 90-021-123-2001; the platform calls 904-021-123-2001
+    from 904-021-123 + the mobile: the PBX gets extension 2001 from the mobile's short number."""
+    out = call_through(
+        vpmn,
+        tmp_path / "out",
+        caller_port=LEGACY_PBX,
+        callee_port=LEGACY_VPMN,
+        calling="2001",
+        called="66001",
+    )
+    assert out.startswith(f"INVITE sip:60013800138001@127.0.0.1:{LEGACY_VPMN} "), out
+    assert from_user(out) == "900211232001"
+    back = call_through(
+        vpmn,
+        tmp_path / "in",
+        caller_port=LEGACY_VPMN,
+        callee_port=LEGACY_PBX,
+        calling="90402112313800138001",
+        called="9040211232001",
+    )
+    assert back.startswith(f"INVITE sip:2001@127.0.0.1:{LEGACY_PBX} "), back
+    assert from_user(back) == "66001"
 
 
 def stops(gw: GatewayProcess, count: int) -> list[dict[str, Any]]:
