@@ -7,7 +7,10 @@ initial INVITE whose called number is a switchboard number or short number (an i
 when the dialplan changes) is decided by the dialplan (same origin rules as
 :class:`gateway.call.routing.DialplanRouter`); when the decision's target is
 ``TargetKind.SWITCHBOARD`` the switchboard serves the call, in the menu of the decision's
-``mode`` (the schedule: business hours, holidays, dates). Everything else, and every
+``mode`` (the schedule: business hours, holidays, dates). A target with a ``hunt`` (a
+service number's route, a virtual fixed number, a one-number member) is answered the same way
+but rings that hunt group at the ACK instead of playing the menu, so the products' forking is
+this one hunt machinery (first answer wins, the others CANCELled with a Reason). Everything else, and every
 in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
 control (:class:`~gateway.call.b2bua.CallHandlers`, from :meth:`B2BUA.handlers`) untouched.
 
