@@ -534,7 +534,10 @@ class ServiceGoto(Model):
         default=None, description="a hunt group of switchboard.hunt_groups, rung without the menu"
     )
     members: list[MemberNumber] | None = Field(
-        default=None, min_length=1, max_length=8, description="members (short or long numbers) tried in order"
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="members (short or long numbers), the next when one fails or is unreachable",
     )
     pbx: Name | None = Field(
         default=None, description="a PBX of the group, reached on its switchboard number"
