@@ -152,6 +152,22 @@ def test_local_call_centre_number_takes_a_shanghai_caller(
     assert invite.startswith(f"INVITE sip:1003@127.0.0.1:{pbx} "), invite  # after hours: extension 1003
 
 
+def test_local_call_centre_number_rings_a_hunt_group_in_business_hours(
+    day: tuple[GatewayProcess, int, int], tmp_path: Path
+) -> None:
+    """96018 by day goes to hunt group sales without the menu: 60002 is not registered, so the
+    switchboard rings PBX extension 1001, which answers; the caller is connected to it."""
+    gw, carrier, pbx = day
+    result, _rtp, invites = ivr.call(
+        gw, tmp_path, called="96018", caller_port=carrier, calling="02162345678", callee_port=pbx
+    )
+    ivr.assert_ok(result, gw, tmp_path)
+    invite = ivr.callee_invite(invites)
+    assert invite.startswith(f"INVITE sip:1001@127.0.0.1:{pbx} "), invite
+    assert from_user(invite) == "02162345678"
+    ivr.settle(gw)
+
+
 def test_400_by_caller_region_in_business_hours(day: tuple[GatewayProcess, int, int], tmp_path: Path) -> None:
     gw, carrier, pbx = day
     south = call_through(
