@@ -22,12 +22,13 @@ from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
 from gateway.registrar.location import Binding
-from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable, may_present
 from gateway.routing import (
     CallClass,
     CallRequest,
     CompiledPlan,
     Decision,
+    Direction,
     Origin,
     Refusal,
     Target,
@@ -35,6 +36,7 @@ from gateway.routing import (
 )
 from gateway.sip.address import Address
 from gateway.sip.errors import SipParseError
+from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, TelUri, parse_uri
 
@@ -188,6 +190,55 @@ def binding_destination(binding: Binding, user: str, trunk: str | None) -> Desti
     return Destination(address, user, trunk, uri=binding.contact)
 
 
+def preferred_identity(request: Request) -> str | None:
+    """The user of the P-Preferred-Identity a member sent (RFC 3325 §9.2), if any and parseable."""
+    value = request.headers.get("P-Preferred-Identity")
+    if not value:
+        return None
+    try:
+        return user_of(parse_name_addr(value.split(",")[0].strip(), "P-Preferred-Identity").uri)
+    except SipParseError:
+        return None
+
+
+def _presentable(
+    plan: CompiledPlan, trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, number: str, group: str | None
+) -> bool:
+    """May ``trunk`` present ``number``, written in any of its forms (E.164, national, local)?"""
+    forms = {number, number.lstrip("+"), plan.national_form(number, group)}
+    g = plan.group(group) if group else None
+    e164 = plan.to_e164(number, group)
+    if g is not None and e164:
+        forms.add(plan.numbering.dialable(e164, g.area))
+    return any(may_present(trunk, form) for form in forms)
+
+
+def presentation_checked(
+    plan: CompiledPlan,
+    trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk,
+    decision: Decision,
+    calling: str,
+) -> Decision | Refused:
+    """A trunk's ``allowed_numbers`` on what its calls present, for every kind of trunk: a
+    carrier's caller outside them is refused (fail closed); a customer trunk's off-net call
+    presenting a number outside them presents the group's own number instead. Identities the
+    dialplan grants (a call-centre number, an approved other carrier's number) are its own
+    approval and pass."""
+    charging = decision.charging
+    if isinstance(trunk, CarrierTrunk):
+        if calling and not _presentable(plan, trunk, calling, None):
+            return Refused(403, "Calling Number Not Allowed On Trunk")
+        return decision
+    if charging.direction is not Direction.ORIGINATING or charging.product is not None:
+        return decision
+    if _presentable(plan, trunk, decision.presented_calling, charging.group):
+        return decision
+    group = plan.group(charging.group) if charging.group else None
+    if group is None:
+        return Refused(403, "Calling Number Not Allowed On Trunk")
+    return decision._replace(presented_calling=group.main_e164, asserted_calling=group.main_e164)
+
+
 class DialplanRouter:
     """Routes by the dialplan (``gateway.routing``): who calls (a registered line, a static PBX
     or the carrier trunk) → ``CompiledPlan.decide`` → targets resolved to destinations (the
@@ -225,7 +276,19 @@ class DialplanRouter:
         if not called:
             return Refused(404, "No Called Number")
         scopes: list[Scope] = []
+        plan = self._plan()
+        preferred = preferred_identity(request)
         line = self._trunks.owner_of(calling)
+        registered = plan.other_number(calling) if line is None and calling else None
+        if (
+            registered is not None
+            and registered.line is not None
+            and await self._registered_from(registered.line, source)
+        ):
+            # 他网号码注册: the line calls From another carrier's number registered on it; the
+            # line is the caller, the number what it asks to present (approval decides).
+            line = self._trunks.owner_of(registered.line)
+            calling, preferred = registered.line, preferred or calling
         inbound_name: str | None = None
         group: str | None
         trunk_name: str | None
@@ -244,10 +307,17 @@ class DialplanRouter:
             trunk_name = peer.name
             scopes += trunk_scopes(peer, self._settings)
             inbound_name = peer.name
-        plan = self._plan()
-        outcome = plan.decide(CallRequest(origin, calling, called, self._clock(), group, trunk_name))
+        outcome = plan.decide(
+            CallRequest(origin, calling, called, self._clock(), group, trunk_name, preferred)
+        )
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.reason)
+        inbound = self._trunks.trunks.get(inbound_name) if inbound_name else None
+        if inbound is not None and inbound.allowed_numbers:
+            checked = presentation_checked(plan, inbound, outcome, calling)
+            if isinstance(checked, Refused):
+                return checked
+            outcome = checked
         if self._accounts is not None:
             barred = await self._check_accounts(outcome, origin)
             if barred is not None:

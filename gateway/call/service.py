@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -139,7 +140,8 @@ async def install(
             holder = dialplan or DialplanHolder.load(config.dialplans, known_trunks=list(trunks.trunks))
             accounts = accounts or AccountGate.from_settings(config.accounts, config.redis.url)
             router = DialplanRouter(
-                lambda: holder.plan, trunks, settings, contacts=contacts, clock=wall_clock,
+                lambda: holder.plan, trunks, settings, contacts=contacts,
+                clock=_fixed_clock(settings.fixed_time) if settings.fixed_time else wall_clock,
                 accounts=accounts, is_up=is_up,
             )
         else:
@@ -173,3 +175,8 @@ def read_status(path: str | Path, timeout: float = 2.0) -> dict[str, object]:
             chunks.append(chunk)
     data: dict[str, object] = json.loads(b"".join(chunks))
     return data
+
+
+def _fixed_clock(at: dt.datetime) -> Callable[[], dt.datetime]:
+    """A clock stopped at ``at`` (``call.fixed_time``: tests and demos of time conditions)."""
+    return lambda: at

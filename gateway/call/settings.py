@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,9 @@ class CallSettings(_Section):
     routes: list[StaticRoute] = Field(default_factory=list)
     # UNIX socket answering a JSON status snapshot (relative to state_dir); null: none.
     status_socket: Path | None = Path("call-status.sock")
+    # For tests and demos: the time the dialplan's time conditions are evaluated at (as the
+    # switchboard's ``fixed_time``); null: the wall clock.
+    fixed_time: dt.datetime | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CallSettings:

@@ -64,6 +64,7 @@ from gateway.registrar.trunks import (
     build_table,
 )
 from gateway.routing.decision import Origin
+from gateway.routing.directory import search as search_directory
 from gateway.routing.reload import DialplanHolder
 from gateway.sip.address import Address
 
@@ -715,6 +716,19 @@ async def explain_call(request: web.Request) -> web.Response:
 
 
 @requires(Role.READ)
+async def directory(request: web.Request) -> web.Response:
+    """企业通信录 / 电话号码查询: members by name, department, title or part of a number."""
+    plan = _dialplans(request).holder.plan
+    group = request.query.get("group") or None
+    if group is not None and plan.group(group) is None:
+        raise ApiError(404, "not_found", f"no group {group!r}")
+    limit = query_int(request, "limit", 50, 1, 1000)
+    found = search_directory(plan.directory, request.query.get("q", ""), group=group, limit=limit + 1)
+    entries = [entry.to_dict() for entry in found[:limit]]
+    return web.json_response({"entries": entries, "count": len(entries), "truncated": len(found) > limit})
+
+
+@requires(Role.READ)
 async def list_versions(request: web.Request) -> web.Response:
     versions = _dialplans(request)
     current = versions.current()
@@ -939,6 +953,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/api/dialplans/{name}", replace_dialplan),
     ("POST", "/api/dialplans/{name}/validate", validate_dialplan),
     ("POST", "/api/explain", explain_call),
+    ("GET", "/api/directory", directory),
     ("GET", "/api/dialplan-versions", list_versions),
     ("GET", "/api/dialplan-versions/{number}", get_version),
     ("POST", "/api/dialplan-versions/{number}/rollback", rollback_version),

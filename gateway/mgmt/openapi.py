@@ -103,6 +103,11 @@ SCHEMAS: dict[str, Schema] = {
     "VersionFiles": {"allOf": [ref("Version"), obj({"texts": {
         "type": "object", "additionalProperties": STR}})]},
     "Rollback": obj({"comment": {"type": "string", "maxLength": 500}}, required=[], extra=False),
+    "DirectoryEntry": obj({
+        "group": STR, "name": STR, "department": STR, "title": STR, "kind": STR,
+        "short": nullable(STR), "long": nullable(STR), "e164": nullable(STR),
+    }),
+    "Directory": obj({"entries": array(ref("DirectoryEntry")), "count": INT, "truncated": BOOL}),
     "ExplainRequest": obj({
         "from": {"type": "string", "minLength": 1}, "to": {"type": "string", "minLength": 1},
         "at": {"type": "string", "format": "date-time",
@@ -254,6 +259,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/explain": {"post": op(
         "Decide one call against the live dialplan (or a draft of one file) with every step", "Explanation",
         body="ExplainRequest", tag="dialplans", extra=INVALID)},
+    "/api/directory": {"get": op(
+        "Enterprise directory (企业通信录) and number lookup: members by name, department, title or "
+        "part of a number, from the live dialplan", "Directory",
+        params=[query("q", "text in name/department/title, or digits in a short or long number"),
+                query("group", "group name"), query("limit", "at most this many (1-1000, default 50)", INT)],
+        tag="dialplans", extra={**NOT_FOUND, **INVALID})},
     "/api/dialplan-versions": {"get": op("Applied dialplan versions, newest first", "Versions",
                                          tag="dialplans")},
     "/api/dialplan-versions/{number}": {"get": op(

@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
         "of --group, carrier otherwise)",
     )
     explain.add_argument("--trunk", help="the PBX trunk the call arrives on")
+    explain.add_argument(
+        "--preferred", help="the identity the caller asks to present (P-Preferred-Identity, RFC 3325)"
+    )
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(handler=run_explain)
 
@@ -197,7 +200,9 @@ def run_explain(args: argparse.Namespace) -> int:
         _write(f"error: --at: {exc}")
         return 2
     origin = _origin(args, plan)
-    request = CallRequest(origin, args.calling, args.called, at, group=args.group, trunk=args.trunk)
+    request = CallRequest(
+        origin, args.calling, args.called, at, group=args.group, trunk=args.trunk, preferred=args.preferred
+    )
     trace = Trace()
     outcome = plan.decide(request, trace)
     if args.json:
@@ -251,6 +256,7 @@ def _render(outcome: Decision | Refusal) -> str:
                     ("member", target.member),
                     ("service", target.service),
                     ("mode", target.mode),
+                    ("hunt", target.hunt),
                 )
                 if v
             )
@@ -260,6 +266,7 @@ def _render(outcome: Decision | Refusal) -> str:
             f"member={ch.member} on_net={ch.on_net} short_dialled={ch.short_dialled} "
             f"off_net_group={ch.off_net_group}"
             + (f" terminating_group={ch.terminating_group}" if ch.terminating_group else "")
+            + (f" product={ch.product} service_number={ch.service_number}" if ch.product else "")
         )
     lines += [f"warning: {w}" for w in outcome.warnings]
     return "\n".join(lines)

@@ -31,17 +31,23 @@ from gateway.datafile import (
     validate_data,
 )
 from gateway.routing import models
-from gateway.routing.decision import Target, TargetKind
+from gateway.routing.decision import CallClass, Target, TargetKind
+from gateway.routing.directory import Entry
+from gateway.routing.geography import region_of
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.plan import (
     RANGE_NAMES,
     CompiledGroup,
     CompiledPbx,
     CompiledPlan,
+    OtherNumber,
     Party,
     PartyKind,
     Permissions,
     Schedule,
+    ServiceNumber,
+    ServiceRow,
+    VpmnProfile,
 )
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
 
@@ -168,6 +174,11 @@ class _Compiler:
         self.claimed_at: dict[str, str] = {}
         self.pbx_by_trunk: dict[str, CompiledPbx] = {}
         self.pbx_trunk_at: dict[str, str] = {}
+        self.services: dict[str, ServiceNumber] = {}
+        self.service_at: dict[str, str] = {}
+        self.other_numbers: dict[str, OtherNumber] = {}
+        self.other_at: dict[str, str] = {}
+        self.directory: list[Entry] = []
 
     # ------------------------------------------------------------------ problems
 
@@ -220,7 +231,26 @@ class _Compiler:
             carrier_area=self.carrier.local_area,
             warnings=tuple(self.warnings),
             sources=(self.carrier_source.name, *(s.name for _, s in groups)),
+            services=self.services,
+            other_numbers=self.other_numbers,
+            directory=tuple(self.directory),
         )
+
+    def special_scope(self, number: str) -> str | None:
+        """The scope the numbering plan gives special number ``number`` (exact rules first, then
+        the longest prefix); None when no special rule covers it."""
+        best: tuple[int, str] | None = None
+        for rule in self.carrier.numbering.special:
+            if rule.number == number:
+                return rule.scope
+            covers = (
+                rule.prefix is not None
+                and number.startswith(rule.prefix)
+                and len(number) in (rule.lengths or ())
+            )
+            if covers and rule.prefix is not None and (best is None or len(rule.prefix) > best[0]):
+                best = (len(rule.prefix), rule.scope)
+        return best[1] if best else None
 
 
 class _GroupCompiler:
@@ -406,6 +436,14 @@ class _GroupCompiler:
         for i, pbx in enumerate(m.pbxs):
             self.pbx(i, pbx)
         self.off_net_numbers()
+        self.g.region = region_of(self.main_e164)
+        if self.errors_before == len(self.c.errors):  # they name members: errors would repeat
+            self.service_numbers()
+            self.other_carrier_numbers()
+            self.virtual_fixed()
+            self.one_number()
+            self.directory()
+            self.legacy_vpmn()
         self.switchboard_members()
         return self.g
 
@@ -657,6 +695,309 @@ class _GroupCompiler:
             )
             self.g.off_net[analysed.e164] = party
             self.add_short(entry.short, party, (*path, "short"))
+
+    def legacy_vpmn(self) -> None:
+        """The 综合VPMN front-end: its trunk, PBX numbers, virtual calling numbers ≤ 15 digits."""
+        v = self.m.legacy_vpmn
+        if v is None:
+            return
+        path: FieldPath = ("legacy_vpmn",)
+        self.c.check_trunk(self.src, (*path, "trunk"), v.trunk)
+        if v.trunk in self.c.pbx_trunk_at or v.trunk in self.trunks:
+            self.error((*path, "trunk"), f"trunk {v.trunk!r} is a PBX or carrier trunk")
+            return
+        seen: dict[str, str] = {}
+        for pbx_id, number in v.pbx_numbers.items():
+            ppath: FieldPath = (*path, "pbx_numbers", pbx_id)
+            pbx = self.g.pbxs.get(pbx_id)
+            if pbx is None:
+                self.error(ppath, f"{pbx_id!r} is not a PBX of {self.m.id}")
+                return
+            if number in seen:
+                self.error(ppath, f"PBX number {number} is also PBX {seen[number]}'s")
+                return
+            seen[number] = pbx_id
+            longest = max((len(e) for e in pbx.extensions), default=0)
+            length = len(v.virtual_prefix) + 1 + len(self.area) + len(number) + longest
+            if length > 15:
+                self.error(
+                    ppath, f"virtual calling numbers of {pbx_id} would have {length} digits (at most 15)"
+                )
+                return
+        self.g.vpmn = VpmnProfile(
+            v.trunk, v.virtual_prefix, v.routing_prefix, v.trigger_prefix, self.area, dict(v.pbx_numbers)
+        )
+
+    def directory(self) -> None:
+        """企业通信录: the switchboard, then each ``directory`` row on a member of the group."""
+        sb = self.g.switchboard
+        if sb is not None:
+            self.c.directory.append(
+                Entry(
+                    self.m.id,
+                    f"{self.m.name or self.m.id} 总机 (switchboard)",
+                    "",
+                    "",
+                    "switchboard",
+                    sb.short,
+                    sb.dialable,
+                    sb.e164,
+                )
+            )
+        for i, row in enumerate(self.m.directory):
+            party = self.g.short.get(row.number)
+            if party is None:
+                analysed = self.an.classify(row.number, self.area)
+                e164 = analysed.e164 if isinstance(analysed, Number) else None
+                party = self.c.by_e164.get(e164) if e164 else None
+            if party is None or party.group != self.m.id or party.kind is PartyKind.OFF_NET:
+                self.error(
+                    ("directory", i, "number"),
+                    f"{row.number} is neither a short number nor a member's number",
+                )
+                continue
+            self.c.directory.append(
+                Entry(
+                    self.m.id,
+                    row.name,
+                    row.department,
+                    row.title,
+                    party.kind.value,
+                    party.short,
+                    party.dialable,
+                    party.e164,
+                )
+            )
+
+    def product_hunt(self, path: FieldPath, name: str, group: models.HuntGroup) -> bool:
+        """Register a product's hunt group (rung by the switchboard, which needs menus)."""
+        sb = self.m.switchboard
+        if sb is None or not sb.menus:
+            self.error(path, "needs the group's switchboard (with menus): it places the calls to the phones")
+            return False
+        self.g.product_hunts[name] = group
+        return True
+
+    def virtual_fixed(self) -> None:
+        """虚拟固话: a fixed number of the group ringing mobile members, presented on their calls."""
+        for i, entry in enumerate(self.m.virtual_fixed):
+            path: FieldPath = ("virtual_fixed", i)
+            if not self.in_fixed(entry.number, 1, (*path, "number"), "virtual fixed number"):
+                continue
+            mobiles = [self.member(m, (*path, "mobiles", mi)) for mi, m in enumerate(entry.mobiles)]
+            if any(p is None for p in mobiles):
+                continue
+            e164 = self.an.local_e164(self.area, entry.number)
+            name = f"virtual-{entry.number}"
+            hunt = models.HuntGroup(
+                members=entry.mobiles,
+                strategy=entry.strategy,
+                ring_seconds=entry.ring_seconds,
+                on_no_answer=models.MenuAction.HANGUP,
+            )
+            if not self.product_hunt(path, name, hunt):
+                return
+            party = Party(
+                PartyKind.VIRTUAL_FIXED,
+                self.m.id,
+                entry.number,
+                e164,
+                entry.number,
+                entry.short,
+                (),
+                self.base,
+                e164,
+            )
+            self.claim(e164, party, (*path, "number"))
+            self.add_short(entry.short, party, (*path, "short"))
+            self.g.forks[party.id] = name
+            for mi, mobile in enumerate(mobiles):
+                assert mobile is not None
+                mpath: FieldPath = (*path, "mobiles", mi)
+                if mobile.kind is not PartyKind.MOBILE:
+                    self.error(mpath, f"{entry.mobiles[mi]} is not a mobile member")
+                elif mobile.id in self.g.presents:
+                    self.error(mpath, f"{entry.mobiles[mi]} already presents {self.g.presents[mobile.id][0]}")
+                else:
+                    self.g.presents[mobile.id] = (e164, "virtual_fixed", self.an.national_form(e164))
+
+    def one_number(self) -> None:
+        """一号通: the member's number rings the member and its other phones."""
+        for i, entry in enumerate(self.m.one_number):
+            path: FieldPath = ("one_number", i)
+            party = self.member(entry.member, (*path, "member"))
+            others = [self.member(m, (*path, "also", mi)) for mi, m in enumerate(entry.also)]
+            if party is None or any(p is None for p in others):
+                continue
+            if party.id in self.g.forks or any(o is party for o in others):
+                self.error((*path, "member"), f"{entry.member} already rings several phones or lists itself")
+                continue
+            name = f"one-{party.id.replace('/', '-')}"
+            hunt = models.HuntGroup(
+                members=[entry.member, *entry.also],
+                strategy=entry.strategy,
+                ring_seconds=entry.ring_seconds,
+                on_no_answer=models.MenuAction.HANGUP,
+            )
+            if not self.product_hunt(path, name, hunt):
+                return
+            self.g.forks[party.id] = name
+
+    def other_carrier_numbers(self) -> None:
+        """他网号码: a domestic number no group here owns, on one of the group's lines or PBXs."""
+        for i, entry in enumerate(self.m.other_carrier_numbers):
+            path: FieldPath = ("other_carrier_numbers", i)
+            analysed = self.an.analyse(entry.number, self.area)
+            domestic = (CallClass.LOCAL, CallClass.NATIONAL, CallClass.MOBILE)
+            if (
+                not isinstance(analysed, Number)
+                or analysed.e164 is None
+                or analysed.call_class not in domestic
+            ):
+                self.error((*path, "number"), f"{entry.number} is not a domestic fixed or mobile number")
+                continue
+            owner = self.c.by_e164.get(analysed.e164)
+            if owner is not None:
+                self.error(
+                    (*path, "number"),
+                    f"{entry.number} is a number served here "
+                    f"(group {owner.group} {owner.kind.value} {owner.id})",
+                )
+                continue
+            other = self.c.other_at.get(analysed.e164)
+            if other is not None:
+                self.error((*path, "number"), f"{entry.number} is already registered at {other}")
+                continue
+            if entry.line is not None and entry.line not in self.g.lines:
+                self.error((*path, "line"), f"{entry.line} is not a line of {self.m.id}")
+                continue
+            if entry.pbx is not None and entry.pbx not in self.g.pbxs:
+                self.error((*path, "pbx"), f"{entry.pbx!r} is not a PBX of {self.m.id}")
+                continue
+            registered = OtherNumber(
+                analysed.e164, analysed.national, self.m.id, entry.line, entry.pbx, entry.approved
+            )
+            self.g.other_numbers[analysed.e164] = registered
+            self.c.other_numbers[analysed.e164] = registered
+            self.c.other_at[analysed.e164] = f"group {self.m.id} ({self.c.where(self.src, path)})"
+
+    # ------------------------------------------------------------------ service numbers
+
+    def service_numbers(self) -> None:
+        """Call-centre (special) and 400 numbers: class by the numbering plan, scope within the
+        plan's attribute of the number, one owner, routes and agents naming the group's parties."""
+        entries: list[tuple[FieldPath, str, str, str, list[models.ServiceRoute]]] = [
+            (("call_centre", i), e.number, "call_centre", e.scope, e.routes)
+            for i, e in enumerate(self.m.call_centre)
+        ]
+        entries += [
+            (("mobile_400", i), e.number, "400", "national", e.routes)
+            for i, e in enumerate(self.m.mobile_400)
+        ]
+        for path, number, product, scope, routes in entries:
+            analysed = self.an.classify(number, self.area)
+            want = CallClass.SPECIAL if product == "call_centre" else CallClass.FOUR_HUNDRED
+            if not isinstance(analysed, Number) or analysed.call_class is not want:
+                what = (
+                    "a special-service number (95xxx, 96xxx, 1xxxx)"
+                    if product == "call_centre"
+                    else "a 400 number"
+                )
+                self.error((*path, "number"), f"{number} is not {what} of the numbering plan")
+                continue
+            if product == "call_centre":
+                plan_scope = self.c.special_scope(number)
+                if scope == "national" and plan_scope != "national":
+                    self.error(
+                        (*path, "scope"),
+                        f"{number} is a local special number in the numbering plan: it can only run "
+                        "a local call centre ([000] L93)",
+                    )
+                    continue
+            other = self.c.service_at.get(number)
+            if other is not None:
+                self.error((*path, "number"), f"{number} already belongs to {other}")
+                continue
+            rows = tuple(
+                row
+                for ri, route in enumerate(routes)
+                if (row := self.service_row(route, (*path, "routes", ri))) is not None
+            )
+            if len(rows) != len(routes):
+                continue
+            self.c.services[number] = ServiceNumber(number, self.m.id, product, scope, rows)
+            self.c.service_at[number] = f"group {self.m.id} ({self.c.where(self.src, path)})"
+        for i, entry in enumerate(self.m.call_centre):
+            for ai, agent in enumerate(entry.agents):
+                apath: FieldPath = ("call_centre", i, "agents", ai)
+                party = self.member(agent, apath)
+                if party is None:
+                    continue
+                if party.id in self.g.presents:
+                    self.error(apath, f"{agent} already presents {self.g.presents[party.id][0]}")
+                    continue
+                self.g.presents[party.id] = (entry.number, "call_centre", entry.number)
+
+    def member(self, number: str, path: FieldPath) -> Party | None:
+        """The party of this group a short or long number names (with a place to ring)."""
+        party = self.g.short.get(number)
+        if party is None:
+            analysed = self.an.classify(number, self.area)
+            e164 = analysed.e164 if isinstance(analysed, Number) else None
+            party = self.c.by_e164.get(e164) if e164 else None
+        if party is None or party.group != self.m.id or party.kind is PartyKind.OFF_NET:
+            self.error(path, f"{number} is neither a short number nor a member's number in {self.m.id}")
+            return None
+        if not party.targets:
+            self.error(path, f"{number} is the switchboard itself (route to 'switchboard')")
+            return None
+        return party
+
+    def service_row(self, route: models.ServiceRoute, path: FieldPath) -> ServiceRow | None:
+        condition = self.condition(route.when, (*path, "when"))
+        if route.when is not None and condition is None:
+            return None
+        sb = self.m.switchboard
+        regions = tuple(route.regions or ())
+        where = (f"when {route.when}, " if route.when else "") + (
+            f"callers in {'/'.join(regions)}, " if regions else ""
+        )
+        goto = route.to
+        if goto == "switchboard" or (isinstance(goto, models.ServiceGoto) and goto.hunt is not None):
+            if sb is None:
+                self.error((*path, "to"), "the group has no switchboard")
+                return None
+            hunt = goto.hunt if isinstance(goto, models.ServiceGoto) else None
+            if hunt is not None and hunt not in sb.hunt_groups:
+                known = ", ".join(sorted(sb.hunt_groups)) or "none defined"
+                self.error(
+                    (*path, "to", "hunt"), f"unknown hunt group {hunt!r} (switchboard.hunt_groups: {known})"
+                )
+                return None
+            label = where + (f"hunt group {hunt} (switchboard, no menu)" if hunt else "switchboard menu")
+            return ServiceRow(condition, regions, (), hunt, label)
+        assert isinstance(goto, models.ServiceGoto)
+        targets: list[Target] = []
+        if goto.pbx is not None:
+            pbx = self.g.pbxs.get(goto.pbx)
+            if pbx is None or pbx.switchboard is None:
+                self.error(
+                    (*path, "to", "pbx"),
+                    f"PBX {goto.pbx!r} is not a PBX of {self.m.id} with a switchboard number "
+                    "(name an extension in members instead)",
+                )
+                return None
+            targets += pbx.switchboard.targets
+            label = f"PBX {goto.pbx} switchboard"
+        else:
+            assert goto.members is not None
+            for mi, number in enumerate(goto.members):
+                party = self.member(number, (*path, "to", "members", mi))
+                if party is None:
+                    return None
+                targets += party.targets
+            label = "members " + ", ".join(goto.members)
+        return ServiceRow(condition, regions, tuple(targets), None, where + label)
 
 
 def problems_as_dicts(problems: Iterable[Problem]) -> list[dict[str, Any]]:

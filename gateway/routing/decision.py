@@ -68,6 +68,8 @@ class TargetKind(StrEnum):
     """The carrier trunk ``trunk``; several targets are tried in failover order."""
     SWITCHBOARD = "switchboard"
     """The fusion switchboard service ``service`` in ``mode``."""
+    VPMN_TRUNK = "vpmn_trunk"
+    """The trunk ``trunk`` toward a legacy 综合VPMN platform; ``user`` carries the trigger prefix."""
 
 
 class Target(NamedTuple):
@@ -79,6 +81,8 @@ class Target(NamedTuple):
     member: str | None = None
     service: str | None = None
     mode: str | None = None
+    hunt: str | None = None
+    """For a switchboard target: ring this hunt group at once instead of playing the menu."""
 
 
 class Charging(NamedTuple):
@@ -94,6 +98,12 @@ class Charging(NamedTuple):
     off_net_group: bool = False
     """The called number is in the group's off-net number group (网外号码组)."""
     terminating_group: str | None = None
+    product: str | None = None
+    """The product a call belongs to: ``call_centre`` (呼叫中心直连, call class special),
+    ``400`` (融合通信移动400, group-paid) or ``other_carrier`` (他网号码透传: an approved number
+    of another carrier presented); None for other calls."""
+    service_number: str | None = None
+    """The service number dialled, or the number presented (agent, other carrier), national form."""
 
 
 class CallRequest(NamedTuple):
@@ -109,6 +119,9 @@ class CallRequest(NamedTuple):
     at: dt.datetime
     group: str | None = None
     trunk: str | None = None
+    preferred: str | None = None
+    """The identity the caller asked to present (P-Preferred-Identity, RFC 3325 §9.2, or a From
+    that is another carrier's number of the line): granted only as the dialplan allows."""
 
 
 class Decision(NamedTuple):
@@ -179,6 +192,7 @@ def outcome_to_dict(outcome: Decision | Refusal) -> dict[str, Any]:
                     ("member", t.member),
                     ("service", t.service),
                     ("mode", t.mode),
+                    ("hunt", t.hunt),
                 )
                 if v is not None
             }
@@ -193,6 +207,8 @@ def outcome_to_dict(outcome: Decision | Refusal) -> dict[str, Any]:
             "short_dialled": ch.short_dialled,
             "off_net_group": ch.off_net_group,
             "terminating_group": ch.terminating_group,
+            "product": ch.product,
+            "service_number": ch.service_number,
         },
         "warnings": list(outcome.warnings),
     }

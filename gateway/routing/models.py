@@ -527,6 +527,152 @@ class TimeCondition(Model):
     except_dates: list[dt.date | DateRange] = Field(default_factory=list)
 
 
+class ServiceGoto(Model):
+    """Where a service-number call goes: exactly one of ``hunt``, ``members``, ``pbx``."""
+
+    hunt: Name | None = Field(
+        default=None, description="a hunt group of switchboard.hunt_groups, rung without the menu"
+    )
+    members: list[MemberNumber] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="members (short or long numbers), the next when one fails or is unreachable",
+    )
+    pbx: Name | None = Field(
+        default=None, description="a PBX of the group, reached on its switchboard number"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ServiceGoto:
+        if sum(v is not None for v in (self.hunt, self.members, self.pbx)) != 1:
+            raise ValueError("give exactly one of hunt, members, pbx")
+        return self
+
+
+class ServiceRoute(Model):
+    """One row of a service number's routing: the first row whose ``when`` and ``regions`` both
+    hold decides; the last row has neither (the default)."""
+
+    when: Name | None = Field(default=None, description="time condition; none means always")
+    regions: list[Annotated[str, Field(min_length=2, max_length=32)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="the caller's province or city as the phonenumbers geocoder names it in Chinese "
+        "(e.g. 广东省, 上海市, 广东省深圳市); a province matches all its cities",
+    )
+    to: Literal["switchboard"] | ServiceGoto = Field(description="'switchboard' (its menu) or a ServiceGoto")
+
+
+def _default_last(routes: list[ServiceRoute]) -> list[ServiceRoute]:
+    if routes and (routes[-1].when is not None or routes[-1].regions is not None):
+        raise ValueError("the last route must have no 'when' and no 'regions' (the default)")
+    return routes
+
+
+ServiceRoutes = Annotated[list[ServiceRoute], Field(min_length=1), AfterValidator(_default_last)]
+
+
+class CallCentreNumber(Model):
+    """A special-service number of the group (呼叫中心直连: 95xxx, 96xxx, 1xxxx, [000] L492).
+
+    ``scope`` is the number's attribute: ``national`` (全网) takes callers from anywhere in the
+    country; ``local`` (本地) only callers of the group's own area. A number the numbering plan
+    marks local cannot be run nationwide ([000] L93). ``agents`` are members whose off-net calls
+    present this number (主叫: the call centre calls out on its special number).
+    """
+
+    number: Digits
+    scope: Literal["local", "national"] = "local"
+    name: str = ""
+    routes: ServiceRoutes
+    agents: list[MemberNumber] = Field(default_factory=list, description="members presenting the number")
+
+
+class Mobile400Number(Model):
+    """A 400 number of the group (融合通信移动400, [002] L1865): calls to it are paid by the group
+    (集团统付) and routed by the call's time and the caller's region."""
+
+    number: Digits
+    name: str = ""
+    group_paid: Literal[True] = Field(
+        default=True, description="集团统付: the group pays calls to its 400 number"
+    )
+    routes: ServiceRoutes
+
+
+class OtherCarrierNumber(Model):
+    """A number of another carrier the group keeps (他网号码注册和透传, [000] L597), registered on
+    one of its lines or PBX trunks. Calls out through the group present it as the caller only
+    when ``approved`` (the OA approval by 集客部); otherwise they present the group's own number."""
+
+    number: Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^\+?[0-9]{5,20}$")]
+    line: SubscriberNumber | None = Field(default=None, description="the group's line it is registered on")
+    pbx: Name | None = Field(default=None, description="the group's PBX whose trunk may present it")
+    approved: bool = Field(default=False, description="presented to the carrier only when approved")
+    name: str = ""
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> OtherCarrierNumber:
+        if (self.line is None) == (self.pbx is None):
+            raise ValueError("give exactly one of line, pbx")
+        return self
+
+
+class VirtualFixedNumber(Model):
+    """虚拟固话: a fixed number of the group with no line behind it that rings mobile members
+    (together or in turn, through the switchboard's hunting); their off-net calls through the
+    group present it ([000] L553 number resources)."""
+
+    number: SubscriberNumber
+    short: ShortNumber | None = None
+    name: str = ""
+    mobiles: list[MemberNumber] = Field(
+        min_length=1, max_length=8, description="mobile members (long or short)"
+    )
+    strategy: HuntStrategy = HuntStrategy.SIMULTANEOUS
+    ring_seconds: int = Field(default=20, ge=1, le=120)
+
+
+class OneNumber(Model):
+    """一号通: calls to a member's number ring its other phones too (fixed and mobile, together
+    or in turn); the first to answer wins and the others are cancelled ([001], [002] L2529)."""
+
+    member: MemberNumber = Field(
+        description="the member (short or long number) whose number rings several phones"
+    )
+    also: list[MemberNumber] = Field(min_length=1, max_length=7, description="its other phones: members")
+    strategy: HuntStrategy = HuntStrategy.SIMULTANEOUS
+    ring_seconds: int = Field(default=20, ge=1, le=120)
+
+
+class DirectoryEntry(Model):
+    """One person or desk of the enterprise directory (企业通信录): a name and department on a
+    member of the group (line, PBX extension, mobile, virtual fixed number), by short or long number."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    department: Annotated[str, Field(max_length=64)] = ""
+    number: MemberNumber = Field(description="the member's short or long number")
+    title: Annotated[str, Field(max_length=64)] = ""
+
+
+class LegacyVpmn(Model):
+    """The group's PBXs face a legacy 综合VPMN platform through ``trunk``: the gateway is their
+    front-end ([002] L715–781). Toward the platform a PBX caller becomes the virtual calling
+    number ``virtual_prefix`` + 0 + area + PBX number + extension (≤ 15 digits) and the called
+    number gets the service trigger ``trigger_prefix``; from the platform, ``routing_prefix`` +
+    0 + area + PBX number is stripped from the called and calling numbers and the call goes to
+    the PBX. Calls of these PBXs to mobile members and off-net numbers go to the platform."""
+
+    trunk: Name = Field(description="the peer trunk toward the legacy VPMN platform (SCP / MSC)")
+    virtual_prefix: Digits = Field(default="90", description="PBX标识前缀 of virtual calling numbers")
+    routing_prefix: Digits = Field(default="904", description="PBX路由前缀 on calls toward a PBX")
+    trigger_prefix: Digits = Field(default="600", description="service trigger on the called number")
+    pbx_numbers: dict[
+        Name, Annotated[str, BeforeValidator(_require_text), Field(pattern=r"^[0-9]{1,6}$")]
+    ] = Field(min_length=1, description="PBX编号 of each of the group's PBXs that faces the platform")
+
+
 class GroupFile(Model):
     """``kind: group``: one enterprise group (集团)."""
 
@@ -542,6 +688,28 @@ class GroupFile(Model):
     mobiles: list[MobileMember] = Field(default_factory=list)
     pbxs: list[Pbx] = Field(default_factory=list)
     off_net_numbers: list[OffNetNumber] = Field(default_factory=list)
+    call_centre: list[CallCentreNumber] = Field(
+        default_factory=list, description="呼叫中心直连: special-service numbers the group owns"
+    )
+    mobile_400: list[Mobile400Number] = Field(
+        default_factory=list, description="融合通信移动400: 400 numbers the group owns"
+    )
+    virtual_fixed: list[VirtualFixedNumber] = Field(
+        default_factory=list, description="虚拟固话: fixed numbers that ring mobile members"
+    )
+    one_number: list[OneNumber] = Field(
+        default_factory=list, description="一号通: members whose number rings their other phones too"
+    )
+    legacy_vpmn: LegacyVpmn | None = Field(
+        default=None, description="综合VPMN front-end profile of the group's PBXs (legacy platform)"
+    )
+    directory: list[DirectoryEntry] = Field(
+        default_factory=list, description="企业通信录: names and departments of members, searchable"
+    )
+    other_carrier_numbers: list[OtherCarrierNumber] = Field(
+        default_factory=list,
+        description="他网号码: other carriers' numbers registered on lines or PBX trunks",
+    )
     caller_id: CallerIdPolicy = CallerIdPolicy()
     permissions: Permissions = Permissions()
     time_conditions: dict[Name, TimeCondition] = Field(default_factory=dict)

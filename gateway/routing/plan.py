@@ -38,6 +38,9 @@ from gateway.routing.decision import (
     TargetKind,
     Trace,
 )
+from gateway.routing.directory import Entry
+from gateway.routing.geography import in_regions, region_of
+from gateway.routing.models import HuntGroup as HuntGroupModel
 from gateway.routing.models import Switchboard as SwitchboardModel
 from gateway.routing.numbering import Number, NumberAnalyser
 from gateway.routing.timecond import CompiledTimeCondition, HolidayCalendar
@@ -79,6 +82,7 @@ class PartyKind(StrEnum):
     PBX_SWITCHBOARD = "pbx_switchboard"
     SWITCHBOARD = "switchboard"
     OFF_NET = "off_net"
+    VIRTUAL_FIXED = "virtual_fixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,70 @@ class CompiledPbx:
     """Stands for a caller on this PBX that is not a known extension (presents the switchboard)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceRow:
+    """One routing row of a service number: when (time condition) and where the caller is
+    (regions) it applies, and where the call goes (``targets``; empty: the switchboard's
+    menu; ``hunt``: the switchboard rings that hunt group without the menu)."""
+
+    condition: CompiledTimeCondition | None
+    regions: tuple[str, ...]
+    targets: tuple[Target, ...]
+    hunt: str | None
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceNumber:
+    """A special-service (呼叫中心直连) or 400 (融合通信移动400) number owned by a group."""
+
+    number: str
+    """National form: ``95123``, ``4008200123``."""
+    group: str
+    product: str
+    """``call_centre`` or ``400`` (the values of ``Charging.product``)."""
+    scope: str
+    """``national`` or ``local`` (400 numbers are national)."""
+    rows: tuple[ServiceRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OtherNumber:
+    """Another carrier's number registered on a line or PBX of a group (他网号码)."""
+
+    e164: str
+    national: str
+    group: str
+    line: str | None
+    pbx: str | None
+    approved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VpmnProfile:
+    """The 综合VPMN front-end translations of a group's PBXs ([002] L715–737)."""
+
+    trunk: str
+    virtual_prefix: str
+    routing_prefix: str
+    trigger_prefix: str
+    area: str
+    pbx_numbers: Mapping[str, str]
+    """PBX id → PBX编号."""
+
+    def virtual_calling(self, pbx: str, extension: str) -> str:
+        """``90`` + 0-area + PBX number + extension (the switchboard's: no extension)."""
+        return f"{self.virtual_prefix}0{self.area}{self.pbx_numbers[pbx]}{extension}"
+
+    def strip(self, number: str) -> tuple[str, str] | None:
+        """(PBX id, the rest) when ``number`` begins with routing prefix + 0-area + PBX number."""
+        for pbx, pbx_number in self.pbx_numbers.items():
+            prefix = f"{self.routing_prefix}0{self.area}{pbx_number}"
+            if number.startswith(prefix):
+                return pbx, number[len(prefix) :]
+        return None
+
+
 class CompiledGroup:
     """One group's indexes and policies."""
 
@@ -173,6 +241,19 @@ class CompiledGroup:
         self.schedule: Schedule | None = None
         self.switchboard_config: SwitchboardModel | None = None
         """Menus, hunt groups and operator as written (``gateway.switchboard`` compiles them)."""
+        self.presents: dict[str, tuple[str, str, str]] = {}
+        """Party id → (number its off-net calls present, product, that number in national form):
+        a call-centre agent's special number (呼叫中心直连 主叫), a mobile's virtual fixed number."""
+        self.forks: dict[str, str] = {}
+        """Party id → the product hunt group its calls ring (虚拟固话, 一号通)."""
+        self.vpmn: VpmnProfile | None = None
+        """The legacy 综合VPMN front-end profile of its PBXs, if any."""
+        self.product_hunts: dict[str, HuntGroupModel] = {}
+        """Hunt groups of the products, by name (rung by the switchboard without a menu)."""
+        self.region = ""
+        self.other_numbers: dict[str, OtherNumber] = {}
+        """Other carriers' numbers of the group's lines and PBXs, by E.164."""
+        """The group's province/city (``gateway.routing.geography``), for local-scope numbers."""
 
     def owns_range(self, subscriber: str) -> bool:
         n, length = int(subscriber), len(subscriber)
@@ -189,6 +270,7 @@ _SHORT, _LONG, _EMERGENCY = CallClass.INTRA_GROUP_SHORT, CallClass.INTRA_GROUP_L
 _ON_NET, _ORIGINATING, _TERMINATING = Direction.ON_NET, Direction.ORIGINATING, Direction.TERMINATING
 _TO_CARRIER, _TO_SWITCHBOARD = TargetKind.CARRIER_TRUNK, TargetKind.SWITCHBOARD
 _LINE, _MOBILE, _OFF_NET = PartyKind.LINE, PartyKind.MOBILE, PartyKind.OFF_NET
+_VIRTUAL = PartyKind.VIRTUAL_FIXED
 
 
 class CompiledPlan:
@@ -206,8 +288,18 @@ class CompiledPlan:
         carrier_area: str | None,
         warnings: tuple[Problem, ...] = (),
         sources: tuple[str, ...] = (),
+        services: Mapping[str, ServiceNumber] | None = None,
+        other_numbers: Mapping[str, OtherNumber] | None = None,
+        directory: tuple[Entry, ...] = (),
     ) -> None:
+        self.directory = directory
+        self._vpmn_by_trunk = {g.vpmn.trunk: g for g in groups.values() if g.vpmn is not None}
+        """The enterprise directory (企业通信录) of every group (``gateway.routing.directory``)."""
+        self.other_numbers: Mapping[str, OtherNumber] = other_numbers or {}
+        """Other carriers' numbers registered here (他网号码), by E.164."""
         self.numbering = analyser
+        self.services: Mapping[str, ServiceNumber] = services or {}
+        """Service numbers (special and 400) by national form."""
         self.calendar = calendar
         self.groups = groups
         self._by_e164 = by_e164
@@ -271,6 +363,13 @@ class CompiledPlan:
             return None
         return party.targets[0].user
 
+    def other_number(self, number: str) -> OtherNumber | None:
+        """The other-carrier number registration of ``number`` (any form), if any."""
+        if not self.other_numbers:
+            return None
+        e164 = self.to_e164(number)
+        return self.other_numbers.get(e164) if e164 else None
+
     def parties(self) -> Iterator[Party]:
         yield from self._by_e164.values()
         for g in self.groups.values():
@@ -304,6 +403,9 @@ class CompiledPlan:
         if request.origin is _PBX:
             pbx = self._pbx_by_trunk.get(request.trunk) if request.trunk is not None else None
             if pbx is None:
+                vpmn_group = self._vpmn_by_trunk.get(request.trunk) if request.trunk is not None else None
+                if vpmn_group is not None:
+                    return self._from_vpmn(vpmn_group, request, trace)
                 return self._refuse(403, f"unknown PBX trunk {request.trunk!r}", trace)
             group = self.groups[pbx.group]
             caller = self._pbx_caller(pbx, group, request.calling, trace)
@@ -420,6 +522,10 @@ class CompiledPlan:
                 + (f", area code {analysed.area}" if analysed.area else "")
                 + f"), E.164 {analysed.e164 or '-'}",
             )
+        service = self.services.get(analysed.national) if self.services else None
+        if service is not None:
+            calling = self.numbering.analyse(caller.e164 or caller.off_net_e164, group.area)
+            return self._service_call(service, calling, request, trace)
         if analysed.e164 is not None:
             owner = self._by_e164.get(analysed.e164)
             if owner is not None and owner.group == group.id:
@@ -439,7 +545,23 @@ class CompiledPlan:
                 return self._off_net_group_call(group, caller, friend, request, trace, False, from_carrier)
             if owner is not None and not from_carrier:
                 return self._to_other_group(group, caller, owner, analysed, request, trace)
-        if from_carrier:
+        if group.vpmn is not None and caller.pbx in group.vpmn.pbx_numbers and not from_carrier:
+            refusal = self._check_originating(group, caller, analysed, request, trace, False)
+            if refusal is not None:
+                return refusal
+            return self._to_vpmn(
+                group,
+                caller,
+                analysed.national,
+                analysed.e164 or analysed.national,
+                analysed.call_class,
+                False,
+                False,
+                trace,
+            )
+        presents = group.presents.get(caller.id) if group.presents else None
+        if from_carrier and (presents is None or presents[1] != "virtual_fixed"):
+            # Only a virtual fixed number's mobile calls out through the group (on that number).
             return self._refuse(
                 404, "calls from the carrier trunk only reach numbers served here (no transit)", trace
             )
@@ -447,8 +569,31 @@ class CompiledPlan:
         if refusal is not None:
             return refusal
         dest = analysed.e164 or analysed.national
+        product: str | None
+        shown: str | None
+        if presents is not None:
+            # 呼叫中心直连 主叫 ([000] L492) / 虚拟固话: the call goes out on the product's number.
+            calling_as, product, shown = presents
+            if trace is not None:
+                trace.add("caller ID", f"{caller.id} calls out on its {product} number: present {calling_as}")
+        elif group.other_numbers:
+            calling_as, product, shown = self._other_carrier_identity(group, caller, request, trace)
+        else:
+            calling_as, product, shown = caller.off_net_e164, None, None
         charging = _new(
-            Charging, (analysed.call_class, _ORIGINATING, group.id, caller.id, False, False, False, None)
+            Charging,
+            (
+                analysed.call_class,
+                _ORIGINATING,
+                group.id,
+                caller.id,
+                False,
+                False,
+                False,
+                None,
+                product,
+                shown,
+            ),
         )
         return _new(
             Decision,
@@ -456,8 +601,8 @@ class CompiledPlan:
                 analysed.call_class,
                 self._carrier_targets(group.carrier_trunks, dest),
                 dest,
-                caller.off_net_e164,
-                caller.off_net_e164,
+                calling_as,
+                calling_as,
                 charging,
                 None if analysed.e164 else self.numbering.phone_context(group.area),
                 _NO_WARNINGS,
@@ -474,9 +619,15 @@ class CompiledPlan:
         short_dialled: bool,
     ) -> Decision | Refusal:
         call_class = _SHORT if short_dialled else _LONG
+        if callee.kind is _MOBILE and group.vpmn is not None and caller.pbx in group.vpmn.pbx_numbers:
+            assert callee.e164 is not None and callee.dialable is not None
+            return self._to_vpmn(
+                group, caller, callee.dialable, callee.e164, call_class, True, short_dialled, trace
+            )
         targets, warnings = callee.targets, _NO_WARNINGS
-        if not targets:
-            targets, warnings = self._switchboard_targets(group, request, trace)
+        fork = group.forks.get(callee.id) if group.forks else None
+        if fork is not None or not targets:
+            targets, warnings = self._switchboard_targets(group, request, trace, fork)
         show_short = group.show_short or (short_dialled and group.show_short_if_dialled)
         if show_short and caller.short is not None:
             presented = caller.short
@@ -492,7 +643,19 @@ class CompiledPlan:
             )
             trace.add("route", ", ".join(_describe(t) for t in targets))
         charging = _new(
-            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None)
+            Charging,
+            (
+                call_class,
+                _ON_NET,
+                group.id,
+                caller.id,
+                True,
+                short_dialled,
+                False,
+                None,
+                _fork_product(callee) if fork is not None else None,
+                self.numbering.national_form(callee.e164) if fork is not None and callee.e164 else None,
+            ),
         )
         return _new(
             Decision,
@@ -600,6 +763,8 @@ class CompiledPlan:
             return self._originating(group, member, request.called, request, trace, True)
         if trace is not None:
             trace.add("caller", f"off-net caller {caller_e164 or request.calling!r} over the carrier trunk")
+        if isinstance(analysed, Number) and analysed.national in self.services:
+            return self._service_call(self.services[analysed.national], calling, request, trace)
         if not isinstance(analysed, Number):
             analysed = numbering.analyse(request.called, self.carrier_area)
             if not isinstance(analysed, Number):
@@ -619,16 +784,30 @@ class CompiledPlan:
                 trace,
             )
         targets, warnings = callee.targets, _NO_WARNINGS
-        if not targets:
-            targets, warnings = self._switchboard_targets(group, request, trace)
+        fork = group.forks.get(callee.id) if group.forks else None
+        if fork is not None or not targets:
+            targets, warnings = self._switchboard_targets(group, request, trace, fork)
         presented = (
             numbering.dialable_of(calling, group.area) if isinstance(calling, Number) else request.calling
         )
         if trace is not None:
             trace.add("caller ID", f"present off-net caller as {presented}")
             trace.add("route", ", ".join(_describe(t) for t in targets))
+        product = _fork_product(callee) if fork is not None else None
         charging = _new(
-            Charging, (caller_class, _TERMINATING, group.id, callee.id, False, False, False, None)
+            Charging,
+            (
+                caller_class,
+                _TERMINATING,
+                group.id,
+                callee.id,
+                False,
+                False,
+                False,
+                None,
+                product,
+                numbering.national_form(callee.e164) if product and callee.e164 else None,
+            ),
         )
         return _new(
             Decision,
@@ -642,6 +821,218 @@ class CompiledPlan:
                 None,
                 warnings,
             ),
+        )
+
+    def _to_vpmn(  # noqa: PLR0917 - positional like the other call kinds
+        self,
+        group: CompiledGroup,
+        caller: Party,
+        dialled: str,
+        called: str,
+        call_class: CallClass,
+        on_net: bool,
+        short_dialled: bool,
+        trace: Trace | None,
+    ) -> Decision:
+        """A PBX user's call through the legacy 综合VPMN platform ([002] L729–781): calling → the
+        virtual calling number, called → trigger prefix + the number; the platform (SCP) then
+        shows the PBX's VPMN short number on on-net calls (types 1–2) and its PSTN switchboard
+        number on off-net ones (type 3)."""
+        vpmn = group.vpmn
+        assert vpmn is not None and caller.pbx is not None
+        extension = (
+            caller.targets[0].user if caller.kind is PartyKind.PBX_EXTENSION and caller.targets else ""
+        )
+        virtual = vpmn.virtual_calling(caller.pbx, extension)
+        user = vpmn.trigger_prefix + dialled
+        if trace is not None:
+            kind = "type 2 (PBX → VPMN mobile, on-net)" if on_net else "type 3 (PBX → off-net)"
+            shown = caller.short if on_net and caller.short else caller.off_net_e164
+            trace.add(
+                "legacy VPMN",
+                f"{kind}: calling {caller.id} → virtual calling number {virtual}, called {dialled} → {user} "
+                f"toward trunk {vpmn.trunk}; the platform shows {shown}",
+            )
+        target = Target(TargetKind.VPMN_TRUNK, user, vpmn.trunk)
+        return Decision(
+            call_class,
+            (target,),
+            called,
+            virtual,
+            virtual,
+            Charging(
+                call_class,
+                _ON_NET if on_net else _ORIGINATING,
+                group.id,
+                caller.id,
+                on_net,
+                short_dialled,
+                False,
+                None,
+                "legacy_vpmn",
+                user,
+            ),
+        )
+
+    def _from_vpmn(
+        self, group: CompiledGroup, request: CallRequest, trace: Trace | None
+    ) -> Decision | Refusal:
+        """A call from the legacy 综合VPMN platform to a PBX (type 4, flow C): routing prefix +
+        0-area + PBX number stripped from the called and the calling numbers ([002] L733)."""
+        vpmn = group.vpmn
+        assert vpmn is not None
+        hit = vpmn.strip(request.called)
+        if hit is None:
+            return self._refuse(
+                404,
+                f"{request.called} does not begin with the PBX routing prefix {vpmn.routing_prefix}",
+                trace,
+            )
+        pbx_id, extension = hit
+        pbx = group.pbxs[pbx_id]
+        callee = pbx.extensions.get(extension) if extension else pbx.switchboard
+        if callee is None and not pbx.sends_extensions:
+            callee = pbx.switchboard
+        if callee is None:
+            return self._refuse(404, f"PBX {pbx_id} has no extension {extension!r}", trace)
+        calling_hit = vpmn.strip(request.calling)
+        calling = calling_hit[1] if calling_hit is not None else request.calling
+        member = group.short.get(calling) or self.owner(calling, group.id)
+        if member is not None and member.group != group.id:
+            member = None
+        if member is not None:
+            presented = member.short if group.show_short and member.short else (member.dialable or calling)
+            asserted = member.e164 or member.off_net_e164
+        else:
+            presented, asserted = calling, calling
+        if trace is not None:
+            trace.add(
+                "legacy VPMN",
+                f"type 4 (platform → PBX): called {request.called} → {pbx_id} "
+                f"{'extension ' + extension if extension else 'switchboard'}, calling {request.calling} → "
+                f"{calling}; present {presented}",
+            )
+        call_class = _SHORT if member is not None else _LOCAL_CLASS
+        return Decision(
+            call_class,
+            callee.targets,
+            callee.e164 or callee.targets[0].user,
+            presented,
+            asserted,
+            Charging(
+                call_class,
+                _ON_NET if member is not None else _TERMINATING,
+                group.id,
+                callee.id,
+                member is not None,
+                False,
+                False,
+                None,
+                "legacy_vpmn",
+                request.called,
+            ),
+        )
+
+    def _other_carrier_identity(
+        self, group: CompiledGroup, caller: Party, request: CallRequest, trace: Trace | None
+    ) -> tuple[str, str | None, str | None]:
+        """(presented number, product, number for charging) of an off-net call: an approved other
+        carrier's number of the caller's own line or PBX when the caller asks for it, else the
+        caller's own number ([000] L597: pass-through only after approval)."""
+        wanted = request.preferred or request.calling
+        e164 = self.to_e164(wanted, group.id) if wanted else None
+        other = group.other_numbers.get(e164) if e164 else None
+        if other is None:
+            return caller.off_net_e164, None, None
+        mine = other.line == caller.id if other.line is not None else other.pbx == caller.pbx
+        if mine and other.approved:
+            if trace is not None:
+                trace.add("caller ID", f"other carrier's number {other.national} (approved): present it")
+            return other.e164, "other_carrier", other.national
+        if trace is not None:
+            why = "not approved" if mine else f"registered on {other.line or other.pbx}, not on {caller.id}"
+            trace.add(
+                "caller ID", f"other carrier's number {other.national} {why}: present {caller.off_net_e164}"
+            )
+        return caller.off_net_e164, None, None
+
+    def _service_call(
+        self, service: ServiceNumber, calling: object, request: CallRequest, trace: Trace | None
+    ) -> Decision | Refusal:
+        """A call to a group's special-service or 400 number: scope, then the first routing row
+        whose time condition and caller regions hold."""
+        group = self.groups[service.group]
+        caller_e164 = calling.e164 if isinstance(calling, Number) else None
+        region = region_of(caller_e164) if caller_e164 else ""
+        if trace is not None:
+            trace.add(
+                "service number",
+                f"{service.number}: {service.product} number of group {group.id}, scope {service.scope}; "
+                f"caller {caller_e164 or request.calling!r} in {region or 'an unknown region'}",
+            )
+        if service.scope == "local" and not _in_group_area(calling, region, group):
+            # A local special number exists only in its own numbering area: from elsewhere it is
+            # an unallocated number (Q.850 cause 1 → 404, RFC 3398 §7.2.4.1), as the PSTN answers.
+            return self._refuse(
+                404,
+                f"{service.number} is a local call-centre number of area 0{group.area}; "
+                f"caller {caller_e164 or request.calling!r} is not in that area",
+                trace,
+                CallClass.SPECIAL,
+            )
+        local: dt.datetime | None = None
+        warnings: list[str] = []
+        for row in service.rows:
+            if row.regions and not in_regions(region, row.regions):
+                continue
+            if row.condition is not None:
+                if local is None:
+                    local = _local_time(request.at, group.tz)
+                result = row.condition.evaluate(local)
+                if result.warning:
+                    warnings.append(result.warning)
+                if trace is not None:
+                    trace.add("time condition", result.detail)
+                if not result.holds:
+                    continue
+            if trace is not None:
+                trace.add("service route", row.label)
+            targets = row.targets
+            if not targets:
+                targets, more = self._switchboard_targets(group, request, trace, row.hunt)
+                warnings += more
+            break
+        else:  # the compiler requires a default row; kept for a hand-built plan
+            return self._refuse(404, f"{service.number} has no route for this call", trace)
+        presented = (
+            self.numbering.dialable_of(calling, group.area)
+            if isinstance(calling, Number)
+            else request.calling
+        )
+        call_class = CallClass.FOUR_HUNDRED if service.product == "400" else CallClass.SPECIAL
+        if trace is not None:
+            trace.add("caller ID", f"present caller as {presented}")
+            trace.add("route", ", ".join(_describe(t) for t in targets))
+        return Decision(
+            call_class,
+            targets,
+            service.number,
+            presented,
+            caller_e164 or request.calling,
+            Charging(
+                call_class,
+                _TERMINATING,
+                group.id,
+                targets[0].member,
+                False,
+                False,
+                False,
+                None,
+                service.product,
+                service.number,
+            ),
+            None,
+            tuple(warnings),
         )
 
     # ------------------------------------------------------------------ helpers
@@ -690,9 +1081,10 @@ class CompiledPlan:
         return None
 
     def _switchboard_targets(
-        self, group: CompiledGroup, request: CallRequest, trace: Trace | None
+        self, group: CompiledGroup, request: CallRequest, trace: Trace | None, hunt: str | None = None
     ) -> tuple[tuple[Target, ...], tuple[str, ...]]:
-        """The switchboard in the mode its schedule gives at the call's time (first row that holds)."""
+        """The switchboard in the mode its schedule gives at the call's time (first row that holds);
+        with ``hunt``, the switchboard rings that hunt group without its menu."""
         assert group.schedule is not None and group.switchboard_service is not None
         number = group.switchboard_numbers[0]
         warnings: list[str] = []
@@ -714,14 +1106,16 @@ class CompiledPlan:
                 break
         if trace is not None:
             trace.add("switchboard", f"mode {chosen!r}")
-        target = Target(_TO_SWITCHBOARD, number, service=group.switchboard_service, mode=chosen)
+        if trace is not None and hunt is not None:
+            trace.add("switchboard", f"rings hunt group {hunt} (no menu)")
+        target = Target(_TO_SWITCHBOARD, number, service=group.switchboard_service, mode=chosen, hunt=hunt)
         return (target,), tuple(warnings)
 
     @staticmethod
     def _carrier_targets(trunks: tuple[str, ...], user: str) -> tuple[Target, ...]:
         if len(trunks) == 1:
-            return (_new(Target, (_TO_CARRIER, user, trunks[0], None, None, None)),)
-        return tuple([_new(Target, (_TO_CARRIER, user, t, None, None, None)) for t in trunks])
+            return (_new(Target, (_TO_CARRIER, user, trunks[0], None, None, None, None)),)
+        return tuple([_new(Target, (_TO_CARRIER, user, t, None, None, None, None)) for t in trunks])
 
     @staticmethod
     def _refuse(
@@ -734,6 +1128,21 @@ class CompiledPlan:
 
 def _local_time(at: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
+
+
+def _fork_product(party: Party) -> str:
+    """The product whose hunt group rings for ``party``: 虚拟固话 or 一号通."""
+    return "virtual_fixed" if party.kind is _VIRTUAL else "one_number"
+
+
+def _in_group_area(calling: object, region: str, group: CompiledGroup) -> bool:
+    """Is the caller in the group's own area? A fixed caller by its area code (the numbering
+    plan); a mobile caller by the city of its number block (the geocoder); unknown: no."""
+    if not isinstance(calling, Number):
+        return False
+    if calling.area is not None:
+        return calling.area == group.area
+    return bool(region) and region == group.region
 
 
 def _caller_class(calling: object, area: str) -> CallClass:
@@ -761,6 +1170,7 @@ _PARTY_LABELS = {
     PartyKind.PBX_SWITCHBOARD: "PBX switchboard",
     PartyKind.SWITCHBOARD: "switchboard",
     PartyKind.OFF_NET: "off-net partner",
+    PartyKind.VIRTUAL_FIXED: "virtual fixed number",
 }
 
 
@@ -778,4 +1188,6 @@ def _describe(target: Target) -> str:
         parts.append(f"member={target.member}")
     if target.service:
         parts.append(f"service={target.service} mode={target.mode}")
+    if target.hunt:
+        parts.append(f"hunt={target.hunt}")
     return " ".join(parts)

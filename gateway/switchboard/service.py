@@ -7,7 +7,10 @@ initial INVITE whose called number is a switchboard number or short number (an i
 when the dialplan changes) is decided by the dialplan (same origin rules as
 :class:`gateway.call.routing.DialplanRouter`); when the decision's target is
 ``TargetKind.SWITCHBOARD`` the switchboard serves the call, in the menu of the decision's
-``mode`` (the schedule: business hours, holidays, dates). Everything else, and every
+``mode`` (the schedule: business hours, holidays, dates). A target with a ``hunt`` (a
+service number's route, a virtual fixed number, a one-number member) is answered the same way
+but rings that hunt group at the ACK instead of playing the menu, so the products' forking is
+this one hunt machinery (first answer wins, the others CANCELled with a Reason). Everything else, and every
 in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
 control (:class:`~gateway.call.b2bua.CallHandlers`, from :meth:`B2BUA.handlers`) untouched.
 
@@ -197,6 +200,7 @@ class SbCall:
     caller_sdp: bytes = b""  # the caller's current session description (offer, then its answer)
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
+    direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
 
 
 class Switchboard:
@@ -295,6 +299,15 @@ class Switchboard:
                 numbers |= {number, e164, e164.lstrip("+"), plan.national_form(number, group.id)}
             if config.short:
                 numbers.add(config.short)
+        for service in plan.services.values():  # 呼叫中心直连 / 400 numbers routed to the switchboard
+            if service.group in menus:
+                e164 = plan.to_e164(service.number, service.group) or ""
+                numbers |= {service.number, e164, e164.lstrip("+")}
+        for party in plan.parties():  # 虚拟固话 / 一号通: their calls ring several phones from here
+            if party.group in menus and party.id in plan.groups[party.group].forks:
+                e164 = party.e164 or ""
+                numbers |= {party.short or "", party.dialable or "", e164, e164.lstrip("+")}
+                numbers.add(plan.national_form(e164) if e164 else "")
         self._numbers = frozenset(n for n in numbers if n)
         self._menus = menus
         self._index_of = id(plan)
@@ -345,6 +358,7 @@ class Switchboard:
                     mode=target.mode or "",
                     decision=outcome,
                     originating=originating,
+                    hunt=target.hunt,
                 )
         log.warning("switchboard %s of group %s has no menus", target.user, group_id)
         return make_response(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
@@ -366,6 +380,7 @@ class Switchboard:
         mode: str,
         decision: Decision,
         originating: str,
+        hunt: str | None = None,
     ) -> Response | None:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
@@ -416,6 +431,7 @@ class Switchboard:
         session = MenuSession.begin(menus, mode)
         call = SbCall(uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id)
         call.caller_sdp = request.body
+        call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
         self._by_dialog[(request.call_id, tag)] = call
@@ -510,6 +526,8 @@ class Switchboard:
         fallback: MenuAction | MenuGoto = MenuAction.OPERATOR if config.operator else MenuAction.HANGUP
         if choice.kind is ChoiceKind.HUNT and choice.argument in config.hunt_groups:
             return HuntPlan.of(config.hunt_groups[choice.argument])
+        if choice.kind is ChoiceKind.HUNT and choice.argument in call.group.product_hunts:
+            return HuntPlan.of(call.group.product_hunts[choice.argument])  # 虚拟固话, 一号通
         if choice.kind is ChoiceKind.OPERATOR and config.operator is not None:
             plan = HuntPlan.of(config.operator)
             if plan.on_no_answer is not MenuAction.REPEAT:  # nobody after the operator: goodbye
@@ -1041,7 +1059,9 @@ class Switchboard:
             call.caller_sdp = request.body
             if call.rtp is not None:
                 call.rtp.update(negotiated)
-        if call.state is SbState.MENU:
+        if call.state is SbState.MENU and call.direct is not None:
+            self._connect(call, call.direct, "")  # a service number's hunt group: no menu
+        elif call.state is SbState.MENU:
             self._apply(call, call.menu.start(self._now()))
 
     def _on_cancel(self, invite: Request, cancel: Request) -> None:

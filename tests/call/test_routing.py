@@ -4,8 +4,10 @@ store and the trunk table, account-state gating, caller ID and charging attribut
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
@@ -21,11 +23,14 @@ from tests.support.gateway import PROJECT_ROOT
 
 LINE1 = Address("udp", "127.0.0.1", 40001)
 LINE2 = Address("udp", "127.0.0.1", 40002)
+LINE3 = Address("udp", "127.0.0.1", 40003)
 PBX = Address("udp", "127.0.0.1", 5092)
 
 
-def invite(calling: str, called: str) -> Request:
+def invite(calling: str, called: str, preferred: str | None = None) -> Request:
     headers = Headers()
+    if preferred is not None:
+        headers.add("P-Preferred-Identity", f"<sip:{preferred}@127.0.0.1>")
     headers.add("Via", "SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx")
     headers.add("From", f"<sip:{calling}@127.0.0.1>;tag=a")
     headers.add("To", f"<sip:{called}@gw>")
@@ -45,6 +50,7 @@ def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> Dialp
     bindings = {
         "62880001": [Binding("62880001", "k", f"sip:62880001@127.0.0.1:{LINE1.port}", 1e12, "r", 1, LINE1)],
         "62880002": [Binding("62880002", "k", f"sip:62880002@127.0.0.1:{LINE2.port}", 1e12, "r", 1, LINE2)],
+        "62880003": [Binding("62880003", "k", f"sip:62880003@127.0.0.1:{LINE3.port}", 1e12, "r", 1, LINE3)],
     }
 
     async def contacts(number: str) -> list[Binding]:
@@ -93,7 +99,7 @@ async def test_pbx_calls_a_member(trunks: TrunkTable) -> None:
 
 
 async def test_unregistered_target_is_480(trunks: TrunkTable) -> None:
-    outcome = await router(trunks)(invite("62880001", "60003"), LINE1)
+    outcome = await router(trunks)(invite("62880001", "60004"), LINE1)
     assert isinstance(outcome, Refused) and outcome.status == 480
 
 
@@ -119,3 +125,53 @@ async def test_emergency_passes_every_state(trunks: TrunkTable) -> None:
     await store.set(Scope.GROUP, "acme", AccountState.SUSPENDED)
     outcome = await router(trunks, store)(invite("62880001", "110"), LINE1)
     assert not (isinstance(outcome, Refused) and outcome.status == 403), outcome
+
+
+async def test_other_carrier_numbers_of_a_line_pass_only_when_approved(trunks: TrunkTable) -> None:
+    """他网号码: 62880003 calls From (or asks with P-Preferred-Identity for) another carrier's
+    number registered on it; the approved one is presented, the pending one is not."""
+    routed = router(trunks)
+    for request in (invite("02155550001", "013800138000"), invite("62880003", "013800138000", "02155550001")):
+        route = await routed(request, LINE3)
+        assert isinstance(route, Route) and route.inbound_trunk == "acme-iad", route
+        assert (route.presented_calling, route.asserted_calling) == ("+862155550001", "+862155550001")
+    pending = await routed(invite("02155550002", "013800138000"), LINE3)
+    assert isinstance(pending, Route) and pending.presented_calling == "+862162880003"
+    # From another carrier's number but not from where its line registered: not the line.
+    stranger = await routed(invite("02155550001", "013800138000"), LINE1)
+    assert stranger == Refused(403, "Unknown Peer")
+    # Another line asking for it gets its own number.
+    other_line = await routed(invite("62880001", "013800138000", "02155550001"), LINE1)
+    assert isinstance(other_line, Route) and other_line.presented_calling == "+862162880001"
+
+
+def narrowed_trunks(tmp_path: Path, allowed: dict[str, str]) -> TrunkTable:
+    data = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
+    for trunk in data["trunks"]:
+        if trunk["name"] in allowed:
+            trunk["allowed_numbers"] = allowed[trunk["name"]]
+    path = tmp_path / "trunks.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_trunks(path)
+
+
+async def test_allowed_numbers_are_enforced_for_every_trunk_kind(tmp_path: Path) -> None:
+    trunks = narrowed_trunks(
+        tmp_path, {"acme-iad": "62880001-62880002", "carrier": "13800000000-13899999999"}
+    )
+    routed = router(trunks)
+    # A line outside its IAD's allowed numbers calls out as the group's own (main) number.
+    route = await routed(invite("62880003", "013800138000"), LINE3)
+    assert isinstance(route, Route)
+    assert (route.presented_calling, route.asserted_calling) == ("+862162880000", "+862162880000")
+    inside = await routed(invite("62880001", "013800138000"), LINE1)
+    assert isinstance(inside, Route) and inside.presented_calling == "+862162880001"
+    # Intra-group calls show short numbers, whatever the trunk's list.
+    intra = await routed(invite("62880003", "60001"), LINE3)
+    assert isinstance(intra, Route) and intra.presented_calling == "60003"
+    # A carrier caller outside the carrier's allowed numbers: refused (fail closed).
+    carrier = Address("udp", "127.0.0.1", 5070)
+    assert await routed(invite("02087654321", "62880001"), carrier) == Refused(
+        403, "Calling Number Not Allowed On Trunk"
+    )
+    assert isinstance(await routed(invite("13800138000", "62880001"), carrier), Route)

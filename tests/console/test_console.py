@@ -275,3 +275,25 @@ def test_edge_sites_listed_with_their_state(
         stop_process(agent)
         # Retire the site: clear its retained state (paho: Playwright's loop runs in this thread).
         paho_publish.single(f"edge/{site}/state", b"", qos=1, retain=True, port=mosquitto_srv.port)
+
+
+def test_directory_search_by_name_and_number(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    """企业通信录: the operator looks a person up by name, then by part of a number."""
+    _, api = console
+    login(page, api, READER)
+    page.click("#tabs button[data-tab=directory]")
+    expect(page.locator("#dir-list tbody tr")).to_have_count(7)  # everyone, the switchboard first
+    page.fill("#dir-q", "zhang")
+    page.click("#dir-form button[type=submit]")
+    expect(page.locator("#dir-list tbody tr")).to_have_count(1)
+    expect(page.locator("#dir-list tbody tr").first).to_contain_text("张伟 Zhang Wei")
+    expect(page.locator("#dir-list tbody tr").first).to_contain_text("61002")
+    page.fill("#dir-q", "销售部")
+    page.press("#dir-q", "Enter")
+    expect(page.locator("#dir-list tbody tr")).to_have_count(3)
+    page.fill("#dir-q", "62880008")
+    page.press("#dir-q", "Enter")
+    expect(page.locator("#dir-list tbody tr")).to_have_count(1)
+    expect(page.locator("#dir-list tbody tr").first).to_contain_text("刘洋 Liu Yang")
+    expect(page.locator("#dir-summary")).to_have_text("1 found")
+    shot(page, "12-directory")

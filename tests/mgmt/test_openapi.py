@@ -95,6 +95,7 @@ def test_real_responses_validate_against_their_schemas(
         ("get", "/api/dialplans/{name}", "/api/dialplans/acme", None),
         ("post", "/api/explain", "/api/explain", {"from": "62880001", "to": "60002", "group": "acme"}),
         ("post", "/api/explain", "/api/explain", {"from": "62880001", "to": "999", "group": "acme"}),
+        ("get", "/api/directory", "/api/directory?q=sales", None),
         ("get", "/api/dialplan-versions", "/api/dialplan-versions", None),
         ("get", "/api/accounts", "/api/accounts", None),
         ("get", "/api/accounts/{scope}/{key}", "/api/accounts/number/62880001", None),

@@ -41,7 +41,7 @@ def test_check_the_shipped_dialplans_through_the_gateway_command() -> None:
         "dialplan", "check", "dialplans", "--trunk", "carrier", "--trunk", "acme-pbx", "--trunk", "acme-iad"
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK: 2 file(s), 1 group(s), 1010 short number(s)" in done.stdout
+    assert "OK: 2 file(s), 1 group(s), 1012 short number(s)" in done.stdout
     assert "dialplans/acme.yaml:66: lines[0].short_first:" in done.stdout
 
 

@@ -371,6 +371,8 @@ def test_time_condition_parts(build: PlanBuilder) -> None:
         }
         for menus in ("menus", "hunt_groups", "operator"):  # modes without menus: routing only
             acme["switchboard"].pop(menus)
+        for products in ("call_centre", "virtual_fixed", "one_number", "directory"):  # menus, hunts
+            acme.pop(products)
         acme["switchboard"]["schedule"] = [
             {"when": "closed", "mode": "closed"},
             {"when": "holidays", "mode": "holiday"},

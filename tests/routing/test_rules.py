@@ -267,6 +267,15 @@ def test_switchboard_only_pbx_lands_on_its_switchboard(build: PlanBuilder) -> No
     def edit(acme: dict[str, Any]) -> None:
         for menus in ("menus", "hunt_groups", "operator"):  # they name extensions of acme-pbx
             acme["switchboard"].pop(menus)
+        for products in (
+            "call_centre",
+            "mobile_400",
+            "other_carrier_numbers",
+            "virtual_fixed",
+            "one_number",
+            "directory",
+        ):
+            acme.pop(products)
         acme["pbxs"] = [
             {
                 "id": "old-pbx",

@@ -95,7 +95,7 @@ function show(tab) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === tab);
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== tab;
   clearInterval(state.timer);
-  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites }[tab];
+  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites, directory: searchDirectory }[tab];
   refresh().catch((error) => toast(error.message));
   if (tab === "dashboard" || tab === "calls" || tab === "sites") {
     state.timer = setInterval(() => refresh().catch(() => {}), 2000);
@@ -399,6 +399,14 @@ async function refreshSites() {
   }));
 }
 
+// -- directory (企业通信录, number lookup) ----------------------------------------------------------
+async function searchDirectory() {
+  const q = $("dir-q").value.trim();
+  const data = await api("GET", `/api/directory?q=${encodeURIComponent(q)}&limit=200`);
+  $("dir-summary").textContent = `${data.count}${data.truncated ? "+" : ""} found`;
+  fill("dir-list", data.entries.map((e) => row([e.name, e.department, e.title, e.short, e.long, e.group])));
+}
+
 // -- wiring -------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (event) => { event.preventDefault(); login($("token").value.trim()); });
@@ -412,6 +420,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("explain-form").addEventListener("submit", explain);
   $("acct-form").addEventListener("submit", setAccount);
   $("acct-get").addEventListener("click", getAccount);
+  $("dir-form").addEventListener("submit", (event) => { event.preventDefault(); searchDirectory().catch((e) => toast(e.message)); });
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) login(token);
 });
