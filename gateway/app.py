@@ -113,6 +113,7 @@ from gateway.sip.transactions import (
     stamp_received,
 )
 from gateway.sip.validation import Policy, validate_request
+from gateway.transport import PacketFilter
 from gateway.transport.manager import Listen, TransportSet
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,10 @@ class Gateway:
     def allow(self) -> str:
         """The Allow header value: every method we answer (RFC 3261 §20.5)."""
         return self._allow
+
+    def set_packet_filter(self, packet_filter: PacketFilter | None) -> None:
+        """The edge guard (gateway.security.guard), asked on raw input before any parsing."""
+        self._transports.set_filter(packet_filter)
 
     def add_request_handler(self, method: str, handler: RequestHandler) -> None:
         """Serve ``method`` with ``handler`` (replacing any previous one); see the module docstring."""

@@ -21,6 +21,7 @@ from gateway.collector import GcSettings
 from gateway.datafile import DataFileError, Problem, load_model
 from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
+from gateway.security.settings import SecuritySettings
 from gateway.switchboard.settings import SwitchboardSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -135,6 +136,7 @@ class GatewayConfig(Section):
     registrar: RegistrarConfig = RegistrarConfig()
     call: CallSettings = CallSettings()
     switchboard: SwitchboardSettings = SwitchboardSettings()
+    security: SecuritySettings = SecuritySettings()
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 

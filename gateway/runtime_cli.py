@@ -108,6 +108,7 @@ async def serve(config: GatewayConfig) -> None:
     from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
+    from gateway.security.guard import EdgeGuard, ban_store_for  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -117,7 +118,14 @@ async def serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     # One account-state gate: the registrar refuses cancelled lines, call control bars calls.
     accounts = AccountGate.from_settings(config.accounts, config.redis.url)
-    registrar = await install_registrar(gateway, config, accounts=accounts)
+    # The edge guard: bans, budgets and scanner drops before parsing; told of digest failures.
+    guard = EdgeGuard(
+        config.security, ban_store_for(config.security, config.redis.url), gateway.metrics.registry
+    ) if config.security.enabled else None
+    registrar = await install_registrar(gateway, config, accounts=accounts, auth_observer=guard)
+    if guard is not None:
+        guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
+        gateway.set_packet_filter(guard)
     charging = await start_charging(config)
     # One dialplan holder for call control and the operations API (which swaps plans in it).
     dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \
@@ -140,11 +148,14 @@ async def serve(config: GatewayConfig) -> None:
     collector = CycleCollector(config.gc, gateway.metrics.registry)
     try:
         await gateway.start()
+        if guard is not None:
+            guard.start()
         registrar.start(config)  # outbound registration and qualify need the listening addresses
         if config.api.enabled:
             api = await start_api(gateway, config, registrar=registrar, calls=calls, dialplan=dialplan,
                                   charging=charging, monitor=monitor,
-                                  accounts=calls.accounts.store if calls.accounts is not None else None)
+                                  accounts=calls.accounts.store if calls.accounts is not None else None,
+                                  guard=guard)
         collector.start()
         if follower is not None:
             follower.start()
@@ -160,6 +171,8 @@ async def serve(config: GatewayConfig) -> None:
         if api is not None:
             await api.close()  # operators' changes stop first
         await gateway.stop()
+        if guard is not None:
+            await guard.close()
         await calls.close()
         if charging is not None:
             await charging.close()  # after the calls: their stop events are flushed

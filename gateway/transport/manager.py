@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address, Transport
-from gateway.transport import MessageSink
+from gateway.transport import MessageSink, PacketFilter
 from gateway.transport.tcp import TcpTransport
 from gateway.transport.udp import UdpEndpoint
 
@@ -74,6 +74,7 @@ class TransportSet:
         )
         self.locals: list[Address] = []  # the configured listeners: what peers dial
         self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
+        self._filter: PacketFilter | None = None
 
     async def start(self, listen: Sequence[Listen], *, worker_port: int | None = None) -> None:
         """Open every listener (shared with the other workers when ``worker_port`` is given, plus
@@ -92,6 +93,14 @@ class TransportSet:
             await self.close()
             raise
 
+    def set_filter(self, packet_filter: PacketFilter | None) -> None:
+        """Ask ``packet_filter`` about every datagram, connection and stream message before it
+        reaches the sink (listeners opened later get it too)."""
+        self._filter = packet_filter
+        self.tcp.filter = packet_filter
+        for endpoint in self._udp:
+            endpoint.filter = packet_filter
+
     async def _open(self, item: Listen, *, reuse_port: bool, default: bool) -> Address:
         if item.transport == "tcp":
             return await self.tcp.listen(item.host, item.port, reuse_port=reuse_port)
@@ -100,6 +109,7 @@ class TransportSet:
         endpoint = await UdpEndpoint.listen(
             item.host, item.port, self._sink, self._metrics, index=len(self._udp), reuse_port=reuse_port
         )
+        endpoint.filter = self._filter
         self._udp.append(endpoint)
         if default:
             self._udp_by_family.setdefault(endpoint.family, endpoint)

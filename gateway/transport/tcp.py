@@ -27,7 +27,7 @@ from typing import cast
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address
 from gateway.sip.framing import PONG, FramedMessage, FramingError, KeepAlivePing, StreamFramer
-from gateway.transport import MessageSink
+from gateway.transport import MessageSink, PacketFilter
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,22 @@ class TcpConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = _peer_address(transport.get_extra_info("peername"))
         self._owner.register(self)
+        packet_filter = self._owner.filter
+        if packet_filter is not None and not packet_filter.admit_connection(self.peer.host):
+            self.close("banned")  # a banned source: closed before a byte of it is read
+            return
         self._arm_idle_timer(self._owner.idle_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self._loop.time()
         peer = self.peer
         assert peer is not None
+        packet_filter = self._owner.filter
         for event in self._framer.feed(data):
             if isinstance(event, FramedMessage):
+                if packet_filter is not None and not packet_filter.admit(event.data, peer.host):
+                    self.close("banned")  # over budget or a scanner: nothing more is read
+                    return
                 self._owner.sink.message_received(event.data, peer)
             elif isinstance(event, KeepAlivePing):
                 self._owner.metrics.messages_received.labels("tcp", "keepalive").inc()
@@ -161,6 +169,7 @@ class TcpTransport:
         self.max_connections = max_connections
         self._open = 0  # connections made and not yet lost (the table may hold fewer)
         self._on_connect_failed = on_connect_failed
+        self.filter: PacketFilter | None = None  # the edge guard, before any parsing
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Address, TcpConnection] = {}
         # Bytes for destinations we are connecting to; sent in order once connected.

@@ -15,7 +15,7 @@ from typing import cast
 
 from gateway.metrics import Metrics
 from gateway.sip.address import Address
-from gateway.transport import MessageSink
+from gateway.transport import MessageSink, PacketFilter
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.local: Address | None = None
         self.family = socket.AF_INET
+        self.filter: PacketFilter | None = None  # the edge guard, before any parsing
 
     @classmethod
     async def listen(
@@ -67,6 +68,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        packet_filter = self.filter
+        if packet_filter is not None and not packet_filter.admit(data, str(addr[0])):
+            return
         self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1]), self.index))
 
     def error_received(self, exc: Exception) -> None:

@@ -1,0 +1,147 @@
+"""The edge guard (gateway.security.guard) over the memory store and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.registrar.trunks import TrunksFile, TrunkTable, compile_trunks
+from gateway.security.bans import MemoryBanStore, RedisBanStore
+from gateway.security.flood import BanReason
+from gateway.security.guard import EdgeGuard
+from gateway.security.settings import SecuritySettings
+
+OPTIONS = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nUser-Agent: Yealink\r\n\r\n"
+SCAN = b"OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trunk_table() -> TrunkTable:
+    spec = TrunksFile.model_validate({"trunks": [
+        {"name": "pbx", "kind": "peer", "group": "g", "match": [{"host": "198.51.100.5", "port": 5060}],
+         "transport": "udp"},
+        {"name": "carrier", "kind": "carrier",
+         "destinations": [{"host": "198.51.100.9", "port": 5060}], "transport": "udp"},
+    ]})
+    table, problems = compile_trunks(spec)
+    assert not problems
+    return table
+
+
+def guard(settings: SecuritySettings | None = None, store: MemoryBanStore | RedisBanStore | None = None,
+          clock: Clock | None = None) -> tuple[EdgeGuard, Clock, CollectorRegistry]:
+    registry = CollectorRegistry()
+    clock = clock or Clock()
+    g = EdgeGuard(settings or SecuritySettings(), store or MemoryBanStore(), registry, trunks=trunk_table(),
+                  clock=clock)
+    return g, clock, registry
+
+
+def value(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    return registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def test_a_flooding_source_is_banned_silently_and_the_ban_expires() -> None:
+    g, clock, registry = guard(SecuritySettings(ban_time=30))
+    assert all(g.admit(OPTIONS, "203.0.113.1") for _ in range(16))
+    assert not g.admit(OPTIONS, "203.0.113.1")
+    assert value(registry, "security_bans_added_total", {"reason": "flood"}) == 1
+    clock.now += 29
+    assert not g.admit(OPTIONS, "203.0.113.1")  # still banned, although its budget refilled
+    assert not g.admit_connection("203.0.113.1")
+    assert g.admit(OPTIONS, "203.0.113.2")
+    clock.now += 2
+    assert g.admit(OPTIONS, "203.0.113.1")
+    assert value(registry, "security_banned_packets_dropped_total") == 2
+
+
+def test_trunk_addresses_have_no_budget_and_are_never_banned() -> None:
+    g, _, registry = guard(SecuritySettings(flood={"requests": 16, "window": 2, "trunk_requests": 100}))
+    results = [g.admit(OPTIONS, "198.51.100.9") for _ in range(150)]
+    assert results.count(True) == 100
+    assert not g.bans.banned("198.51.100.9", g.clock())
+    assert value(registry, "security_packets_dropped_total", {"reason": "over_budget"}) == 50
+    g2, _, _ = guard()
+    assert all(g2.admit(OPTIONS, "198.51.100.5") for _ in range(5000))  # default: no limit
+
+
+def test_a_scanner_is_dropped_and_banned() -> None:
+    g, _, registry = guard()
+    assert not g.admit(SCAN, "203.0.113.7")
+    assert not g.admit(OPTIONS, "203.0.113.7")
+    assert g.bans.get("203.0.113.7") is not None
+    assert g.bans.get("203.0.113.7").reason is BanReason.SCANNER  # type: ignore[union-attr]
+    assert value(registry, "security_packets_dropped_total", {"reason": "scanner"}) == 1
+
+
+def test_auth_failures_ban_the_source_and_lock_the_user() -> None:
+    settings = SecuritySettings(auth_failures={"failures": 10, "window": 60},
+                                user_lock={"failures": 15, "window": 300, "duration": 600})
+    g, clock, registry = guard(settings)
+    for _ in range(9):
+        g.auth_failed("203.0.113.3", "62880001", clock.now)
+    assert g.admit(OPTIONS, "203.0.113.3")
+    g.auth_failed("203.0.113.3", "62880001", clock.now)
+    assert not g.admit(OPTIONS, "203.0.113.3")
+    # Other sources go on guessing the same user: it is locked, with an alert counted.
+    for i in range(5):
+        assert not g.user_locked("62880001", clock.now)
+        g.auth_failed(f"203.0.113.{10 + i}", "62880001", clock.now)
+    assert g.user_locked("62880001", clock.now)
+    assert value(registry, "security_user_lockouts_total") == 1
+    clock.now += 601
+    assert not g.user_locked("62880001", clock.now)
+
+
+def test_failures_spread_over_more_than_the_window_do_not_ban() -> None:
+    g, clock, _ = guard()
+    for _ in range(30):
+        g.auth_failed("203.0.113.4", "u", clock.now)
+        clock.now += 7  # 10 failures take 63 s > 60 s
+    assert g.admit(OPTIONS, "203.0.113.4")
+
+
+def test_bans_reach_another_worker_through_redis_and_lifts_too(redis_url: str) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        one, _, _ = guard(store=RedisBanStore(redis_url), clock=clock)
+        two, _, _ = guard(store=RedisBanStore(redis_url), clock=clock)
+        try:
+            for _ in range(17):
+                one.admit(OPTIONS, "203.0.113.5")
+            await one.add_ban("2001:db8::66", 120, by="ops")
+            await one.sync()
+            assert two.admit(OPTIONS, "203.0.113.5")  # not yet synchronised
+            await two.sync()
+            assert not two.admit(OPTIONS, "203.0.113.5")
+            assert not two.admit_connection("2001:db8::66")
+            listed = {b.host: b for b in await two.active()}
+            assert listed["203.0.113.5"].reason is BanReason.FLOOD
+            assert listed["2001:db8::66"].by == "ops"
+            assert await two.lift("203.0.113.5")
+            await one.sync()
+            assert one.admit(OPTIONS, "203.0.113.5")
+            clock.now += 121
+            await two.sync()
+            assert {b.host for b in await two.active()} == set()
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_security_section_is_refused_with_its_field() -> None:
+    with pytest.raises(ValueError, match="exempt"):
+        SecuritySettings.model_validate({"exempt": ["not-a-network"]})
+    with pytest.raises(ValueError, match="requests"):
+        SecuritySettings.model_validate({"flood": {"requests": 0}})
