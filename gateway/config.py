@@ -105,10 +105,28 @@ class SipConfig(Section):
     tcp_idle_timeout: float = Field(default=300.0, gt=0)
     # Open TCP connections (accepted + outgoing) beyond which new ones are closed at once.
     tcp_max_connections: int = Field(default=10_000, ge=1)
+    # Of those, kept for the connections we open (accepted ones stop short of the total).
+    tcp_outgoing_reserve: int = Field(default=100, ge=0)
+    # Accepted connections from one remote address (a NATed site's phones share one); more are
+    # closed at once, so one source cannot hold every connection.
+    tcp_max_connections_per_source: int = Field(default=256, ge=1)
+    # Seconds for a TCP message to arrive whole once its first octet came (slow senders closed).
+    tcp_message_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Live server transactions / dialogs beyond which new requests / calls get 503 + Retry-After.
+    max_server_transactions: int = Field(default=100_000, ge=10)
+    max_dialogs: int = Field(default=100_000, ge=2)
     # Larger messages get 513 (RFC 3261 §21.5.14); a UDP datagram cannot exceed 64 KiB anyway.
     max_message_size: int = Field(default=65_535, ge=1_500, le=65_535)
     # On SIGTERM/SIGINT: seconds to let open transactions get their final answers before closing.
     shutdown_grace: float = Field(default=2.0, ge=0, le=60)
+
+
+    @model_validator(mode="after")
+    def _reserve_below_total(self) -> SipConfig:
+        if self.tcp_outgoing_reserve >= self.tcp_max_connections:
+            raise ValueError(f"tcp_outgoing_reserve ({self.tcp_outgoing_reserve}) must be smaller than "
+                             f"tcp_max_connections ({self.tcp_max_connections})")
+        return self
 
 
 class RedisConfig(Section):

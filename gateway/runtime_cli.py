@@ -136,6 +136,7 @@ async def serve(config: GatewayConfig) -> None:
         gateway, config, trunks=registrar.trunks, contacts=registrar.contacts, charging=charging,
         dialplan=dialplan, observer=observer, accounts=accounts, is_up=registrar.is_up,
     )
+    gateway.set_dialog_counter(lambda: 2 * len(calls.b2bua.calls))  # each B2BUA call: two dialogs
     switchboard = (  # in front of call control: switchboard numbers are answered by its IVR
         await install_switchboard(gateway, config, b2bua=calls.b2bua, trunks=registrar.trunks,
                                   contacts=registrar.contacts, dialplan=dialplan, charging=charging)

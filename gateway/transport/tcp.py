@@ -9,6 +9,9 @@
   (400 / 513) and the connection is closed, since the stream cannot be resynchronised.
 * One timer handle per connection closes it after ``idle_timeout`` seconds without traffic;
   activity only moves a timestamp, the handle re-arms itself when it fires early.
+* Caps: accepted connections in total (``max_connections`` less ``outgoing_reserve``, kept for
+  the connections we open) and per remote host (``max_per_source``); a message begun must be
+  complete within ``message_timeout`` seconds (slow senders are closed, reason ``slow``).
 * Backpressure: when the kernel and asyncio write buffers exceed the high-water mark
   (``pause_writing``), the connection stops reading until the peer has drained them, so a peer
   that sends requests but does not read answers cannot grow our memory.
@@ -46,9 +49,11 @@ def _peer_address(sockname: tuple[str | int, ...]) -> Address:
 class TcpConnection(asyncio.Protocol):
     """One SIP TCP connection (accepted or outgoing)."""
 
-    def __init__(self, owner: TcpTransport) -> None:
+    def __init__(self, owner: TcpTransport, *, outgoing: bool = False) -> None:
         self._owner = owner
+        self.outgoing = outgoing
         self._framer = StreamFramer(max_message=owner.max_message)
+        self._message_handle: asyncio.TimerHandle | None = None  # the deadline of a partial message
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
@@ -80,8 +85,10 @@ class TcpConnection(asyncio.Protocol):
         peer = self.peer
         assert peer is not None
         packet_filter = self._owner.filter
+        completed = False
         for event in self._framer.feed(data):
             if isinstance(event, FramedMessage):
+                completed = True
                 if packet_filter is not None and not packet_filter.admit(event.data, peer.host):
                     self.close("banned")  # over budget or a scanner: nothing more is read
                     return
@@ -92,6 +99,26 @@ class TcpConnection(asyncio.Protocol):
             else:
                 self._framing_failed(event, peer)
                 return
+        self._watch_partial(completed)
+
+    def _watch_partial(self, completed: bool) -> None:
+        """A message begun must be complete within ``message_timeout`` (a slow sender holding a
+        connection open one byte at a time is closed); every completed message restarts the
+        clock, so a busy peer whose reads end mid-message is never cut off."""
+        handle = self._message_handle
+        if handle is not None and (completed or not self._framer.buffered):
+            handle.cancel()
+            handle = self._message_handle = None
+        if handle is None and self._framer.buffered:
+            self._message_handle = self._loop.call_at(
+                self._loop.time() + self._owner.message_timeout, self._too_slow
+            )
+
+    def _too_slow(self) -> None:
+        self._message_handle = None
+        log.debug("closing TCP connection %s: a message not completed in %.1f s", self.peer,
+                  self._owner.message_timeout)
+        self.close("slow")
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: SIP has no use for half-closed connections
@@ -108,6 +135,9 @@ class TcpConnection(asyncio.Protocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
+        if self._message_handle is not None:
+            self._message_handle.cancel()
+            self._message_handle = None
         if exc is not None and self._close_reason == "peer":
             self._close_reason = "error"
         self._owner.unregister(self, self._close_reason)
@@ -118,7 +148,11 @@ class TcpConnection(asyncio.Protocol):
             self._owner.metrics.transport_errors.labels("tcp").inc()
             return
         self._last_activity = self._loop.time()
-        self._transport.write(data)
+        try:
+            self._transport.write(data)
+        except (OSError, RuntimeError) as exc:  # never raised into the caller (see udp.py)
+            self._owner.metrics.transport_errors.labels("tcp").inc()
+            log.debug("TCP write to %s failed: %s", self.peer, exc)
 
     def close(self, reason: str) -> None:
         """Close after flushing what is already written."""
@@ -160,6 +194,9 @@ class TcpTransport:
         idle_timeout: float,
         max_message: int,
         max_connections: int = 10_000,
+        max_per_source: int | None = None,
+        outgoing_reserve: int = 0,
+        message_timeout: float = 30.0,
         on_connect_failed: Callable[[Address], None] | None = None,
     ) -> None:
         self.sink = sink
@@ -167,7 +204,14 @@ class TcpTransport:
         self.idle_timeout = idle_timeout
         self.max_message = max_message
         self.max_connections = max_connections
+        # Accepted connections stop short of max_connections by outgoing_reserve, so a flood
+        # of incoming ones never leaves us unable to reach a carrier or a registered device.
+        self.max_accepted = max(1, max_connections - outgoing_reserve)
+        self.max_per_source = max_per_source
+        self.message_timeout = message_timeout
         self._open = 0  # connections made and not yet lost (the table may hold fewer)
+        self._accepted = 0
+        self._per_source: dict[str, int] = {}  # accepted connections by remote host
         self._on_connect_failed = on_connect_failed
         self.filter: PacketFilter | None = None  # the edge guard, before any parsing
         self._servers: list[asyncio.Server] = []
@@ -201,8 +245,18 @@ class TcpTransport:
         assert connection.peer is not None
         self._open += 1
         self.metrics.tcp_connections.inc()
+        if not connection.outgoing:
+            self._accepted += 1
+            host = connection.peer.host
+            self._per_source[host] = from_host = self._per_source.get(host, 0) + 1
+            if self._accepted > self.max_accepted or (
+                self.max_per_source is not None and from_host > self.max_per_source
+            ):
+                # Past a limit (a flood, idle or slow connections held open by one source, a
+                # leak at a peer): refuse this one instead of exhausting fds or starving others.
+                connection.close("limit")
+                return
         if self._open > self.max_connections:
-            # Past the limit (a flood, or a leak at a peer): refuse instead of exhausting fds.
             connection.close("limit")
             if self._pending.pop(connection.peer, None) is not None:
                 self._connect_failed(connection.peer)
@@ -215,6 +269,14 @@ class TcpTransport:
 
     def unregister(self, connection: TcpConnection, reason: str) -> None:
         self._open -= 1
+        if not connection.outgoing and connection.peer is not None:
+            self._accepted -= 1
+            host = connection.peer.host
+            left = self._per_source.get(host, 1) - 1
+            if left > 0:
+                self._per_source[host] = left
+            else:
+                self._per_source.pop(host, None)
         self.metrics.tcp_connections.dec()
         self.metrics.tcp_connections_closed.labels(reason).inc()
         if connection.peer is not None and self._connections.get(connection.peer) is connection:
@@ -248,7 +310,9 @@ class TcpTransport:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.create_connection(lambda: TcpConnection(self), destination.host, destination.port)
+                await loop.create_connection(
+                    lambda: TcpConnection(self, outgoing=True), destination.host, destination.port
+                )
         except (OSError, TimeoutError) as exc:
             log.info("TCP connection to %s failed: %s", destination.hostport(), exc or "timed out")
             self._pending.pop(destination, None)
