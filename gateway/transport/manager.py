@@ -31,14 +31,22 @@ from gateway.transport.udp import UdpEndpoint
 log = logging.getLogger(__name__)
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_family(host: str) -> int | None:
-    """AF_INET / AF_INET6 for an IP literal, None for anything else (cached: hot path)."""
+    """AF_INET / AF_INET6 for an IP literal we may send to; None for a host name (resolving is
+    the caller's job, RFC 3263) and for what no SIP message may be sent to: the unspecified
+    address (0.0.0.0 would reach this host), multicast and broadcast (reflection and
+    amplification, RFC 3261 §26.1.5). Cached: hot path."""
     try:
-        version = ipaddress.ip_address(host).version
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    return socket.AF_INET6 if version == 6 else socket.AF_INET
+    if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,9 @@ class TransportSet:
         max_message: int,
         tcp_idle_timeout: float,
         tcp_max_connections: int = 10_000,
+        tcp_max_per_source: int | None = None,
+        tcp_outgoing_reserve: int = 0,
+        tcp_message_timeout: float = 30.0,
         on_unreachable: Callable[[Address], None] | None = None,
     ) -> None:
         self._sink = sink
@@ -70,7 +81,9 @@ class TransportSet:
         self._udp_by_family: dict[int, UdpEndpoint] = {}  # the default socket of each family
         self.tcp = TcpTransport(
             sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
-            max_connections=tcp_max_connections, on_connect_failed=self._unreachable,
+            max_connections=tcp_max_connections, max_per_source=tcp_max_per_source,
+            outgoing_reserve=tcp_outgoing_reserve, message_timeout=tcp_message_timeout,
+            on_connect_failed=self._unreachable,
         )
         self.locals: list[Address] = []  # the configured listeners: what peers dial
         self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
@@ -117,21 +130,19 @@ class TransportSet:
         return endpoint.local
 
     def send(self, data: bytes, destination: Address) -> None:
-        """Send ``data`` to ``destination``; failures are counted, never raised."""
+        """Send ``data`` to ``destination`` (an IP literal we may send to, see
+        :func:`_address_family`); failures are counted, never raised."""
+        family = _address_family(destination.host)
+        if family is None or destination.transport not in ("udp", "tcp"):
+            self._unreachable(destination)
+            return
         if destination.transport == "tcp":
             self.tcp.send(data, destination)
             return
-        if destination.transport != "udp":
-            self._unreachable(destination)
-            return
         listener = destination.listener
-        if listener is not None and listener < len(self._udp):
-            self._udp[listener].send(data, destination)
-            return
-        family = _address_family(destination.host)
-        # A host name (family None): RFC 3263 resolution is the caller's job; we dial addresses.
-        endpoint = self._udp_by_family.get(family) if family is not None else None
-        if endpoint is None:
+        endpoint = self._udp[listener] if listener is not None and listener < len(self._udp) \
+            else self._udp_by_family.get(family)
+        if endpoint is None or endpoint.family != family:  # no socket of that address family
             self._unreachable(destination)
             return
         endpoint.send(data, destination)

@@ -82,7 +82,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self._transport is None or self._transport.is_closing():
             self._metrics.transport_errors.labels("udp").inc()
             return
-        self._transport.sendto(data, (destination.host, destination.port))
+        try:
+            self._transport.sendto(data, (destination.host, destination.port))
+        except (OSError, ValueError, TypeError) as exc:
+            # One message's failure (an address the kernel refuses, a full buffer under uvloop)
+            # must not reach the caller: the timer loop and the other messages go on.
+            self._metrics.transport_errors.labels("udp").inc()
+            log.debug("UDP send to %s failed: %s", destination.hostport(), exc)
 
     def close(self) -> None:
         if self._transport is not None:
