@@ -115,6 +115,7 @@ from gateway.sip.transactions import (
 from gateway.sip.validation import Policy, validate_request
 from gateway.transport import PacketFilter
 from gateway.transport.manager import Listen, TransportSet
+from gateway.transport.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +211,18 @@ class Gateway:
         self._layer = TransactionLayer(
             TimerConfig(t1=sip.timers.t1, t2=sip.timers.t2, t4=sip.timers.t4, timer_d=sip.timers.timer_d)
         )
+        tls = sip.tls
+        # SIP over TLS (RFC 3261 §26.2.1): files loaded once here; a bad one is an OSError naming it.
+        server_ssl = server_context(tls.certificate, tls.private_key, ca_certificates=tls.ca_certificates,
+                                    verify_clients=tls.verify_clients) \
+            if tls.certificate is not None and tls.private_key is not None else None
+        client_ssl = client_context(certificate=tls.certificate, private_key=tls.private_key,
+                                    ca_certificates=tls.ca_certificates, verify_server=tls.verify_server)
         self._transports = TransportSet(
             self,
             self.metrics,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
             max_message=sip.max_message_size,
             tcp_idle_timeout=sip.tcp_idle_timeout,
             tcp_max_connections=sip.tcp_max_connections,

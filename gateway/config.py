@@ -61,9 +61,11 @@ class NodeConfig(Section):
 
 
 class ListenConfig(Section):
-    """One SIP listening socket. ``host`` is an IPv4 or IPv6 literal (``::1``, no brackets)."""
+    """One SIP listening socket. ``host`` is an IPv4 or IPv6 literal (``::1``, no brackets).
+    A ``tls`` listener (SIP over TLS, RFC 3261 §26.2.1; port 5061 by convention) needs
+    ``sip.tls.certificate`` and ``sip.tls.private_key``."""
 
-    transport: Literal["udp", "tcp"]
+    transport: Literal["udp", "tcp", "tls"]
     host: str = "127.0.0.1"
     port: Port = 5060
 
@@ -75,6 +77,29 @@ class ListenConfig(Section):
             return str(ipaddress.ip_address(value.strip("[]")))
         except ValueError:
             raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
+
+
+class TlsConfig(Section):
+    """SIP over TLS (RFC 3261 §26.2.1, RFC 5630): our certificate, and how peers' are checked."""
+
+    certificate: Path | None = None  # PEM: our certificate (and its chain)
+    private_key: Path | None = None  # PEM: its key
+    # PEM bundle of the CAs that sign peers' certificates: clients of our listeners, and servers
+    # we connect to (carrier trunks with transport: tls); unset: the system store for servers.
+    ca_certificates: Path | None = None
+    # Client certificates on our listeners: not asked for, checked when sent, or required
+    # (peer trunks that authenticate by certificate, RFC 3261 §26.3.2.2).
+    verify_clients: Literal["none", "optional", "required"] = "none"
+    # Check the certificate of servers we connect to (its subjectAltName must hold the IP we dial).
+    verify_server: bool = True
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if self.verify_clients != "none" and self.ca_certificates is None:
+            raise ValueError(f"verify_clients: {self.verify_clients} needs ca_certificates")
+        return self
 
 
 class SipTimersConfig(Section):
@@ -101,6 +126,7 @@ class SipConfig(Section):
         default_factory=lambda: [ListenConfig(transport="udp"), ListenConfig(transport="tcp")], min_length=1
     )
     timers: SipTimersConfig = SipTimersConfig()
+    tls: TlsConfig = TlsConfig()
     advertised_host: str | None = None
     tcp_idle_timeout: float = Field(default=300.0, gt=0)
     # Open TCP connections (accepted + outgoing) beyond which new ones are closed at once.
@@ -120,6 +146,12 @@ class SipConfig(Section):
     # On SIGTERM/SIGINT: seconds to let open transactions get their final answers before closing.
     shutdown_grace: float = Field(default=2.0, ge=0, le=60)
 
+
+    @model_validator(mode="after")
+    def _tls_listener_has_a_certificate(self) -> SipConfig:
+        if any(item.transport == "tls" for item in self.listen) and self.tls.certificate is None:
+            raise ValueError("a tls listener needs tls.certificate and tls.private_key")
+        return self
 
     @model_validator(mode="after")
     def _reserve_below_total(self) -> SipConfig:
@@ -215,8 +247,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
     charging = config.charging.model_copy(update={"tariffs": base / config.charging.tariffs})
     trunks = config.registrar.trunks
     registrar = config.registrar.model_copy(update={"trunks": base / trunks if trunks else None})
+    tls = config.sip.tls
+    tls_paths = {name: base / value for name in ("certificate", "private_key", "ca_certificates")
+                 if (value := getattr(tls, name)) is not None}
+    sip = config.sip.model_copy(update={"tls": tls.model_copy(update=tls_paths)})
     config = config.model_copy(
-        update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar}
+        update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar,
+                "sip": sip}
     )
     check_workers(config, str(path))
     return config

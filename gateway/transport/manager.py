@@ -19,13 +19,14 @@ import functools
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address, Transport
 from gateway.transport import MessageSink, PacketFilter
-from gateway.transport.tcp import TcpTransport
+from gateway.transport.tcp import StreamKind, TcpTransport
 from gateway.transport.udp import UdpEndpoint
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,27 @@ class TransportSet:
         tcp_outgoing_reserve: int = 0,
         tcp_message_timeout: float = 30.0,
         on_unreachable: Callable[[Address], None] | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
         self._on_unreachable = on_unreachable
         self._udp: list[UdpEndpoint] = []  # by index (Address.listener)
         self._udp_by_family: dict[int, UdpEndpoint] = {}  # the default socket of each family
-        self.tcp = TcpTransport(
-            sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
-            max_connections=tcp_max_connections, max_per_source=tcp_max_per_source,
-            outgoing_reserve=tcp_outgoing_reserve, message_timeout=tcp_message_timeout,
-            on_connect_failed=self._unreachable,
-        )
+        def stream(kind: StreamKind) -> TcpTransport:
+            return TcpTransport(
+                sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
+                max_connections=tcp_max_connections, max_per_source=tcp_max_per_source,
+                outgoing_reserve=tcp_outgoing_reserve, message_timeout=tcp_message_timeout,
+                on_connect_failed=self._unreachable, kind=kind,
+                server_ssl=server_ssl if kind == "tls" else None,
+                client_ssl=client_ssl if kind == "tls" else None,
+            )
+
+        self.tcp = stream("tcp")
+        # SIP over TLS: the same stream transport over asyncio's ssl (its own caps and table).
+        self.tls = stream("tls")
         self.locals: list[Address] = []  # the configured listeners: what peers dial
         self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
         self._filter: PacketFilter | None = None
@@ -111,12 +121,15 @@ class TransportSet:
         reaches the sink (listeners opened later get it too)."""
         self._filter = packet_filter
         self.tcp.filter = packet_filter
+        self.tls.filter = packet_filter
         for endpoint in self._udp:
             endpoint.filter = packet_filter
 
     async def _open(self, item: Listen, *, reuse_port: bool, default: bool) -> Address:
         if item.transport == "tcp":
             return await self.tcp.listen(item.host, item.port, reuse_port=reuse_port)
+        if item.transport == "tls":
+            return await self.tls.listen(item.host, item.port, reuse_port=reuse_port)
         if item.transport != "udp":
             raise ValueError(f"transport {item.transport!r} is not supported yet")
         endpoint = await UdpEndpoint.listen(
@@ -133,11 +146,14 @@ class TransportSet:
         """Send ``data`` to ``destination`` (an IP literal we may send to, see
         :func:`_address_family`); failures are counted, never raised."""
         family = _address_family(destination.host)
-        if family is None or destination.transport not in ("udp", "tcp"):
+        if family is None:
             self._unreachable(destination)
             return
         if destination.transport == "tcp":
             self.tcp.send(data, destination)
+            return
+        if destination.transport == "tls":
+            self.tls.send(data, destination)
             return
         listener = destination.listener
         endpoint = self._udp[listener] if listener is not None and listener < len(self._udp) \
@@ -154,11 +170,13 @@ class TransportSet:
             self._on_unreachable(destination)
 
     def stop_accepting(self) -> None:
-        """Refuse new TCP connections (UDP keeps running so transactions can finish)."""
+        """Refuse new TCP and TLS connections (UDP keeps running so transactions can finish)."""
         self.tcp.stop_accepting()
+        self.tls.stop_accepting()
 
     async def close(self) -> None:
         await self.tcp.close()
+        await self.tls.close()
         for endpoint in self._udp:
             endpoint.close()
         self._udp.clear()

@@ -1,4 +1,4 @@
-"""SIP over TCP: listeners, a connection table keyed by the remote address, idle close, backpressure.
+"""SIP over TCP and TLS: listeners, a connection table keyed by the remote address, idle close, backpressure.
 
 * Every connection, accepted or opened by us, is entered in the table under the peer's
   ``Address("tcp", ip, port)``. Responses go back on the connection their request came in on
@@ -12,6 +12,8 @@
 * Caps: accepted connections in total (``max_connections`` less ``outgoing_reserve``, kept for
   the connections we open) and per remote host (``max_per_source``); a message begun must be
   complete within ``message_timeout`` seconds (slow senders are closed, reason ``slow``).
+* TLS (RFC 3261 §26.2.1, RFC 5630) is the same stream transport over asyncio's ssl: a second
+  instance with ``kind="tls"`` and the contexts of ``sip.tls`` (see gateway.transport.tls).
 * Backpressure: when the kernel and asyncio write buffers exceed the high-water mark
   (``pause_writing``), the connection stops reading until the peer has drained them, so a peer
   that sends requests but does not read answers cannot grow our memory.
@@ -24,8 +26,9 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Literal, cast
 
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address
@@ -42,8 +45,14 @@ CONNECT_TIMEOUT = 10.0
 transactions waiting on it learn of it as a transport error, RFC 3261 §17.1.4)."""
 
 
-def _peer_address(sockname: tuple[str | int, ...]) -> Address:
-    return Address("tcp", str(sockname[0]), int(sockname[1]))
+StreamKind = Literal["tcp", "tls"]
+
+TLS_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds for a TLS handshake (ours or a peer's) before the connection is given up."""
+
+
+def _peer_address(kind: StreamKind, sockname: tuple[str | int, ...]) -> Address:
+    return Address(kind, str(sockname[0]), int(sockname[1]))
 
 
 class TcpConnection(asyncio.Protocol):
@@ -72,7 +81,7 @@ class TcpConnection(asyncio.Protocol):
             # SIP messages are small and latency-bound: do not let Nagle hold answers back.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = _peer_address(transport.get_extra_info("peername"))
+        self.peer = _peer_address(self._owner.kind, transport.get_extra_info("peername"))
         self._owner.register(self)
         packet_filter = self._owner.filter
         if packet_filter is not None and not packet_filter.admit_connection(self.peer.host):
@@ -94,7 +103,7 @@ class TcpConnection(asyncio.Protocol):
                     return
                 self._owner.sink.message_received(event.data, peer)
             elif isinstance(event, KeepAlivePing):
-                self._owner.metrics.messages_received.labels("tcp", "keepalive").inc()
+                self._owner.metrics.messages_received.labels(self._owner.kind, "keepalive").inc()
                 self.write(PONG)
             else:
                 self._framing_failed(event, peer)
@@ -145,13 +154,13 @@ class TcpConnection(asyncio.Protocol):
     # -- ours -----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
-            self._owner.metrics.transport_errors.labels("tcp").inc()
+            self._owner.metrics.transport_errors.labels(self._owner.kind).inc()
             return
         self._last_activity = self._loop.time()
         try:
             self._transport.write(data)
         except (OSError, RuntimeError) as exc:  # never raised into the caller (see udp.py)
-            self._owner.metrics.transport_errors.labels("tcp").inc()
+            self._owner.metrics.transport_errors.labels(self._owner.kind).inc()
             log.debug("TCP write to %s failed: %s", self.peer, exc)
 
     def close(self, reason: str) -> None:
@@ -198,7 +207,16 @@ class TcpTransport:
         outgoing_reserve: int = 0,
         message_timeout: float = 30.0,
         on_connect_failed: Callable[[Address], None] | None = None,
+        kind: StreamKind = "tcp",
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        self.kind: StreamKind = kind
+        # TLS (RFC 3261 §26.2.1, RFC 5630): listeners use server_ssl, connections we open use
+        # client_ssl and name the destination's IP literal as the server (its certificate must
+        # carry it as an IP subjectAltName when the context checks host names).
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
         self.sink = sink
         self.metrics = metrics
         self.idle_timeout = idle_timeout
@@ -226,13 +244,16 @@ class TcpTransport:
         ``reuse_port``: share the port with the other workers (the kernel spreads connections)."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if self.kind == "tls" and self.server_ssl is None:
+            raise ValueError("a TLS listener needs sip.tls.certificate and sip.tls.private_key")
         server = await loop.create_server(
             lambda: TcpConnection(self), host, port, family=family, reuse_address=True,
-            reuse_port=reuse_port, backlog=1024,
+            reuse_port=reuse_port, backlog=1024, ssl=self.server_ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self.server_ssl is not None else None,
         )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
-        local = Address("tcp", str(bound[0]), int(bound[1]))
+        local = Address(self.kind, str(bound[0]), int(bound[1]))
         self.locals.append(local)
         return local
 
@@ -295,7 +316,7 @@ class TcpTransport:
             self._connect_failed(destination)
             return
         if canonical != destination.host:  # the table is keyed by the kernel's spelling
-            self.send(data, Address("tcp", canonical, destination.port))
+            self.send(data, Address(self.kind, canonical, destination.port))
             return
         pending = self._pending.get(destination)
         if pending is not None:
@@ -310,16 +331,25 @@ class TcpTransport:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.create_connection(
-                    lambda: TcpConnection(self, outgoing=True), destination.host, destination.port
-                )
+                if self.kind == "tls":
+                    if self.client_ssl is None:
+                        raise OSError("no TLS client context (sip.tls)")
+                    await loop.create_connection(
+                        lambda: TcpConnection(self, outgoing=True), destination.host, destination.port,
+                        ssl=self.client_ssl, server_hostname=destination.host,
+                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                    )
+                else:
+                    await loop.create_connection(
+                        lambda: TcpConnection(self, outgoing=True), destination.host, destination.port
+                    )
         except (OSError, TimeoutError) as exc:
             log.info("TCP connection to %s failed: %s", destination.hostport(), exc or "timed out")
             self._pending.pop(destination, None)
             self._connect_failed(destination)
 
     def _connect_failed(self, destination: Address) -> None:
-        self.metrics.transport_errors.labels("tcp").inc()
+        self.metrics.transport_errors.labels(self.kind).inc()
         if self._on_connect_failed is not None:
             self._on_connect_failed(destination)
 

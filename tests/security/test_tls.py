@@ -1,0 +1,126 @@
+"""SIP over TLS (RFC 3261 §26.2.1, RFC 5630) with a real TLS peer: two baresip lines register over
+TLS (certificates made by openssl in the test, the CA given to baresip) and call each other by
+short number; a plain-TCP hello on the TLS port gets nothing; a bad certificate path stops the
+gateway at start with the setting named."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.call.harness import TIMERS, free_port, status, wait_for, wait_idle
+from tests.call.test_baresip import baresip, command
+from tests.registrar.peers import contacts
+from tests.support.gateway import GatewayProcess, demo_trunks_file, options_request
+from tests.support.servers import require_binary
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signs for IP 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    openssl = require_binary("openssl")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = ("ca.key", "ca.pem", "key.pem", "gw.csr", "cert.pem")
+    ca_key, ca, key, csr, cert = (directory / name for name in names)
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=test SIP CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int, Path]]:
+    workdir = tmp_path_factory.mktemp("tls")
+    ca, cert, key = make_certificates(workdir / "certs")
+    trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=free_port(), pbx=free_port())
+    port, tls_port = free_port(), free_port()
+    gw = GatewayProcess(
+        workdir / "gw", port=port,
+        sip_overrides={
+            "timers": TIMERS,
+            "listen": [{"transport": "udp", "host": "127.0.0.1", "port": port},
+                       {"transport": "tcp", "host": "127.0.0.1", "port": port},
+                       {"transport": "tls", "host": "127.0.0.1", "port": tls_port}],
+            "tls": {"certificate": str(cert), "private_key": str(key)},
+        },
+        extra_config={
+            "registrar": {"trunks": str(trunks), "qualify": {"enabled": False}},
+            "call": {"status_socket": str(workdir / "gw" / "call.sock")},
+        },
+    )
+    gw.start()
+    try:
+        yield gw, tls_port, ca
+    finally:
+        gw.stop()
+
+
+def test_options_over_tls_with_certificate_check(tls_gw: tuple[GatewayProcess, int, Path]) -> None:
+    _, tls_port, ca = tls_gw
+    context = ssl.create_default_context(cafile=str(ca))  # checks the chain and IP 127.0.0.1
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(options_request("127.0.0.1", tls_port, sock.getsockname()[:2], transport="TLS"))
+        answer = sock.recv(65536)
+    assert answer.startswith(b"SIP/2.0 200 "), answer
+    assert b"Via: SIP/2.0/TLS " in answer
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as plain:
+        plain.sendall(options_request("127.0.0.1", tls_port, plain.getsockname()[:2], transport="TCP"))
+        plain.settimeout(5)
+        try:
+            data = plain.recv(65536)
+        except ConnectionResetError:
+            data = b""
+    assert not data.startswith(b"SIP/2.0"), data  # not TLS: no SIP answer
+
+
+def test_two_baresip_lines_register_and_call_over_tls(
+    tls_gw: tuple[GatewayProcess, int, Path], tmp_path: Path
+) -> None:
+    gw, tls_port, ca = tls_gw
+    config = f"sip_cafile {ca}\n"
+    with (
+        baresip(tmp_path / "caller", "62880005", tls_port, transport="tls", config=config) as caller,
+        baresip(tmp_path / "callee", "62880006", tls_port, transport="tls", config=config),
+    ):
+        deadline = time.monotonic() + 15
+        while not (contacts(gw.port, "62880005") and contacts(gw.port, "62880006")):
+            assert time.monotonic() < deadline, "baresip did not register over TLS:\n" + gw.log()[-3000:]
+            time.sleep(0.2)
+        assert all("transport=tls" in c for c in contacts(gw.port, "62880006")), contacts(gw.port, "62880006")
+        command(caller, "dial", f"sip:60006@127.0.0.1:{tls_port}")  # baresip adds transport=tls
+        wait_for(gw, lambda snap: any(c["state"] == "confirmed" for c in snap["active"]), timeout=15)
+        command(caller, "hangup")
+        snap = wait_idle(gw)
+    assert snap["completed"] == 1 and status(gw)["failed"] == 0
+
+
+def test_a_bad_certificate_path_stops_the_start_with_the_setting_named(tmp_path: Path) -> None:
+    port = free_port()
+    gw = GatewayProcess(tmp_path, port=port, sip_overrides={
+        "listen": [{"transport": "udp", "host": "127.0.0.1", "port": port},
+                   {"transport": "tls", "host": "127.0.0.1", "port": free_port()}],
+        "tls": {"certificate": str(tmp_path / "missing.pem"), "private_key": str(tmp_path / "missing.key")},
+    }, extra_config={"dialplans": []})
+    gw.write_config()
+    command = [sys.executable, "-m", "gateway", "run", "--config", str(gw.config_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "sip.tls.certificate" in result.stderr and "missing.pem" in result.stderr, result.stderr
+
