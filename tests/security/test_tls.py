@@ -9,11 +9,13 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.call.harness import TIMERS, free_port, status, wait_for, wait_idle
 from tests.call.test_baresip import baresip, command
@@ -124,3 +126,92 @@ def test_a_bad_certificate_path_stops_the_start_with_the_setting_named(tmp_path:
     assert result.returncode == 1, result.stderr
     assert "sip.tls.certificate" in result.stderr and "missing.pem" in result.stderr, result.stderr
 
+
+
+class TlsCarrier:
+    """A carrier SBC stub on TLS: answers each OPTIONS 200 and records what it got."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.handshake_errors: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    conn.settimeout(5)
+                    buffer = b""
+                    while chunk := conn.recv(65536):
+                        buffer += chunk
+                        while b"\r\n\r\n" in buffer:
+                            head, _, buffer = buffer.partition(b"\r\n\r\n")
+                            self.requests.append(head)
+                            conn.sendall(self._answer(head))
+            except (ssl.SSLError, OSError) as exc:
+                self.handshake_errors.append(str(exc))
+
+    @staticmethod
+    def _answer(head: bytes) -> bytes:
+        lines = [line for line in head.split(b"\r\n")[1:]
+                 if line.split(b":")[0].lower() in (b"via", b"from", b"call-id", b"cseq")]
+        to = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"to:"))
+        return b"\r\n".join([b"SIP/2.0 200 OK", *lines, to + b";tag=carrier", b"Content-Length: 0", b"", b""])
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def carrier_over_tls(workdir: Path, carrier_port: int) -> Path:
+    path = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier_port, pbx=free_port())
+    data = yaml.safe_load(path.read_text())
+    for trunk in data["trunks"]:
+        if trunk["name"] == "carrier":
+            trunk["transport"] = "tls"
+            for destination in trunk["destinations"]:
+                destination["transport"] = "tls"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_tls_toward_the_carrier_checks_its_certificate(tmp_path: Path, trusted: bool) -> None:
+    """Qualify OPTIONS to a carrier trunk with transport: tls go over TLS with Via TLS when the
+    carrier's certificate is signed by sip.tls.ca_certificates; with another CA nothing is sent."""
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    other_ca, _, _ = make_certificates(tmp_path / "other")
+    carrier = TlsCarrier(cert, key)
+    trunks = carrier_over_tls(tmp_path, carrier.port)
+    port = free_port()
+    listen = [{"transport": "udp", "host": "127.0.0.1", "port": port},
+              {"transport": "tls", "host": "127.0.0.1", "port": free_port()}]  # our Via / Contact on TLS
+    tls = {"certificate": str(cert), "private_key": str(key),
+           "ca_certificates": str(ca if trusted else other_ca)}
+    gw = GatewayProcess(
+        tmp_path / "gw", port=port, sip_overrides={"listen": listen, "tls": tls},
+        extra_config={"registrar": {"trunks": str(trunks), "qualify": {"enabled": True, "interval": 0.3}},
+                      "dialplans": []},
+    )
+    gw.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not (carrier.requests if trusted else carrier.handshake_errors):
+            assert time.monotonic() < deadline, gw.log()[-3000:]
+            time.sleep(0.05)
+    finally:
+        gw.stop()
+        carrier.close()
+    if trusted:
+        assert carrier.requests[0].startswith(b"OPTIONS sip:"), carrier.requests
+        assert b"\r\nVia: SIP/2.0/TLS " in carrier.requests[0]
+    else:
+        assert carrier.requests == [], carrier.requests  # the handshake failed: not one byte of SIP
