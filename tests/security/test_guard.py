@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.config import load_config
+from gateway.datafile import DataFileError
 from gateway.registrar.trunks import TrunksFile, TrunkTable, compile_trunks
 from gateway.security.bans import MemoryBanStore, RedisBanStore
 from gateway.security.flood import BanReason
@@ -140,8 +143,14 @@ def test_bans_reach_another_worker_through_redis_and_lifts_too(redis_url: str) -
     asyncio.run(scenario())
 
 
-def test_a_bad_security_section_is_refused_with_its_field() -> None:
-    with pytest.raises(ValueError, match="exempt"):
-        SecuritySettings.model_validate({"exempt": ["not-a-network"]})
-    with pytest.raises(ValueError, match="requests"):
-        SecuritySettings.model_validate({"flood": {"requests": 0}})
+def test_a_bad_security_section_is_refused_with_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("security:\n  flood: {requests: 0}\n  exempt: [nope]\n"
+                    "sip:\n  listen: [{transport: tls, port: 5061}]\n  tcp_outgoing_reserve: 20000\n")
+    with pytest.raises(DataFileError) as caught:
+        load_config(path, environ={})
+    problems = [str(p) for p in caught.value.problems]
+    assert f"{path}:2: security.flood.requests: Input should be greater than or equal to 1" in problems
+    assert any(p.startswith(f"{path}:3: security.exempt:") and "'nope' is not an IP address" in p
+               for p in problems), problems
+    assert any("a tls listener needs tls.certificate" in p for p in problems), problems
