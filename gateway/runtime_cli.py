@@ -122,7 +122,8 @@ async def serve(config: GatewayConfig) -> None:
     guard = EdgeGuard(
         config.security, ban_store_for(config.security, config.redis.url), gateway.metrics.registry
     ) if config.security.enabled else None
-    registrar = await install_registrar(gateway, config, accounts=accounts, auth_observer=guard)
+    registrar = await install_registrar(gateway, config, accounts=accounts, auth_observer=guard,
+                                        on_authenticated=guard.authenticated if guard is not None else None)
     if guard is not None:
         guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
         gateway.set_packet_filter(guard)

@@ -145,8 +145,11 @@ class Registrar:
         clock: Callable[[], float] = time.time,
         accounts: AccountGate | None = None,
         auth_observer: AuthFailureObserver | None = None,
+        on_authenticated: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_authenticated = on_authenticated
+        """Told of each source host that proved a password (the edge guard raises its budget)."""
         self.auth_observer: AuthFailureObserver = auth_observer or NoAuthFailureObserver()
         """Told of every failed digest check; a user it reports locked fails like a wrong password."""
         self.trunks = trunks
@@ -280,6 +283,8 @@ class Registrar:
         if not self.replays.accept(creds.nonce, creds.nc_value, issued, now):
             log.info("REGISTER nonce count replay for %r from %s", creds.username, source.hostport())
             return _Outcome(None, stale=True)
+        if self.on_authenticated is not None:
+            self.on_authenticated(source.host, now)
         return _Outcome(credential)
 
     def clear_credential_cache(self) -> None:

@@ -193,6 +193,7 @@ async def install(
     clock: Callable[[], float] = time.time,
     accounts: AccountGate | None = None,
     auth_observer: AuthFailureObserver | None = None,
+    on_authenticated: Callable[[str, float], None] | None = None,
 ) -> RegistrarService:
     """Build the registrar from ``config`` and serve REGISTER on ``gateway``.
 
@@ -203,7 +204,7 @@ async def install(
     store = store_for(config)
     registrar = Registrar(
         config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts,
-        auth_observer=auth_observer,
+        auth_observer=auth_observer, on_authenticated=on_authenticated,
     )
     gateway.add_request_handler("REGISTER", registrar.handle)
     log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),

@@ -6,6 +6,9 @@ is it over its budget (a token bucket), does it announce a scanner's User-Agent 
 the raw bytes). A refused message is dropped silently: an attacker learns nothing, not even that
 a SIP service listens (RFC 3261 §26.1 threats; Kamailio ``pike`` + ``htable`` practice).
 
+An address that proved a password to the registrar gets a larger budget for a while (an IAD
+registers its eight lines at boot from one address); it is still banned past that budget.
+
 Trusted sources (the addresses of configured trunks, and ``security.exempt``) have their own
 budget (none by default) and are never penalised automatically: a carrier SBC or a PBX hitting
 a limit must not cut a whole trunk off. Their excess is dropped and counted, their failed
@@ -137,6 +140,8 @@ class EdgeGuard:
         self._trunk_budget = (
             Budget(flood.trunk_requests, flood.window) if flood.trunk_requests is not None else None
         )
+        self._authenticated_budget = Budget(flood.authenticated_requests, flood.window)
+        self._authenticated: dict[str, float] = {}  # host -> larger budget until
         self.budgets = SourceBudgets(self._limit_for, max_sources=flood.max_sources)
         self.scanners = ScannerMatcher(settings.scanner_user_agents)
         self.source_failures = AuthFailures(settings.auth_failures.window)
@@ -160,7 +165,29 @@ class EdgeGuard:
         return host in self._trusted
 
     def _limit_for(self, host: str) -> Budget | None:
-        return self._trunk_budget if host in self._trusted else self._budget
+        if host in self._trusted:
+            return self._trunk_budget
+        until = self._authenticated.get(host)
+        if until is not None and until > self.clock():
+            return self._authenticated_budget
+        return self._budget
+
+    def authenticated(self, host: str, now: float) -> None:
+        """``host`` proved a password (registrar): a device with many lines behind one address
+        (an IAD registering its eight lines at boot) gets ``flood.authenticated_requests``."""
+        known = self._authenticated.get(host)
+        self._authenticated[host] = now + self.settings.flood.authenticated_for
+        if known is None or known <= now:
+            self.budgets.forget(host)  # its budget is asked again, now the larger one
+            if len(self._authenticated) > self.settings.flood.max_sources:
+                self.expire(now)
+
+    def expire(self, now: float) -> None:
+        """End the larger budgets of addresses that have not logged in for ``authenticated_for``
+        (their buckets are dropped, so the next message is measured against the normal one)."""
+        for host in [h for h, until in self._authenticated.items() if until <= now]:
+            del self._authenticated[host]
+            self.budgets.forget(host)
 
     # -- the hot path (transports) ---------------------------------------------------------------
     def admit(self, data: bytes, host: str) -> bool:
@@ -290,6 +317,7 @@ class EdgeGuard:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.sync_interval)
             self._wake.clear()
+            self.expire(self.clock())
             try:
                 await self.sync()
             except BanStoreError as exc:

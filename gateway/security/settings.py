@@ -29,6 +29,10 @@ class FloodSettings(_Section):
     # Addresses of configured trunks (peer match hosts / networks, carrier destinations):
     # null = no limit; otherwise their excess is dropped, never banned.
     trunk_requests: int | None = Field(default=None, ge=1, le=10_000_000)
+    # An address that proved a password (a registered IAD or PBX: many lines, one address)
+    # gets this budget for `authenticated_for` seconds after its last successful login.
+    authenticated_requests: int = Field(default=160, ge=1, le=10_000_000)
+    authenticated_for: float = Field(default=3600.0, gt=0, le=30 * 86_400)
     # Source addresses remembered at once (spoofed floods cannot grow memory past this).
     max_sources: int = Field(default=100_000, ge=100, le=10_000_000)
 

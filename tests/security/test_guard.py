@@ -77,6 +77,18 @@ def test_trunk_addresses_have_no_budget_and_are_never_banned() -> None:
     assert all(g2.admit(OPTIONS, "198.51.100.5") for _ in range(5000))  # default: no limit
 
 
+def test_an_address_that_proved_a_password_gets_the_larger_budget_for_a_while() -> None:
+    g, clock, _ = guard(SecuritySettings(flood={"authenticated_requests": 100, "authenticated_for": 60}))
+    assert all(g.admit(OPTIONS, "203.0.113.20") for _ in range(10))
+    g.authenticated("203.0.113.20", clock.now)  # an IAD's first line registered
+    assert all(g.admit(OPTIONS, "203.0.113.20") for _ in range(100))
+    assert not g.admit(OPTIONS, "203.0.113.20")  # still a budget: banned past it
+    g.bans.lift("203.0.113.20")
+    clock.now += 61
+    g.expire(clock.now)
+    assert sum(g.admit(OPTIONS, "203.0.113.20") for _ in range(40)) == 16  # back to the normal one
+
+
 def test_a_scanner_is_dropped_and_banned() -> None:
     g, _, registry = guard()
     assert not g.admit(SCAN, "203.0.113.7")
