@@ -226,6 +226,7 @@ def check_workers(config: GatewayConfig, source: str) -> None:
              config.registrar.location_store == "memory"),
             ("call.limits_backend", f"memory cannot be shared ({need})",
              config.call.limits_backend == "memory"),
+            ("security.store", f"memory cannot be shared ({need})", config.security.store == "memory"),
         )
         if wrong
     ]

@@ -166,3 +166,11 @@ def test_a_bad_security_section_is_refused_with_file_line_and_field(tmp_path: Pa
     assert any(p.startswith(f"{path}:3: security.exempt:") and "'nope' is not an IP address" in p
                for p in problems), problems
     assert any("a tls listener needs tls.certificate" in p for p in problems), problems
+
+
+def test_workers_refuse_a_ban_store_they_cannot_share(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("node: {workers: 2}\nsecurity: {store: memory}\n")
+    with pytest.raises(DataFileError) as caught:
+        load_config(path, environ={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert [p.field for p in caught.value.problems] == ["security.store"]
