@@ -381,10 +381,11 @@ class Gateway:
         if self._stopping and message.method not in ("ACK", "CANCEL"):
             self._reply_statelessly(message, source, 503, "Shutting Down")
             return
-        if self._layer.server_count >= self._max_server_transactions and message.method != "ACK" \
-                and not self._layer.matches_server(message):
+        if self._layer.server_count >= self._max_server_transactions \
+                and message.method not in ("ACK", "CANCEL") and not self._layer.matches_server(message):
             # A cap on live server transactions (memory under a request flood): new requests get
-            # 503 with Retry-After (RFC 3261 §21.5.4) statelessly; retransmissions still reach theirs.
+            # 503 with Retry-After (RFC 3261 §21.5.4) statelessly; retransmissions still reach
+            # theirs, and a CANCEL still ends a call being set up (it frees what it holds).
             self._overloaded("server_transactions", message, source)
             return
         self._receive(message, source, digest)
