@@ -278,6 +278,11 @@ class Gateway:
         """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503."""
         self._dialog_counter = counter
 
+    def set_certificate_check(self, check: Callable[[Address, frozenset[str]], bool]) -> None:
+        """Asked about each accepted TLS connection with its verified certificate's names; False
+        closes it (gateway.security.guard.TlsPeerPolicy)."""
+        self._transports.tls.certificate_check = check
+
     def set_packet_filter(self, packet_filter: PacketFilter | None) -> None:
         """The edge guard (gateway.security.guard), asked on raw input before any parsing."""
         self._transports.set_filter(packet_filter)

@@ -108,7 +108,7 @@ async def serve(config: GatewayConfig) -> None:
     from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
-    from gateway.security.guard import EdgeGuard, ban_store_for  # noqa: PLC0415
+    from gateway.security.guard import EdgeGuard, TlsPeerPolicy, ban_store_for  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -127,6 +127,9 @@ async def serve(config: GatewayConfig) -> None:
     if guard is not None:
         guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
         gateway.set_packet_filter(guard)
+    tls_peers = TlsPeerPolicy(registrar.trunks)
+    if tls_peers:  # peer trunks that must show a TLS client certificate (match.tls_names)
+        gateway.set_certificate_check(tls_peers.check)
     charging = await start_charging(config)
     # One dialplan holder for call control and the operations API (which swaps plans in it).
     dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \

@@ -37,6 +37,7 @@ from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
 from gateway.security.bans import BanStore, BanStoreError, MemoryBanStore, RedisBanStore
 from gateway.security.flood import Ban, BanList, BanReason, Budget, ScannerMatcher, SourceBudgets
 from gateway.security.settings import SecuritySettings
+from gateway.sip.address import Address
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,47 @@ class Trusted:
             elif isinstance(trunk, CarrierTrunk):
                 hosts.update(str(ipaddress.ip_address(d.host)) for d in trunk.destinations)
         return cls(frozenset(hosts), tuple(networks))
+
+
+@dataclass(frozen=True, slots=True)
+class _TlsRule:
+    network: IpNetwork
+    port: int | None
+    names: frozenset[str]
+
+
+class TlsPeerPolicy:
+    """Peer trunks that authenticate by TLS client certificate (``match.tls_names``): a TLS
+    connection accepted from such a trunk's address must present a certificate, verified against
+    ``sip.tls.ca_certificates`` (``verify_clients: optional`` or ``required``), naming one of the
+    names; otherwise it is closed before any SIP is read (RFC 3261 §26.3.2.2). Addresses of no
+    such trunk are not concerned."""
+
+    def __init__(self, trunks: TrunkTable | None) -> None:
+        self._rules = [
+            _TlsRule(match.ip_network(), match.port, frozenset(match.tls_names))
+            for trunk in (trunks.trunks.values() if trunks is not None else ())
+            if isinstance(trunk, PeerTrunk)
+            for match in trunk.match if match.tls_names
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def check(self, peer: Address, names: frozenset[str]) -> bool:
+        try:
+            ip = ipaddress.ip_address(peer.host)
+        except ValueError:
+            return False
+        required = [r for r in self._rules if ip in r.network and r.port in (None, peer.port)]
+        if not required:
+            return True
+        if any(names & rule.names for rule in required):
+            return True
+        wanted = sorted(set().union(*(rule.names for rule in required)))
+        log.warning("TLS connection from %s closed: its certificate names %s, the trunk wants one of %s",
+                    peer.hostport(), sorted(names) or "nothing", wanted)
+        return False
 
 
 class SecurityMetrics:

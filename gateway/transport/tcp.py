@@ -34,6 +34,7 @@ from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address
 from gateway.sip.framing import PONG, FramedMessage, FramingError, KeepAlivePing, StreamFramer
 from gateway.transport import MessageSink, PacketFilter
+from gateway.transport.tls import certificate_names
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,11 @@ class TcpConnection(asyncio.Protocol):
         packet_filter = self._owner.filter
         if packet_filter is not None and not packet_filter.admit_connection(self.peer.host):
             self.close("banned")  # a banned source: closed before a byte of it is read
+            return
+        check = self._owner.certificate_check
+        if check is not None and not self.outgoing and \
+                not check(self.peer, certificate_names(transport.get_extra_info("peercert"))):
+            self.close("certificate")  # a peer trunk's address without the certificate it must show
             return
         self._arm_idle_timer(self._owner.idle_timeout)
 
@@ -232,6 +238,8 @@ class TcpTransport:
         self._per_source: dict[str, int] = {}  # accepted connections by remote host
         self._on_connect_failed = on_connect_failed
         self.filter: PacketFilter | None = None  # the edge guard, before any parsing
+        # TLS: asked about each accepted connection with the names its verified certificate carries.
+        self.certificate_check: Callable[[Address, frozenset[str]], bool] | None = None
         self._servers: list[asyncio.Server] = []
         self._connections: dict[Address, TcpConnection] = {}
         # Bytes for destinations we are connecting to; sent in order once connected.

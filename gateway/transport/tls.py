@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 VerifyClients = Literal["none", "optional", "required"]
 
@@ -57,3 +57,15 @@ def client_context(*, certificate: Path | None = None, private_key: Path | None 
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def certificate_names(peercert: dict[str, Any] | None) -> frozenset[str]:
+    """The names a verified peer certificate carries (``SSLObject.getpeercert()``): its
+    subjectAltName DNS names and IP addresses, and its subject CN. Empty when the peer sent no
+    certificate or it was not verified."""
+    if not peercert:
+        return frozenset()
+    names = {value for kind, value in peercert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")}
+    for rdn in peercert.get("subject", ()):
+        names.update(value for key, value in rdn if key == "commonName")
+    return frozenset(names)

@@ -24,26 +24,30 @@ from tests.support.gateway import GatewayProcess, demo_trunks_file, options_requ
 from tests.support.servers import require_binary
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run([require_binary("openssl"), *args], check=True, capture_output=True, timeout=60)
+
+
+def issue(ca_dir: Path, directory: Path, cn: str, san: str) -> tuple[Path, Path]:
+    """A certificate for ``cn`` / ``san`` signed by the CA in ``ca_dir``: (cert.pem, key.pem)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key, csr, cert, ext = (directory / name for name in ("key.pem", "req.csr", "cert.pem", "san.ext"))
+    ext.write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+             "-subj", f"/CN={cn}")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_dir / "ca.pem"), "-CAkey", str(ca_dir / "ca.key"),
+             "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return cert, key
+
+
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A CA, and a server certificate it signs for IP 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
-    openssl = require_binary("openssl")
     directory.mkdir(parents=True, exist_ok=True)
-    names = ("ca.key", "ca.pem", "key.pem", "gw.csr", "cert.pem")
-    ca_key, ca, key, csr, cert = (directory / name for name in names)
-    ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "2", "-subj", "/CN=test SIP CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-        "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return ca, cert, key
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(directory / "ca.key"),
+             "-out", str(directory / "ca.pem"), "-days", "2", "-subj", "/CN=test SIP CA")
+    cert, key = issue(directory, directory / "server", "127.0.0.1", "IP:127.0.0.1")
+    return directory / "ca.pem", cert, key
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +219,47 @@ def test_tls_toward_the_carrier_checks_its_certificate(tmp_path: Path, trusted: 
         assert b"\r\nVia: SIP/2.0/TLS " in carrier.requests[0]
     else:
         assert carrier.requests == [], carrier.requests  # the handshake failed: not one byte of SIP
+
+
+def test_a_peer_trunk_over_tls_must_show_its_client_certificate(tmp_path: Path) -> None:
+    """``match.tls_names``: from the PBX's address, a TLS connection with a certificate naming the
+    PBX is served; one without a certificate, or with another name, is closed before any SIP."""
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    good = issue(tmp_path / "certs", tmp_path / "pbx", "pbx.acme.example", "DNS:pbx.acme.example")
+    other = issue(tmp_path / "certs", tmp_path / "other", "intruder.example", "DNS:intruder.example")
+    trunks = demo_trunks_file(tmp_path / "trunks.yaml", carrier=free_port(), pbx=free_port())
+    data = yaml.safe_load(trunks.read_text())
+    data["trunks"].append({"name": "acme-pbx-tls", "kind": "peer", "group": "acme", "transport": "tls",
+                           "match": [{"host": "127.0.0.1", "tls_names": ["pbx.acme.example"]}],
+                           "dids": "62881900-62881999"})
+    trunks.write_text(yaml.safe_dump(data))
+    port, tls_port = free_port(), free_port()
+    gw = GatewayProcess(tmp_path / "gw", port=port, sip_overrides={
+        "listen": [{"transport": "udp", "host": "127.0.0.1", "port": port},
+                   {"transport": "tls", "host": "127.0.0.1", "port": tls_port}],
+        "tls": {"certificate": str(cert), "private_key": str(key), "ca_certificates": str(ca),
+                "verify_clients": "optional"},
+    }, extra_config={"registrar": {"trunks": str(trunks), "qualify": {"enabled": False}}, "dialplans": []})
+    gw.start()
+    try:
+        assert tls_options(tls_port, ca, good).startswith(b"SIP/2.0 200 ")
+        assert tls_options(tls_port, ca, None) == b""
+        assert tls_options(tls_port, ca, other) == b""
+        assert "its certificate names ['intruder.example']" in gw.log()
+    finally:
+        gw.stop()
+
+
+def tls_options(port: int, ca: Path, client: tuple[Path, Path] | None) -> bytes:
+    """OPTIONS over TLS with ``client`` (cert, key) or no client certificate; the answer, b"" when
+    the gateway closed the connection."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(*client)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        try:
+            sock.sendall(options_request("127.0.0.1", port, sock.getsockname()[:2], transport="TLS"))
+            return sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            return b""
