@@ -7,8 +7,9 @@ API, reaches every worker within that interval. Expiry is wall-clock seconds (``
 comparable between processes and machines.
 
 Redis layout (Redis 7.0 commands only): a sorted set ``<key>`` (member: host, score: expiry)
-and a hash ``<key>:info`` (host → JSON of reason, by, added). Expired members are removed by
-whichever worker reads first.
+and a hash ``<key>:info`` (host → JSON of reason, by, added); locked user names in the sorted
+set ``<key>:locked-users`` (score: until). Expired members are removed by whichever worker
+reads first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class BanStore(Protocol):
     async def active(self, now: float) -> list[Ban]:
         """Every ban in force at ``now``."""
 
+    async def lock_users(self, locks: dict[str, float]) -> None:
+        """Store user-name locks (name → until); a longer lock already stored is kept."""
+
+    async def locked_users(self, now: float) -> dict[str, float]:
+        """Every user-name lock in force at ``now``."""
+
     async def close(self) -> None: ...
 
 
@@ -47,6 +54,7 @@ class MemoryBanStore:
 
     def __init__(self) -> None:
         self._bans: dict[str, Ban] = {}
+        self._locks: dict[str, float] = {}
 
     async def add(self, bans: list[Ban]) -> None:
         for ban in bans:
@@ -62,6 +70,14 @@ class MemoryBanStore:
             del self._bans[host]
         return list(self._bans.values())
 
+    async def lock_users(self, locks: dict[str, float]) -> None:
+        for user, until in locks.items():
+            self._locks[user] = max(until, self._locks.get(user, 0.0))
+
+    async def locked_users(self, now: float) -> dict[str, float]:
+        self._locks = {user: until for user, until in self._locks.items() if until > now}
+        return dict(self._locks)
+
     async def close(self) -> None:
         return None
 
@@ -75,6 +91,7 @@ class RedisBanStore:
         self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._key = key
         self._info = f"{key}:info"
+        self._locks = f"{key}:locked-users"
 
     async def add(self, bans: list[Ban]) -> None:
         if not bans:
@@ -125,6 +142,22 @@ class RedisBanStore:
                 reason, by, added = BanReason.OPERATOR, "", 0.0
             bans.append(Ban(host, float(until), reason, by, added))
         return bans
+
+    async def lock_users(self, locks: dict[str, float]) -> None:
+        if not locks:
+            return
+        try:
+            await self._redis.zadd(self._locks, locks, gt=True)
+        except (aioredis.RedisError, OSError) as exc:
+            raise BanStoreError(f"redis: {exc}") from exc
+
+    async def locked_users(self, now: float) -> dict[str, float]:
+        try:
+            await self._redis.zremrangebyscore(self._locks, "-inf", now)
+            ranked = await self._redis.zrange(self._locks, 0, -1, withscores=True)
+        except (aioredis.RedisError, OSError) as exc:
+            raise BanStoreError(f"redis: {exc}") from exc
+        return {user.decode(): float(until) for user, until in cast(list[tuple[bytes, float]], ranked)}
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -190,6 +190,7 @@ class EdgeGuard:
         self.user_failures = AuthFailures(settings.user_lock.window)
         self._locked: dict[str, float] = {}  # user name -> locked until
         self._outbox: list[Ban] = []  # added here, not yet in the store
+        self._lock_outbox: dict[str, float] = {}  # user locks added here, not yet in the store
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._store_failing = False
@@ -271,6 +272,8 @@ class EdgeGuard:
         if username and self.user_failures.record(username, now) >= lock.failures \
                 and not self.user_locked(username, now):
             self._locked[username] = now + lock.duration
+            self._lock_outbox[username] = now + lock.duration
+            self._wake.set()
             self.metrics.user_lockouts.inc()
             log.warning("ALERT: user %r locked for %.0f s after %d authentication failures in %.0f s "
                         "(last from %s)", username, lock.duration, lock.failures, lock.window, source_host)
@@ -344,14 +347,24 @@ class EdgeGuard:
         except BanStoreError:
             self._outbox = batch + self._outbox
             raise
+        locks, self._lock_outbox = self._lock_outbox, {}
+        try:
+            await self.store.lock_users(locks)
+        except BanStoreError:
+            self._lock_outbox = {**locks, **self._lock_outbox}
+            raise
 
     async def sync(self) -> None:
         """Write pending bans, then enforce the store's view (plus what is still pending)."""
         await self._flush()
-        bans = await self.store.active(self.clock())
+        now = self.clock()
+        bans = await self.store.active(now)
+        locks = await self.store.locked_users(now)
         self.bans.replace(bans)
         for ban in self._outbox:
             self.bans.add(ban)
+        # A lock any worker set holds on every worker (a guessing run spread over the workers).
+        self._locked = {**locks, **self._lock_outbox}
         self.metrics.bans_active.set(len(self.bans))
 
     async def _sync_loop(self) -> None:

@@ -145,6 +145,12 @@ def test_bans_reach_another_worker_through_redis_and_lifts_too(redis_url: str) -
             assert await two.lift("203.0.113.5")
             await one.sync()
             assert one.admit(OPTIONS, "203.0.113.5")
+            for i in range(30):  # a guessing run against one user name, spread over addresses
+                one.auth_failed(f"203.0.113.{100 + i % 5}", "62880001", clock.now)
+            assert one.user_locked("62880001", clock.now) and not two.user_locked("62880001", clock.now)
+            await one.sync()
+            await two.sync()
+            assert two.user_locked("62880001", clock.now)  # locked on every worker
             clock.now += 121
             await two.sync()
             assert {b.host for b in await two.active()} == set()
