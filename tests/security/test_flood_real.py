@@ -121,7 +121,9 @@ def test_a_flood_is_banned_while_a_registered_line_calls_without_failure(
     assert ban["reason"] == "flood" and 0 < ban["remaining"] <= BAN_TIME
     metrics = api.get("/metrics", token=False).text
     dropped = re.search(r"^security_banned_packets_dropped_total (\S+)", metrics, re.M)
-    assert dropped is not None and float(dropped.group(1)) >= sent - 16 - 200, metrics[-2000:]
+    # Every datagram that reached the process after the ban was dropped unparsed (the kernel may
+    # itself drop some when the socket buffer fills on a busy machine: those never arrive).
+    assert dropped is not None and 1000 < float(dropped.group(1)) <= sent - 16, metrics[-2000:]
     assert re.search(r'^security_bans_added_total\{reason="flood"\} 1\.0', metrics, re.M)
     snap = wait_idle(gw)
     assert snap["failed"] == 0, snap
