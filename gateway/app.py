@@ -113,7 +113,9 @@ from gateway.sip.transactions import (
     stamp_received,
 )
 from gateway.sip.validation import Policy, validate_request
+from gateway.transport import PacketFilter
 from gateway.transport.manager import Listen, TransportSet
+from gateway.transport.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,9 @@ TIMER_SLACK = 0.005
 """The timer handle fires this late, so that timers due close together (one Timer J per
 transaction under load) run in one batch instead of one loop wake-up each; SIP timers are
 hundreds of milliseconds, 5 ms is noise to them."""
+
+OVERLOAD_RETRY_AFTER = 5
+"""Seconds in the Retry-After of a 503 for a resource cap (transactions, dialogs)."""
 
 ACCEPT = "application/sdp"
 """Bodies we understand (RFC 3261 §11.2: Accept in the OPTIONS answer)."""
@@ -206,15 +211,30 @@ class Gateway:
         self._layer = TransactionLayer(
             TimerConfig(t1=sip.timers.t1, t2=sip.timers.t2, t4=sip.timers.t4, timer_d=sip.timers.timer_d)
         )
+        tls = sip.tls
+        # SIP over TLS (RFC 3261 §26.2.1): files loaded once here; a bad one is an OSError naming it.
+        server_ssl = server_context(tls.certificate, tls.private_key, ca_certificates=tls.ca_certificates,
+                                    verify_clients=tls.verify_clients) \
+            if tls.certificate is not None and tls.private_key is not None else None
+        client_ssl = client_context(certificate=tls.certificate, private_key=tls.private_key,
+                                    ca_certificates=tls.ca_certificates, verify_server=tls.verify_server)
         self._transports = TransportSet(
             self,
             self.metrics,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
             max_message=sip.max_message_size,
             tcp_idle_timeout=sip.tcp_idle_timeout,
             tcp_max_connections=sip.tcp_max_connections,
+            tcp_max_per_source=sip.tcp_max_connections_per_source,
+            tcp_outgoing_reserve=sip.tcp_outgoing_reserve,
+            tcp_message_timeout=sip.tcp_message_timeout,
             on_unreachable=self._unreachable,
         )
         self._max_message = sip.max_message_size
+        self._max_server_transactions = sip.max_server_transactions
+        self._max_dialogs = sip.max_dialogs
+        self._dialog_counter: Callable[[], int] | None = None
         self._handlers: dict[str, RequestHandler] = {"OPTIONS": self._answer_options}
         self._policy = Policy()
         self._allow = ""
@@ -253,6 +273,19 @@ class Gateway:
     def allow(self) -> str:
         """The Allow header value: every method we answer (RFC 3261 §20.5)."""
         return self._allow
+
+    def set_dialog_counter(self, counter: Callable[[], int]) -> None:
+        """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503."""
+        self._dialog_counter = counter
+
+    def set_certificate_check(self, check: Callable[[Address, frozenset[str]], bool]) -> None:
+        """Asked about each accepted TLS connection with its verified certificate's names; False
+        closes it (gateway.security.guard.TlsPeerPolicy)."""
+        self._transports.tls.certificate_check = check
+
+    def set_packet_filter(self, packet_filter: PacketFilter | None) -> None:
+        """The edge guard (gateway.security.guard), asked on raw input before any parsing."""
+        self._transports.set_filter(packet_filter)
 
     def add_request_handler(self, method: str, handler: RequestHandler) -> None:
         """Serve ``method`` with ``handler`` (replacing any previous one); see the module docstring."""
@@ -353,7 +386,24 @@ class Gateway:
         if self._stopping and message.method not in ("ACK", "CANCEL"):
             self._reply_statelessly(message, source, 503, "Shutting Down")
             return
+        if self._layer.server_count >= self._max_server_transactions \
+                and message.method not in ("ACK", "CANCEL") and not self._layer.matches_server(message):
+            # A cap on live server transactions (memory under a request flood): new requests get
+            # 503 with Retry-After (RFC 3261 §21.5.4) statelessly; retransmissions still reach
+            # theirs, and a CANCEL still ends a call being set up (it frees what it holds).
+            self._overloaded("server_transactions", message, source)
+            return
         self._receive(message, source, digest)
+
+    def _overloaded(self, resource: str, request: Request, source: Address,
+                    transaction: ServerTransaction | None = None) -> None:
+        self.metrics.overload_refusals.labels(resource).inc()
+        answer = Response(503, "Service Unavailable")
+        answer.headers.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
+        if transaction is None:
+            self._send_stateless(request, answer, source)
+        else:
+            self._send_response(transaction, answer)
 
     def _receive(self, message: Request | Response, source: Address, datagram: bytes | None = None) -> None:
         """Into the transaction layer; what it drops (strays, unmatched input) is counted here.
@@ -491,6 +541,11 @@ class Gateway:
     def _dispatch(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         # Validation answered methods without a handler (501 with Allow, RFC 3261 §8.2.1).
         handler = self._handlers[request.method]
+        counter = self._dialog_counter
+        if counter is not None and request.method == "INVITE" and request.to.tag is None \
+                and counter() >= self._max_dialogs:
+            self._overloaded("dialogs", request, source, transaction)  # a new call: no room
+            return
         try:
             result = handler(request, source)
         except Exception:

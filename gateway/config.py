@@ -22,6 +22,7 @@ from gateway.datafile import DataFileError, Problem, load_model
 from gateway.edge.config import EdgeOpsConfig
 from gateway.mgmt.settings import ApiConfig
 from gateway.registrar.settings import RegistrarConfig
+from gateway.security.settings import SecuritySettings
 from gateway.switchboard.settings import SwitchboardSettings
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -61,9 +62,11 @@ class NodeConfig(Section):
 
 
 class ListenConfig(Section):
-    """One SIP listening socket. ``host`` is an IPv4 or IPv6 literal (``::1``, no brackets)."""
+    """One SIP listening socket. ``host`` is an IPv4 or IPv6 literal (``::1``, no brackets).
+    A ``tls`` listener (SIP over TLS, RFC 3261 §26.2.1; port 5061 by convention) needs
+    ``sip.tls.certificate`` and ``sip.tls.private_key``."""
 
-    transport: Literal["udp", "tcp"]
+    transport: Literal["udp", "tcp", "tls"]
     host: str = "127.0.0.1"
     port: Port = 5060
 
@@ -75,6 +78,29 @@ class ListenConfig(Section):
             return str(ipaddress.ip_address(value.strip("[]")))
         except ValueError:
             raise ValueError(f"must be an IPv4 or IPv6 address, not {value!r}") from None
+
+
+class TlsConfig(Section):
+    """SIP over TLS (RFC 3261 §26.2.1, RFC 5630): our certificate, and how peers' are checked."""
+
+    certificate: Path | None = None  # PEM: our certificate (and its chain)
+    private_key: Path | None = None  # PEM: its key
+    # PEM bundle of the CAs that sign peers' certificates: clients of our listeners, and servers
+    # we connect to (carrier trunks with transport: tls); unset: the system store for servers.
+    ca_certificates: Path | None = None
+    # Client certificates on our listeners: not asked for, checked when sent, or required
+    # (peer trunks that authenticate by certificate, RFC 3261 §26.3.2.2).
+    verify_clients: Literal["none", "optional", "required"] = "none"
+    # Check the certificate of servers we connect to (its subjectAltName must hold the IP we dial).
+    verify_server: bool = True
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if self.verify_clients != "none" and self.ca_certificates is None:
+            raise ValueError(f"verify_clients: {self.verify_clients} needs ca_certificates")
+        return self
 
 
 class SipTimersConfig(Section):
@@ -101,14 +127,39 @@ class SipConfig(Section):
         default_factory=lambda: [ListenConfig(transport="udp"), ListenConfig(transport="tcp")], min_length=1
     )
     timers: SipTimersConfig = SipTimersConfig()
+    tls: TlsConfig = TlsConfig()
     advertised_host: str | None = None
     tcp_idle_timeout: float = Field(default=300.0, gt=0)
     # Open TCP connections (accepted + outgoing) beyond which new ones are closed at once.
     tcp_max_connections: int = Field(default=10_000, ge=1)
+    # Of those, kept for the connections we open (accepted ones stop short of the total).
+    tcp_outgoing_reserve: int = Field(default=100, ge=0)
+    # Accepted connections from one remote address (a NATed site's phones share one); more are
+    # closed at once, so one source cannot hold every connection.
+    tcp_max_connections_per_source: int = Field(default=256, ge=1)
+    # Seconds for a TCP message to arrive whole once its first octet came (slow senders closed).
+    tcp_message_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Live server transactions / dialogs beyond which new requests / calls get 503 + Retry-After.
+    max_server_transactions: int = Field(default=100_000, ge=10)
+    max_dialogs: int = Field(default=100_000, ge=2)
     # Larger messages get 513 (RFC 3261 §21.5.14); a UDP datagram cannot exceed 64 KiB anyway.
     max_message_size: int = Field(default=65_535, ge=1_500, le=65_535)
     # On SIGTERM/SIGINT: seconds to let open transactions get their final answers before closing.
     shutdown_grace: float = Field(default=2.0, ge=0, le=60)
+
+
+    @model_validator(mode="after")
+    def _tls_listener_has_a_certificate(self) -> SipConfig:
+        if any(item.transport == "tls" for item in self.listen) and self.tls.certificate is None:
+            raise ValueError("a tls listener needs tls.certificate and tls.private_key")
+        return self
+
+    @model_validator(mode="after")
+    def _reserve_below_total(self) -> SipConfig:
+        if self.tcp_outgoing_reserve >= self.tcp_max_connections:
+            raise ValueError(f"tcp_outgoing_reserve ({self.tcp_outgoing_reserve}) must be smaller than "
+                             f"tcp_max_connections ({self.tcp_max_connections})")
+        return self
 
 
 class RedisConfig(Section):
@@ -137,6 +188,7 @@ class GatewayConfig(Section):
     call: CallSettings = CallSettings()
     switchboard: SwitchboardSettings = SwitchboardSettings()
     edge: EdgeOpsConfig | None = None  # edge agents' broker and the operations signing key
+    security: SecuritySettings = SecuritySettings()
     dialplans: list[Path] = Field(default_factory=lambda: [Path("dialplans")])
     state_dir: Path = Path("var")
 
@@ -176,6 +228,7 @@ def check_workers(config: GatewayConfig, source: str) -> None:
              config.registrar.location_store == "memory"),
             ("call.limits_backend", f"memory cannot be shared ({need})",
              config.call.limits_backend == "memory"),
+            ("security.store", f"memory cannot be shared ({need})", config.security.store == "memory"),
         )
         if wrong
     ]
@@ -197,8 +250,13 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
     charging = config.charging.model_copy(update={"tariffs": base / config.charging.tariffs})
     trunks = config.registrar.trunks
     registrar = config.registrar.model_copy(update={"trunks": base / trunks if trunks else None})
+    tls = config.sip.tls
+    tls_paths = {name: base / value for name in ("certificate", "private_key", "ca_certificates")
+                 if (value := getattr(tls, name)) is not None}
+    sip = config.sip.model_copy(update={"tls": tls.model_copy(update=tls_paths)})
     config = config.model_copy(
-        update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar}
+        update={"dialplans": resolved, "state_dir": state_dir, "charging": charging, "registrar": registrar,
+                "sip": sip}
     )
     check_workers(config, str(path))
     return config

@@ -63,6 +63,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.overload_refusals = Counter(
+            "sip_overload_refusals",
+            "Requests answered 503 because a resource cap was reached, by resource "
+            "(server_transactions, dialogs).",
+            ["resource"],
+            registry=self.registry,
+        )
         self.limit_refusals = Counter(
             "call_limit_refusals",
             "Calls refused because a concurrent-call or calls-per-second limit was reached, by the "

@@ -108,6 +108,7 @@ async def serve(config: GatewayConfig) -> None:
     from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
+    from gateway.security.guard import EdgeGuard, TlsPeerPolicy, ban_store_for  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -117,7 +118,18 @@ async def serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     # One account-state gate: the registrar refuses cancelled lines, call control bars calls.
     accounts = AccountGate.from_settings(config.accounts, config.redis.url)
-    registrar = await install_registrar(gateway, config, accounts=accounts)
+    # The edge guard: bans, budgets and scanner drops before parsing; told of digest failures.
+    guard = EdgeGuard(
+        config.security, ban_store_for(config.security, config.redis.url), gateway.metrics.registry
+    ) if config.security.enabled else None
+    registrar = await install_registrar(gateway, config, accounts=accounts, auth_observer=guard,
+                                        on_authenticated=guard.authenticated if guard is not None else None)
+    if guard is not None:
+        guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
+        gateway.set_packet_filter(guard)
+    tls_peers = TlsPeerPolicy(registrar.trunks)
+    if tls_peers:  # peer trunks that must show a TLS client certificate (match.tls_names)
+        gateway.set_certificate_check(tls_peers.check)
     charging = await start_charging(config)
     # One dialplan holder for call control and the operations API (which swaps plans in it).
     dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \
@@ -128,6 +140,7 @@ async def serve(config: GatewayConfig) -> None:
         gateway, config, trunks=registrar.trunks, contacts=registrar.contacts, charging=charging,
         dialplan=dialplan, observer=observer, accounts=accounts, is_up=registrar.is_up,
     )
+    gateway.set_dialog_counter(lambda: 2 * len(calls.b2bua.calls))  # each B2BUA call: two dialogs
     switchboard = (  # in front of call control: switchboard numbers are answered by its IVR
         await install_switchboard(gateway, config, b2bua=calls.b2bua, trunks=registrar.trunks,
                                   contacts=registrar.contacts, dialplan=dialplan, charging=charging)
@@ -140,11 +153,14 @@ async def serve(config: GatewayConfig) -> None:
     collector = CycleCollector(config.gc, gateway.metrics.registry)
     try:
         await gateway.start()
+        if guard is not None:
+            guard.start()
         registrar.start(config)  # outbound registration and qualify need the listening addresses
         if config.api.enabled:
             api = await start_api(gateway, config, registrar=registrar, calls=calls, dialplan=dialplan,
                                   charging=charging, monitor=monitor,
-                                  accounts=calls.accounts.store if calls.accounts is not None else None)
+                                  accounts=calls.accounts.store if calls.accounts is not None else None,
+                                  guard=guard)
         collector.start()
         if follower is not None:
             follower.start()
@@ -160,6 +176,8 @@ async def serve(config: GatewayConfig) -> None:
         if api is not None:
             await api.close()  # operators' changes stop first
         await gateway.stop()
+        if guard is not None:
+            await guard.close()
         await calls.close()
         if charging is not None:
             await charging.close()  # after the calls: their stop events are flushed

@@ -353,7 +353,7 @@ class B2BUA:
 
     def _contact(self, toward: Address) -> str:
         local = self._gw.local_address(toward.transport, toward)
-        params = ";transport=tcp" if toward.transport == "tcp" else ""
+        params = f";transport={toward.transport}" if toward.transport != "udp" else ""
         return f"<sip:{local.hostport()}{params}>"
 
     # -- outbound attempts -------------------------------------------------------------------------

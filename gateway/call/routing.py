@@ -57,7 +57,7 @@ class Destination:
         if self.uri is not None:
             return self.uri
         host = self.uri_host or self.address.hostport()
-        params = ";transport=tcp" if self.address.transport == "tcp" else ""
+        params = f";transport={self.address.transport}" if self.address.transport != "udp" else ""
         return f"sip:{self.user}@{host}{params}"
 
 
@@ -185,6 +185,8 @@ def binding_destination(binding: Binding, user: str, trunk: str | None) -> Desti
         uri = None
     if isinstance(uri, SipUri) and uri.host.strip("[]") == binding.source.host:
         transport = (uri.transport or binding.source.transport).lower()
+        # TLS: the connection the REGISTER came on (a device's own certificate is rarely one we
+        # could verify if we dialled its listener; RFC 5923 connection reuse).
         if transport in ("udp", "tcp"):
             address = Address(transport, binding.source.host, uri.port or 5060)  # type: ignore[arg-type]
     return Destination(address, user, trunk, uri=binding.contact)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import ipaddress
 import json
 import logging
 import re
@@ -66,6 +67,7 @@ from gateway.registrar.trunks import (
 from gateway.routing.decision import Origin
 from gateway.routing.directory import search as search_directory
 from gateway.routing.reload import DialplanHolder
+from gateway.security.bans import BanStoreError
 from gateway.sip.address import Address
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from gateway.call.service import CallService
     from gateway.charging.service import ChargingService
     from gateway.registrar.service import RegistrarService
+    from gateway.security.guard import EdgeGuard
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ class Services:
     tokens: TokenTable
     started: float = dataclasses.field(default_factory=time.time)
     sites: SiteFollower | None = None  # the edge: section's sites (gateway.edge.sites)
+    guard: EdgeGuard | None = None
 
     async def registration_count(self) -> int | None:
         if self.registrar is None:
@@ -245,6 +249,11 @@ class TrunkPatch(Body):
 
 class AccountStateBody(Body):
     state: AccountState
+
+
+class BanBody(Body):
+    host: str = Field(min_length=1, max_length=64)
+    seconds: float | None = Field(default=None, gt=0, le=30 * 86_400)  # default: security.ban_time
 
 
 B = TypeVar("B", bound=Body)
@@ -832,6 +841,65 @@ async def set_account(request: web.Request) -> web.Response:
                               "previous": before.value})
 
 
+# -- bans (gateway.security) ---------------------------------------------------------------------
+def _guard(request: web.Request) -> EdgeGuard:
+    guard = services(request).guard
+    if guard is None:
+        raise ApiError(404, "not_found", "the edge guard is disabled (security.enabled: false)")
+    return guard
+
+
+def _ban_host(raw: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))  # the spelling the transports see
+    except ValueError:
+        raise ApiError(422, "invalid_request", f"{field}: must be an IPv4 or IPv6 address",
+                       {"errors": [{"field": field, "message": "must be an IPv4 or IPv6 address"}]}) from None
+
+
+@requires(Role.READ)
+async def list_bans(request: web.Request) -> web.Response:
+    guard = _guard(request)
+    try:
+        bans = await guard.active()
+    except BanStoreError as exc:
+        raise ApiError(503, "store_unavailable", f"ban store: {exc}") from None
+    now = guard.clock()
+    locked = sorted(guard.locked_users(now).items())
+    return web.json_response({
+        "store": guard.store.name, "bans": [b.to_dict(now) for b in bans],
+        "locked_users": [{"username": user, "until": round(until, 3)} for user, until in locked],
+    })
+
+
+@requires(Role.ADMIN)
+async def add_ban(request: web.Request) -> web.Response:
+    guard = _guard(request)
+    body = await parse_body(request, BanBody)
+    host = _ban_host(body.host, "host")
+    seconds = body.seconds if body.seconds is not None else guard.settings.ban_time
+    try:
+        ban = await guard.add_ban(host, seconds, by=principal_of(request).name)
+    except BanStoreError as exc:
+        raise ApiError(503, "store_unavailable", f"ban store: {exc} (the ban holds on this worker)") from None
+    await audit(request, "ban.add", host, None, {"seconds": seconds})
+    return web.json_response(ban.to_dict(guard.clock()), status=201)
+
+
+@requires(Role.ADMIN)
+async def lift_ban(request: web.Request) -> web.Response:
+    guard = _guard(request)
+    host = _ban_host(request.match_info["host"], "host")
+    try:
+        lifted = await guard.lift(host)
+    except BanStoreError as exc:
+        raise ApiError(503, "store_unavailable", f"ban store: {exc}") from None
+    if not lifted:
+        raise ApiError(404, "not_found", f"{host} is not banned")
+    await audit(request, "ban.lift", host, "banned", None)
+    return web.json_response({"host": host, "lifted": True})
+
+
 # -- charging, stats, audit ----------------------------------------------------------------------
 @requires(Role.READ)
 async def charging_status(request: web.Request) -> web.Response:
@@ -964,6 +1032,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/stats", stats),
     ("GET", "/api/audit", audit_trail),
     ("GET", "/api/sites", list_sites),
+    ("GET", "/api/bans", list_bans),
+    ("POST", "/api/bans", add_ban),
+    ("DELETE", "/api/bans/{host}", lift_ban),
 ]
 
 
@@ -1022,6 +1093,7 @@ async def start_api(
     accounts: AccountStore | None = None,
     charging: ChargingService | None = None,
     monitor: Monitor | None = None,
+    guard: EdgeGuard | None = None,
 ) -> ApiServer:
     """Start the API on ``api.host:api.port`` (see the module docstring); close with ``close()``."""
     settings = config.api
@@ -1044,7 +1116,7 @@ async def start_api(
         monitor=monitor or Monitor(gateway.metrics.registry),
         audit=AuditLog(audit_path, node=config.node.id, redis=redis, stream=settings.audit_stream,
                        maxlen=settings.audit_stream_maxlen),
-        tokens=TokenTable(settings.tokens),
+        tokens=TokenTable(settings.tokens), guard=guard,
     )
     if config.edge is not None and config.edge.follow:
         svc.sites = SiteFollower(config.edge, SiteDirectory(config.edge.stale_after_s))

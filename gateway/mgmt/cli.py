@@ -13,6 +13,7 @@
     gateway ctl account list | get number|group KEY | set number|group KEY STATE
     gateway ctl charging | stats | health
     gateway ctl edge push SITE FILE | edge cmd SITE COMMAND   (signed, over MQTT: gateway.edge.cli)
+    gateway ctl bans [list] | bans add ADDRESS [--seconds N] | bans lift ADDRESS
 
 ``--json`` prints the API's JSON answer as it is. Exit codes: 0 done; 1 the gateway refused
 (an error answer, or a draft that does not validate); 2 usage error or unreadable file;
@@ -356,6 +357,27 @@ def cmd_stats(args: argparse.Namespace) -> Request:
     )
 
 
+def cmd_bans(args: argparse.Namespace) -> Request:
+    if args.action in ("add", "lift"):
+        if not args.address:
+            raise CtlError(EXIT_USAGE, f"bans {args.action} needs the IP address")
+        if args.action == "lift":
+            return "DELETE", f"/api/bans/{_q(args.address)}", None, lambda r: f"ban of {r['host']} lifted"
+        body: dict[str, Any] = {"host": args.address}
+        if args.seconds is not None:
+            body["seconds"] = args.seconds
+        return "POST", "/api/bans", body, lambda r: f"banned {r['host']} for {r['remaining']} s"
+    return (
+        "GET",
+        "/api/bans",
+        None,
+        lambda r: _table(
+            [[b["host"], b["reason"], b["remaining"], b["by"]] for b in r["bans"]],
+            ["address", "reason", "remaining_s", "by"],
+        ) + "".join(f"\nlocked user {u['username']}" for u in r["locked_users"]),
+    )
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ctl = subparsers.add_parser(
@@ -431,6 +453,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     commands.add_parser("charging", help="charging sink health and backlog").set_defaults(build=cmd_charging)
     commands.add_parser("stats", help="registrations, calls, CPS, lag").set_defaults(build=cmd_stats)
     register_ctl(commands)  # gateway ctl edge push|cmd: signed MQTT, not this API
+    bans = commands.add_parser("bans", help="banned source addresses: list, add, lift")
+    bans.add_argument("action", nargs="?", choices=["list", "add", "lift"], default="list")
+    bans.add_argument("address", nargs="?", help="IPv4 or IPv6 address, for add and lift")
+    bans.add_argument("--seconds", type=float, help="ban duration (default: security.ban_time)")
+    bans.set_defaults(build=cmd_bans)
     ctl.set_defaults(handler=run)
 
 

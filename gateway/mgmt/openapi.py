@@ -152,6 +152,13 @@ SCHEMAS: dict[str, Schema] = {
         "survivable": nullable({"type": "object"}),
         "agent_version": nullable(STR), "last_event": nullable(obj({"type": ANY, "ts": ANY})),
     }))}),
+    "Ban": obj({"host": STR, "until": NUM, "remaining": NUM,
+                "reason": {"enum": ["flood", "scanner", "auth_failures", "operator"]},
+                "by": STR, "added": NUM}),
+    "Bans": obj({"store": {"enum": ["memory", "redis"]}, "bans": array(ref("Ban")),
+                 "locked_users": array(obj({"username": STR, "until": NUM}))}),
+    "BanAdd": obj({"host": STR, "seconds": NUM}, required=["host"], extra=False),
+    "BanLifted": obj({"host": STR, "lifted": BOOL}),
     "Audit": obj({"records": array(obj({
         "time": STR, "node": STR, "who": STR, "role": STR, "action": STR, "target": STR,
         "before": ANY, "after": ANY, "details": {"type": "object"}}))}),
@@ -293,6 +300,17 @@ PATHS: dict[str, dict[str, Any]] = {
                              params=[query("limit", "at most this many (1-1000)", INT)], extra=INVALID)},
     "/api/sites": {"get": op("Edge sites from their agents' MQTT reports: reachability, applied version, "
                              "survivable mode, last seen (needs the edge: section)", "Sites")},
+    "/api/bans": {
+        "get": op("Banned source addresses (every worker's, from the shared store) and locked user names",
+                  "Bans", tag="security", extra={**NOT_FOUND, **UNAVAILABLE}),
+        "post": op("Ban a source address (default: security.ban_time seconds); its packets are dropped "
+                   "unanswered before parsing", "Ban", role="admin", status="201", body="BanAdd",
+                   tag="security", extra={**NOT_FOUND, **INVALID, **UNAVAILABLE}),
+    },
+    "/api/bans/{host}": {"delete": op(
+        "Lift the ban of a source address", "BanLifted", role="admin", tag="security",
+        params=[path_param("host", "the banned IPv4 or IPv6 address")],
+        extra={**NOT_FOUND, **INVALID, **UNAVAILABLE})},
 }
 
 

@@ -52,6 +52,7 @@ from gateway.registrar.location import (
 )
 from gateway.registrar.settings import RegistrarConfig
 from gateway.registrar.trunks import Credential, TrunkTable
+from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.auth import (
     Algorithm,
@@ -143,8 +144,14 @@ class Registrar:
         *,
         clock: Callable[[], float] = time.time,
         accounts: AccountGate | None = None,
+        auth_observer: AuthFailureObserver | None = None,
+        on_authenticated: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_authenticated = on_authenticated
+        """Told of each source host that proved a password (the edge guard raises its budget)."""
+        self.auth_observer: AuthFailureObserver = auth_observer or NoAuthFailureObserver()
+        """Told of every failed digest check; a user it reports locked fails like a wrong password."""
         self.trunks = trunks
         self.store = store
         self.clock = clock
@@ -240,6 +247,7 @@ class Registrar:
                     if exc.status != 401:
                         raise  # malformed: 400
                     # An algorithm we do not know: answered like a wrong password, with a challenge.
+                    self.auth_observer.auth_failed(source.host, "", now)
                     self.failures.record(source.host, now)
                     return _Outcome(None)
                 break
@@ -258,10 +266,15 @@ class Registrar:
             qop="auth", nc=creds.nc or "00000000", cnonce=creds.cnonce or "",
         )
         if not (offered and hmac.compare_digest(expected, creds.response.lower())) or credential is None:
+            self.auth_observer.auth_failed(source.host, creds.username, now)
             failures = self.failures.record(source.host, now)
             if failures in _LOGGED_FAILURE_COUNTS:  # a password-guessing run must not flood the log
                 log.warning("REGISTER auth failed for %r from %s (%d failures from that host lately)",
                             creds.username, source.hostport(), failures)
+            return _Outcome(None)
+        if self.auth_observer.user_locked(creds.username, now):
+            # Locked after a guessing run: the same 401 as a wrong password, so no oracle.
+            self.auth_observer.auth_failed(source.host, creds.username, now)
             return _Outcome(None)
         # The password is right: anything wrong with the nonce is staleness (RFC 7616 §3.3).
         state, issued = self.nonces.verify(creds.nonce, now, self.config.realm)
@@ -270,6 +283,8 @@ class Registrar:
         if not self.replays.accept(creds.nonce, creds.nc_value, issued, now):
             log.info("REGISTER nonce count replay for %r from %s", creds.username, source.hostport())
             return _Outcome(None, stale=True)
+        if self.on_authenticated is not None:
+            self.on_authenticated(source.host, now)
         return _Outcome(credential)
 
     def clear_credential_cache(self) -> None:

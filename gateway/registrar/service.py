@@ -41,6 +41,7 @@ from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, Reque
 from gateway.registrar.qualify import Qualifier
 from gateway.registrar.registrar import Registrar
 from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk, TrunkTable, load_trunks
+from gateway.security.auth_events import AuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.message import Request, Response
 
@@ -191,6 +192,8 @@ async def install(
     *,
     clock: Callable[[], float] = time.time,
     accounts: AccountGate | None = None,
+    auth_observer: AuthFailureObserver | None = None,
+    on_authenticated: Callable[[str, float], None] | None = None,
 ) -> RegistrarService:
     """Build the registrar from ``config`` and serve REGISTER on ``gateway``.
 
@@ -200,7 +203,8 @@ async def install(
     trunks = load_trunks(path) if path is not None else TrunkTable()
     store = store_for(config)
     registrar = Registrar(
-        config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts
+        config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts,
+        auth_observer=auth_observer, on_authenticated=on_authenticated,
     )
     gateway.add_request_handler("REGISTER", registrar.handle)
     log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),

@@ -185,6 +185,10 @@ class PeerMatch(_Model):
     transport: Transport | None = None  # default: the trunk's
     from_host: str | None = None
     from_users: Numbers
+    # TLS only: a connection from this address must present a client certificate (checked
+    # against sip.tls.ca_certificates) naming one of these (subjectAltName DNS / IP, or CN);
+    # otherwise it is closed (RFC 3261 §26.3.2.2, gateway.security.guard.TlsPeerPolicy).
+    tls_names: list[str] = Field(default_factory=list)
 
     _check_from_users = field_validator("from_users", mode="before")(_ranges)
 
@@ -213,6 +217,13 @@ class PeerTrunk(TrunkBase):
     dids: Numbers  # numbers the gateway delivers to this peer
 
     _check_dids = field_validator("dids", mode="before")(_ranges)
+
+    @model_validator(mode="after")
+    def _tls_names_on_tls(self) -> PeerTrunk:
+        for match in self.match:
+            if match.tls_names and (match.transport or self.transport) != "tls":
+                raise ValueError("match.tls_names needs transport: tls (on the match or the trunk)")
+        return self
 
 
 class OutboundRegistration(_Model):

@@ -96,9 +96,16 @@ def content_length(head: bytes) -> int | str:
 
 
 class StreamFramer:
-    """Cuts a SIP byte stream into messages; see the module docstring for the rules."""
+    """Cuts a SIP byte stream into messages; see the module docstring for the rules.
 
-    __slots__ = ("_buffer", "_failed", "max_header_section", "max_message")
+    The framer keeps its place between chunks: a header section still incomplete is not
+    searched again from its start on every read (only the octets after what was searched,
+    with three of overlap for a terminator split between reads), and once a header section is
+    complete its Content-Length is parsed once and the framer waits for the body's octets.
+    A peer trickling a large message in small pieces thus costs linear time, not quadratic.
+    """
+
+    __slots__ = ("_buffer", "_failed", "_searched", "_total", "max_header_section", "max_message")
 
     def __init__(
         self, max_message: int = MAX_MESSAGE_SIZE, max_header_section: int = MAX_HEADER_SECTION
@@ -107,6 +114,10 @@ class StreamFramer:
         self.max_header_section = min(max_header_section, max_message)
         self._buffer = bytearray()
         self._failed = False
+        # Of the message at the start of the buffer: octets already searched for the end of the
+        # header section, and its whole length once that section was parsed (None before).
+        self._searched = 0
+        self._total: int | None = None
 
     @property
     def buffered(self) -> int:
@@ -128,8 +139,16 @@ class StreamFramer:
         start = 0
         size = len(buffer)
         while start < size:
+            total = self._total
+            if total is not None:  # header section parsed on an earlier read: wait for the body
+                if size - start < total:
+                    break
+                events.append(FramedMessage(bytes(buffer[start : start + total])))
+                start += total
+                self._total, self._searched = None, 0
+                continue
             # Between messages: CRLF keep-alives (RFC 5626 §3.5.1) and stray CRLFs (RFC 3261 §7.5).
-            if buffer[start] == 0x0D or buffer[start] == 0x0A:
+            if not self._searched and (buffer[start] == 0x0D or buffer[start] == 0x0A):
                 if buffer.startswith(_PING, start):
                     events.append(KeepAlivePing())
                     start += 4
@@ -143,11 +162,14 @@ class StreamFramer:
                     break
                 start += 1  # a bare CR or LF between messages: ignore it like a stray CRLF
                 continue
-            end = buffer.find(_HEADER_END, start)
+            end = buffer.find(_HEADER_END, start + self._searched)
             if end < 0:
                 if size - start > self.max_header_section:
                     events.append(self._fail(513, "Header Section Too Large", b""))
                     start = size
+                    break
+                # Resume three octets back: the terminator may be split between two reads.
+                self._searched = max(0, size - start - 3)
                 break
             head_end = end + 4
             if head_end - start > self.max_header_section:
@@ -164,10 +186,7 @@ class StreamFramer:
                 events.append(self._fail(513, "Message Too Large", head))
                 start = size
                 break
-            if size < head_end + length:
-                break  # the body is still on its way
-            events.append(FramedMessage(bytes(buffer[start : head_end + length])))
-            start = head_end + length
+            self._total, self._searched = head_end - start + length, 0  # the loop takes it from here
         if start:
             del buffer[:start]
         return events
@@ -175,4 +194,5 @@ class StreamFramer:
     def _fail(self, status: int, reason: str, head: bytes) -> FramingError:
         self._failed = True
         self._buffer.clear()
+        self._total, self._searched = None, 0
         return FramingError(status, reason, head)

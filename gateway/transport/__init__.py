@@ -9,6 +9,7 @@ whole messages, as bytes plus the :class:`~gateway.sip.address.Address` they cam
   reused for responses (RFC 3261 §18.2.2) and for requests to the same destination (§18.1.1),
   idle connections closed, reading paused while a connection's write buffer is full.
 * :class:`~gateway.transport.set.TransportSet` — all listeners of a gateway, behind one ``send``.
+* :class:`PacketFilter` — the edge guard, asked on raw bytes before anything is parsed.
 """
 
 from __future__ import annotations
@@ -27,3 +28,13 @@ class MessageSink(Protocol):
 
     def framing_failed(self, error: FramingError, source: Address) -> bytes | None:
         """A stream from ``source`` lost its framing; return an answer to write before closing."""
+
+
+class PacketFilter(Protocol):
+    """Asked before any parsing (gateway.security.guard): refused input is dropped unanswered."""
+
+    def admit(self, data: bytes, host: str) -> bool:
+        """May this datagram / framed stream message from ``host`` be handed to the sink?"""
+
+    def admit_connection(self, host: str) -> bool:
+        """May a TCP connection accepted from ``host`` stay open?"""

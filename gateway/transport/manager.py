@@ -19,26 +19,35 @@ import functools
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address, Transport
-from gateway.transport import MessageSink
-from gateway.transport.tcp import TcpTransport
+from gateway.transport import MessageSink, PacketFilter
+from gateway.transport.tcp import StreamKind, TcpTransport
 from gateway.transport.udp import UdpEndpoint
 
 log = logging.getLogger(__name__)
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_family(host: str) -> int | None:
-    """AF_INET / AF_INET6 for an IP literal, None for anything else (cached: hot path)."""
+    """AF_INET / AF_INET6 for an IP literal we may send to; None for a host name (resolving is
+    the caller's job, RFC 3263) and for what no SIP message may be sent to: the unspecified
+    address (0.0.0.0 would reach this host), multicast and broadcast (reflection and
+    amplification, RFC 3261 §26.1.5). Cached: hot path."""
     try:
-        version = ipaddress.ip_address(host).version
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return None
-    return socket.AF_INET6 if version == 6 else socket.AF_INET
+    if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST:
+        return None
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,19 +70,34 @@ class TransportSet:
         max_message: int,
         tcp_idle_timeout: float,
         tcp_max_connections: int = 10_000,
+        tcp_max_per_source: int | None = None,
+        tcp_outgoing_reserve: int = 0,
+        tcp_message_timeout: float = 30.0,
         on_unreachable: Callable[[Address], None] | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
         self._on_unreachable = on_unreachable
         self._udp: list[UdpEndpoint] = []  # by index (Address.listener)
         self._udp_by_family: dict[int, UdpEndpoint] = {}  # the default socket of each family
-        self.tcp = TcpTransport(
-            sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
-            max_connections=tcp_max_connections, on_connect_failed=self._unreachable,
-        )
+        def stream(kind: StreamKind) -> TcpTransport:
+            return TcpTransport(
+                sink, metrics, idle_timeout=tcp_idle_timeout, max_message=max_message,
+                max_connections=tcp_max_connections, max_per_source=tcp_max_per_source,
+                outgoing_reserve=tcp_outgoing_reserve, message_timeout=tcp_message_timeout,
+                on_connect_failed=self._unreachable, kind=kind,
+                server_ssl=server_ssl if kind == "tls" else None,
+                client_ssl=client_ssl if kind == "tls" else None,
+            )
+
+        self.tcp = stream("tcp")
+        # SIP over TLS: the same stream transport over asyncio's ssl (its own caps and table).
+        self.tls = stream("tls")
         self.locals: list[Address] = []  # the configured listeners: what peers dial
         self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
+        self._filter: PacketFilter | None = None
 
     async def start(self, listen: Sequence[Listen], *, worker_port: int | None = None) -> None:
         """Open every listener (shared with the other workers when ``worker_port`` is given, plus
@@ -92,14 +116,26 @@ class TransportSet:
             await self.close()
             raise
 
+    def set_filter(self, packet_filter: PacketFilter | None) -> None:
+        """Ask ``packet_filter`` about every datagram, connection and stream message before it
+        reaches the sink (listeners opened later get it too)."""
+        self._filter = packet_filter
+        self.tcp.filter = packet_filter
+        self.tls.filter = packet_filter
+        for endpoint in self._udp:
+            endpoint.filter = packet_filter
+
     async def _open(self, item: Listen, *, reuse_port: bool, default: bool) -> Address:
         if item.transport == "tcp":
             return await self.tcp.listen(item.host, item.port, reuse_port=reuse_port)
+        if item.transport == "tls":
+            return await self.tls.listen(item.host, item.port, reuse_port=reuse_port)
         if item.transport != "udp":
             raise ValueError(f"transport {item.transport!r} is not supported yet")
         endpoint = await UdpEndpoint.listen(
             item.host, item.port, self._sink, self._metrics, index=len(self._udp), reuse_port=reuse_port
         )
+        endpoint.filter = self._filter
         self._udp.append(endpoint)
         if default:
             self._udp_by_family.setdefault(endpoint.family, endpoint)
@@ -107,21 +143,22 @@ class TransportSet:
         return endpoint.local
 
     def send(self, data: bytes, destination: Address) -> None:
-        """Send ``data`` to ``destination``; failures are counted, never raised."""
+        """Send ``data`` to ``destination`` (an IP literal we may send to, see
+        :func:`_address_family`); failures are counted, never raised."""
+        family = _address_family(destination.host)
+        if family is None:
+            self._unreachable(destination)
+            return
         if destination.transport == "tcp":
             self.tcp.send(data, destination)
             return
-        if destination.transport != "udp":
-            self._unreachable(destination)
+        if destination.transport == "tls":
+            self.tls.send(data, destination)
             return
         listener = destination.listener
-        if listener is not None and listener < len(self._udp):
-            self._udp[listener].send(data, destination)
-            return
-        family = _address_family(destination.host)
-        # A host name (family None): RFC 3263 resolution is the caller's job; we dial addresses.
-        endpoint = self._udp_by_family.get(family) if family is not None else None
-        if endpoint is None:
+        endpoint = self._udp[listener] if listener is not None and listener < len(self._udp) \
+            else self._udp_by_family.get(family)
+        if endpoint is None or endpoint.family != family:  # no socket of that address family
             self._unreachable(destination)
             return
         endpoint.send(data, destination)
@@ -133,11 +170,13 @@ class TransportSet:
             self._on_unreachable(destination)
 
     def stop_accepting(self) -> None:
-        """Refuse new TCP connections (UDP keeps running so transactions can finish)."""
+        """Refuse new TCP and TLS connections (UDP keeps running so transactions can finish)."""
         self.tcp.stop_accepting()
+        self.tls.stop_accepting()
 
     async def close(self) -> None:
         await self.tcp.close()
+        await self.tls.close()
         for endpoint in self._udp:
             endpoint.close()
         self._udp.clear()

@@ -15,7 +15,7 @@ from typing import cast
 
 from gateway.metrics import Metrics
 from gateway.sip.address import Address
-from gateway.transport import MessageSink
+from gateway.transport import MessageSink, PacketFilter
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.local: Address | None = None
         self.family = socket.AF_INET
+        self.filter: PacketFilter | None = None  # the edge guard, before any parsing
 
     @classmethod
     async def listen(
@@ -67,6 +68,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        packet_filter = self.filter
+        if packet_filter is not None and not packet_filter.admit(data, str(addr[0])):
+            return
         self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1]), self.index))
 
     def error_received(self, exc: Exception) -> None:
@@ -78,7 +82,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self._transport is None or self._transport.is_closing():
             self._metrics.transport_errors.labels("udp").inc()
             return
-        self._transport.sendto(data, (destination.host, destination.port))
+        try:
+            self._transport.sendto(data, (destination.host, destination.port))
+        except (OSError, ValueError, TypeError) as exc:
+            # One message's failure (an address the kernel refuses, a full buffer under uvloop)
+            # must not reach the caller: the timer loop and the other messages go on.
+            self._metrics.transport_errors.labels("udp").inc()
+            log.debug("UDP send to %s failed: %s", destination.hostport(), exc)
 
     def close(self) -> None:
         if self._transport is not None:

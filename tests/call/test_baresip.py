@@ -21,12 +21,14 @@ from tests.support.servers import require_binary, stop_process, wait_for_tcp
 
 
 @contextmanager
-def baresip(workdir: Path, number: str, gateway_port: int) -> Iterator[int]:
-    """A headless baresip registered as ``number``; yields its ctrl_tcp port."""
+def baresip(workdir: Path, number: str, gateway_port: int, *, transport: str = "udp",
+            config: str = "") -> Iterator[int]:
+    """A headless baresip registered as ``number`` over ``transport``; yields its ctrl_tcp port.
+    ``config``: more lines for its config file (TLS: ``sip_cafile``)."""
     sip_port, ctrl_port = free_port(), free_port()
     workdir.mkdir(parents=True)
     (workdir / "config").write_text(
-        f"poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_trans_def udp\n"
+        f"poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_trans_def {transport}\n{config}"
         "module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule_app account.so\n"
         "module_app menu.so\nmodule_app ctrl_tcp.so\n"
         f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n"
@@ -34,7 +36,7 @@ def baresip(workdir: Path, number: str, gateway_port: int) -> Iterator[int]:
         encoding="utf-8",
     )
     (workdir / "accounts").write_text(
-        f"<sip:{number}@127.0.0.1:{gateway_port};transport=udp>;auth_pass={PASSWORD};regint=60;"
+        f"<sip:{number}@127.0.0.1:{gateway_port};transport={transport}>;auth_pass={PASSWORD};regint=60;"
         "answermode=auto\n",
         encoding="utf-8",
     )

@@ -1,12 +1,13 @@
 """The console in a real browser: headless Debian chromium driven by Playwright. Log in with a
 token, explain a call, edit a dialplan (a validation error first, then a good change applied),
-set an account state, and read the dashboard and live calls while SIPp places calls.
+set an account state, ban and lift an address, and read the dashboard and live calls while SIPp places calls.
 Screenshots go to test-artifacts/console/ (gitignored)."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from tests.call.harness import run_caller, screen, sipp_server, wait_idle
 from tests.edge_agent.conftest import mqtt_section
 from tests.mgmt.support import ADMIN, READER, Api, api_gateway, wait_api
 from tests.mgmt.test_openapi import validate
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import PROJECT_ROOT, GatewayProcess, options_request
 from tests.support.servers import (
     MosquittoServer,
     RedisServer,
@@ -185,6 +186,30 @@ def test_account_states(console: tuple[GatewayProcess, Api], page: Page) -> None
     shot(page, "06-accounts")
     assert api.get("/api/accounts/number/62880007").body["state"] == "arrears"
     api.call("PUT", "/api/accounts/number/62880007", {"state": "normal"})
+
+
+def test_bans_view(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    """A flooding address shows up banned; an operator bans another and lifts it from the page."""
+    gw, api = console
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.31", 0))
+        datagram = options_request("127.0.0.1", gw.port, sock.getsockname()[:2])
+        for _ in range(40):  # over the default budget of 16 in 2 s
+            sock.sendto(datagram, ("127.0.0.1", gw.port))
+    login(page, api, ADMIN)
+    page.click("#tabs button[data-tab=bans]")
+    expect(page.locator("#ban-list tbody tr").filter(has_text="127.0.0.31")).to_contain_text("flood")
+    page.fill("#ban-host", "192.0.2.77")
+    page.fill("#ban-seconds", "900")
+    page.click("#ban-form button[type=submit]")
+    expect(page.locator("#ban-result")).to_contain_text("192.0.2.77 banned for")
+    banned = page.locator("#ban-list tbody tr").filter(has_text="192.0.2.77")
+    expect(banned).to_contain_text("operator")
+    shot(page, "13-bans")
+    banned.locator("button").click()
+    expect(page.locator("#ban-list tbody tr").filter(has_text="192.0.2.77")).to_have_count(0)
+    assert all(b["host"] != "192.0.2.77" for b in api.get("/api/bans").body["bans"])
+    assert api.call("DELETE", "/api/bans/127.0.0.31").status == 200
 
 
 def test_read_only_operator_sees_no_change_buttons(console: tuple[GatewayProcess, Api], page: Page) -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.sip import framing
 from gateway.sip.framing import (
     FramedMessage,
     FrameEvent,
@@ -171,3 +172,24 @@ def test_oversized_message_and_header_section_are_513() -> None:
 def test_whole_message_at_the_limit_is_accepted() -> None:
     message = options(1, b"z" * 100)
     assert StreamFramer(max_message=len(message)).feed(message) == [FramedMessage(message)]
+
+
+def test_the_framer_keeps_its_place_between_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message trickled in one octet at a time has its header section parsed once, not once
+    per read (a slow sender must not cost quadratic work)."""
+    calls: list[bytes] = []
+    original = framing.content_length
+
+    def counting(head: bytes) -> int | str:
+        calls.append(head)
+        return original(head)
+
+    monkeypatch.setattr(framing, "content_length", counting)
+    body = b"v=0\r\n" * 200
+    message = (b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
+               + b"X-Pad: " + b"x" * 3000 + b"\r\n"
+               + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    framer = StreamFramer()
+    events = [event for i in range(len(message)) for event in framer.feed(message[i : i + 1])]
+    assert events == [FramedMessage(message)]
+    assert len(calls) == 1 and framer.buffered == 0

@@ -17,6 +17,7 @@ from gateway.sip.transactions import (
     response_destination,
     stamp_received,
 )
+from gateway.sip.transactions.matching import replace_top_via
 from tests.sip.test_transaction_support import PEER, PEER_TCP, Driver, request, state_of
 
 
@@ -155,6 +156,13 @@ def test_stamp_received_for_domain_or_other_ip_only() -> None:
     assert nat.top_via.received == "192.0.2.10" and "rport" not in nat.top_via.params
 
 
+def test_stamp_replaces_a_received_or_rport_the_request_arrived_with() -> None:
+    forged = request("OPTIONS", via_host="192.0.2.10", extra=[])
+    replace_top_via(forged, parse_via("SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKf;received=198.51.100.9;rport=7"))
+    stamp_received(forged, Address("udp", "192.0.2.10", 40000))
+    assert forged.top_via.received == "192.0.2.10" and forged.top_via.params["rport"] == "40000"
+
+
 def test_stamp_touches_only_the_top_via() -> None:
     req = request("OPTIONS", via_host="10.0.0.5", extra=["Via: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKdown"])
     stamp_received(req, PEER)
@@ -206,9 +214,17 @@ def test_layer_stamps_and_answers_to_rport() -> None:
         # plain sent-by
         ("SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bK1", Address("udp", "192.0.2.10", 5080),
          Address("udp", "192.0.2.10", 5080)),
-        # maddr wins on unreliable transports
+        # maddr is ignored: answers go where the request came from (no reflection)
         ("SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1;maddr=239.255.255.1;received=192.0.2.11",
-         Address("udp", "192.0.2.11", 5060), Address("udp", "239.255.255.1", 5060)),
+         Address("udp", "192.0.2.11", 5060), Address("udp", "192.0.2.11", 5060)),
+        # a received / rport the request arrived with is not trusted: the real source is used
+        ("SIP/2.0/UDP 192.0.2.10:5080;branch=z9hG4bK1;received=198.51.100.99",
+         Address("udp", "192.0.2.10", 40001), Address("udp", "192.0.2.10", 5080)),
+        ("SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1;received=198.51.100.99;rport=7",
+         Address("udp", "192.0.2.10", 40001), Address("udp", "192.0.2.10", 40001)),
+        # a host name in sent-by: the source address, never a name to resolve
+        ("SIP/2.0/UDP victim.example.com:5070;branch=z9hG4bK1",
+         Address("udp", "192.0.2.10", 40001), Address("udp", "192.0.2.10", 5070)),
         # IPv6 received
         ("SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK1;received=2001:db8::2",
          Address("udp", "2001:db8::2", 6000), Address("udp", "2001:db8::2", 5062)),

@@ -287,3 +287,66 @@ async def test_tcp_connections_beyond_the_limit_are_closed() -> None:
             kept_writer.close()
     finally:
         await ts.close()
+
+
+async def test_nothing_is_sent_to_unroutable_destinations(
+    transports: tuple[TransportSet, RecordingSink, Metrics],
+) -> None:
+    """0.0.0.0 (this host), multicast, broadcast and host names, on UDP as on TCP, and an answer
+    whose destination does not fit its listener's address family: refused and counted."""
+    ts, _, metrics = transports
+    udp_listener = local(ts, "udp").listener
+    for destination in (
+        Address("udp", "0.0.0.0", 5060), Address("tcp", "0.0.0.0", 5060), Address("udp", "::", 5060),
+        Address("udp", "224.0.0.1", 5060), Address("udp", "ff02::1", 5060), Address("tcp", "239.1.1.1", 5060),
+        Address("udp", "255.255.255.255", 5060), Address("tcp", "victim.example.com", 5060),
+        Address("udp", "::1", 5060, udp_listener),
+    ):
+        ts.send(b"x", destination)
+    assert metrics.value("sip_messages_dropped_total", {"reason": "unroutable"}) == 9
+    assert not ts.tcp.connections
+
+
+async def test_a_send_error_is_counted_never_raised(
+    transports: tuple[TransportSet, RecordingSink, Metrics],
+) -> None:
+    ts, _, metrics = transports
+    ts.send(b"x" * 70_000, Address("udp", "127.0.0.1", 9))  # over a datagram's size: EMSGSIZE
+    assert metrics.value("sip_transport_errors_total", {"transport": "udp"}) >= 1
+
+
+async def test_per_source_cap_and_outgoing_reserve() -> None:
+    """Accepted connections stop at the total less the reserve and at the per-source cap; the
+    reserve is left for connections we open."""
+    sink = RecordingSink()
+    metrics = Metrics()
+    ts = TransportSet(sink, metrics, max_message=4096, tcp_idle_timeout=5, tcp_max_connections=4,
+                      tcp_max_per_source=2, tcp_outgoing_reserve=1)
+    await ts.start([Listen("tcp", "127.0.0.1", 0)])
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    try:
+        tcp = local(ts, "tcp")
+        opened = []
+        for source in ("127.0.0.51", "127.0.0.51", "127.0.0.51", "127.0.0.52", "127.0.0.53"):
+            opened.append(await asyncio.open_connection(tcp.host, tcp.port, local_addr=(source, 0)))
+        closed = []
+        for reader, _ in opened:
+            try:
+                closed.append(await asyncio.wait_for(reader.read(), 0.3) == b"")
+            except TimeoutError:
+                closed.append(False)
+        # the 3rd from .51 (per source), the 5th overall (4 total - 1 reserved = 3 accepted)
+        assert closed == [False, False, True, False, True]
+        assert metrics.value("sip_tcp_connections_closed_total", {"reason": "limit"}) == 2
+        port = server.sockets[0].getsockname()[1]
+        ts.send(options(7), Address("tcp", "127.0.0.1", port))  # the reserve: an outgoing one opens
+        for _ in range(100):
+            if len(ts.tcp.connections) == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert Address("tcp", "127.0.0.1", port) in ts.tcp.connections
+        for _, writer in opened:
+            writer.close()
+    finally:
+        server.close()
+        await ts.close()

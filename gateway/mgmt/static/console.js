@@ -95,9 +95,9 @@ function show(tab) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === tab);
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== tab;
   clearInterval(state.timer);
-  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites, directory: searchDirectory }[tab];
+  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites, directory: searchDirectory, bans: refreshBans }[tab];
   refresh().catch((error) => toast(error.message));
-  if (tab === "dashboard" || tab === "calls" || tab === "sites") {
+  if (tab === "dashboard" || tab === "calls" || tab === "sites" || tab === "bans") {
     state.timer = setInterval(() => refresh().catch(() => {}), 2000);
   }
 }
@@ -407,6 +407,37 @@ async function searchDirectory() {
   fill("dir-list", data.entries.map((e) => row([e.name, e.department, e.title, e.short, e.long, e.group])));
 }
 
+// -- bans ---------------------------------------------------------------------------------------
+async function refreshBans() {
+  const data = await api("GET", "/api/bans");
+  $("ban-summary").textContent = `${data.bans.length} banned (${data.store} store)`;
+  fill("ban-list", data.bans.map((b) => {
+    const lift = el("button", "Lift", "admin-only");
+    lift.addEventListener("click", async () => {
+      try { await api("DELETE", `/api/bans/${encodeURIComponent(b.host)}`); toast(`Ban of ${b.host} lifted`); refreshBans(); }
+      catch (error) { toast(error.message); }
+    });
+    return row([b.host, b.reason, `${b.remaining.toFixed(0)} s`, b.by, lift]);
+  }));
+  fill("locked-list", data.locked_users.map((u) => row([u.username, new Date(u.until * 1000).toISOString()])));
+}
+
+async function addBan(event) {
+  event.preventDefault();
+  const body = { host: $("ban-host").value.trim() };
+  const seconds = $("ban-seconds").value.trim();
+  if (seconds) body.seconds = Number(seconds);
+  try {
+    const ban = await api("POST", "/api/bans", body);
+    $("ban-result").textContent = `${ban.host} banned for ${ban.remaining.toFixed(0)} s`;
+    $("ban-result").className = "ok";
+    await refreshBans();
+  } catch (error) {
+    $("ban-result").textContent = error.message;
+    $("ban-result").className = "bad";
+  }
+}
+
 // -- wiring -------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (event) => { event.preventDefault(); login($("token").value.trim()); });
@@ -421,6 +452,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("acct-form").addEventListener("submit", setAccount);
   $("acct-get").addEventListener("click", getAccount);
   $("dir-form").addEventListener("submit", (event) => { event.preventDefault(); searchDirectory().catch((e) => toast(e.message)); });
+  $("ban-form").addEventListener("submit", addBan);
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) login(token);
 });

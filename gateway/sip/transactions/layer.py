@@ -102,6 +102,19 @@ class TransactionLayer:
         return len(self._clients) + len(self._servers)
 
     @property
+    def server_count(self) -> int:
+        """Live server transactions (the resource a request flood consumes)."""
+        return len(self._servers)
+
+    def matches_server(self, request: Request) -> bool:
+        """Does ``request`` belong to a live server transaction (a retransmission, §17.2.3)?"""
+        try:
+            key = server_key(request)
+        except SipParseError:
+            return False
+        return self._find_server(key, request.to.tag, ack=request.method == "ACK") is not None
+
+    @property
     def timer_entries(self) -> int:
         """Entries in the timer heap, cancelled ones not yet dropped included (diagnostics)."""
         return len(self._ctx.heap)

@@ -116,16 +116,22 @@ def stamp_received(request: Request, source: Address) -> None:
     """Add ``received`` / fill ``rport`` on the top Via of an incoming request, in place.
 
     RFC 3261 §18.2.1: ``received`` when sent-by is a domain name or another IP than the packet's
-    source. RFC 3581 §4: an ``rport`` without value gets the source port, and then ``received``
-    is added even when the address is the same.
+    source. RFC 3581 §4: an ``rport`` gets the source port, and then ``received`` is added even
+    when the address is the same. A ``received`` or ``rport`` value the request arrived with is
+    replaced by the real source: it is what the answer is sent to (:func:`response_destination`).
     """
     top = request.top_via
     source_host = _unbracket(source.host)
     params = dict(top.params)  # typed values are the codec's cache: never mutate them
-    if "rport" in params and params["rport"] is None:
-        params["rport"] = str(source.port)
+    port = str(source.port)
+    if "rport" in params:
+        if params["rport"] == port and params.get("received") == source_host:
+            return
+        params["rport"] = port  # also over a value the request arrived with: never trusted
         params["received"] = source_host
-    elif not _same_ip(top.host, source_host) and params.get("received") != source_host:
+    elif "received" in params or not _same_ip(top.host, source_host):
+        if params.get("received") == source_host:
+            return
         params["received"] = source_host
     else:
         return
@@ -155,24 +161,16 @@ def response_destination(via: Via, source: Address) -> Address:
 
     ``via`` is the request's top Via (after :func:`stamp_received`), ``source`` where the request
     came from. Reliable transports answer on the connection the request came in on, which the
-    adapter finds by ``source``. On UDP: ``maddr``; else received + rport; else received with
-    the sent-by port; else sent-by (ports default to 5060, 5061 for TLS).
+    adapter finds by ``source``. On UDP the answer goes to the packet's real source address, the
+    value :func:`stamp_received` wrote as ``received``: with ``rport`` to the source port, else to
+    the sent-by port (5060, 5061 for TLS, when absent). ``maddr`` is ignored, and so is any
+    ``received`` the request arrived with: honouring them would let anyone aim our answers at a
+    third party (reflection, RFC 3261 §26.1.5; RFC 3581 §4 makes the source the address).
     """
     if source.reliable:
         return source
-    port = via.port if via.port is not None else _default_port(via)
     listener = source.listener  # answered from the socket the request came in on (RFC 3581 §4)
-    if via.maddr:
-        return Address(source.transport, _unbracket(via.maddr), port, listener)
-    received = via.received
     if via.has_rport:
-        rport = via.rport
-        return Address(
-            source.transport,
-            _unbracket(received) if received else source.host,
-            rport if rport else source.port,
-            listener,
-        )
-    if received:
-        return Address(source.transport, _unbracket(received), port, listener)
-    return Address(source.transport, _unbracket(via.host), port, listener)
+        return Address(source.transport, source.host, source.port, listener)
+    port = via.port if via.port is not None else _default_port(via)
+    return Address(source.transport, source.host, port, listener)

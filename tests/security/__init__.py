@@ -1,0 +1,1 @@
+"""Edge security: flood budgets, bans, scanners, auth-failure bans, sipvicious, TCP caps."""
