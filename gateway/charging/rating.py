@@ -129,6 +129,7 @@ class Rater:
 
     def __init__(self, table: TariffFile) -> None:
         self.table_id = table.id
+        self._free: dict[tuple[str, str | None, CallClass], Tariff] = {}
         self._default = {
             cls: self._compile(table, "default", cls, (base,)) for cls, base in table.classes.items()
         }
@@ -165,6 +166,17 @@ class Rater:
 
     def rate(self, group: str | None, call_class: CallClass, duration_ms: int) -> Rating:
         return self.tariff(group, call_class).rate(duration_ms)
+
+    def free(self, reason: str, group: str | None, call_class: CallClass) -> Tariff:
+        """The zero-price row for a call the charging rules make free (``gateway.charging.payer``):
+        the class's billing unit and rounding, so the units still show the call's length."""
+        key = (reason, group, call_class)
+        row = self._free.get(key)
+        if row is None:
+            base = self.tariff(group, call_class)
+            row = Tariff(f"{self.table_id}/free/{reason}", base.unit_seconds, base.rounding, Decimal(0))
+            self._free[key] = row
+        return row
 
 
 def load_tariffs(path: str | Path) -> Rater:

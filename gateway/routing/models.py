@@ -541,6 +541,10 @@ class GroupFile(Model):
     mobiles: list[MobileMember] = Field(default_factory=list)
     pbxs: list[Pbx] = Field(default_factory=list)
     off_net_numbers: list[OffNetNumber] = Field(default_factory=list)
+    group_paid_numbers: list[NumberRange] = Field(
+        default_factory=list,
+        description="numbers of the group whose inbound calls the group pays for (集团统付, 400-like)",
+    )
     caller_id: CallerIdPolicy = CallerIdPolicy()
     permissions: Permissions = Permissions()
     time_conditions: dict[Name, TimeCondition] = Field(default_factory=dict)

@@ -147,6 +147,7 @@ class CompiledGroup:
         carrier_trunks: tuple[str, ...],
         fixed_ranges: tuple[tuple[int, int, int], ...],
         time_conditions: Mapping[str, CompiledTimeCondition],
+        group_paid_ranges: tuple[tuple[int, int, int], ...] = (),
     ) -> None:
         self.id = id
         self.name = name
@@ -162,6 +163,7 @@ class CompiledGroup:
         self.carrier_trunks = carrier_trunks
         self.fixed_ranges = fixed_ranges
         self.time_conditions = time_conditions
+        self.group_paid_ranges = group_paid_ranges
         self.short: dict[str, Party] = {}
         self.lines: dict[str, Party] = {}
         """Registered lines by their local number (the registrar's user name)."""
@@ -177,6 +179,16 @@ class CompiledGroup:
     def owns_range(self, subscriber: str) -> bool:
         n, length = int(subscriber), len(subscriber)
         for lo, hi, ln in self.fixed_ranges:  # noqa: SIM110 - no generator on the per-call path
+            if lo <= n <= hi and ln == length:
+                return True
+        return False
+
+    def group_paid(self, subscriber: str) -> bool:
+        """The group pays for inbound calls to this subscriber number (集团统付, [002] L1865)."""
+        if not self.group_paid_ranges or not subscriber.isdigit():
+            return False
+        n, length = int(subscriber), len(subscriber)
+        for lo, hi, ln in self.group_paid_ranges:  # noqa: SIM110 - no generator on the per-call path
             if lo <= n <= hi and ln == length:
                 return True
         return False
@@ -383,7 +395,8 @@ class CompiledPlan:
             presented,
             presented,
             Charging(
-                _EMERGENCY, _ORIGINATING, group.id, caller.id if caller else None, False, False, False, None
+                _EMERGENCY, _ORIGINATING, group.id, caller.id if caller else None, False, False, False, None,
+                False,
             ),
             phone_context=self.numbering.phone_context(group.area),
         )
@@ -448,7 +461,8 @@ class CompiledPlan:
             return refusal
         dest = analysed.e164 or analysed.national
         charging = _new(
-            Charging, (analysed.call_class, _ORIGINATING, group.id, caller.id, False, False, False, None)
+            Charging,
+            (analysed.call_class, _ORIGINATING, group.id, caller.id, False, False, False, None, False),
         )
         return _new(
             Decision,
@@ -492,7 +506,7 @@ class CompiledPlan:
             )
             trace.add("route", ", ".join(_describe(t) for t in targets))
         charging = _new(
-            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None)
+            Charging, (call_class, _ON_NET, group.id, caller.id, True, short_dialled, False, None, False)
         )
         return _new(
             Decision,
@@ -627,8 +641,15 @@ class CompiledPlan:
         if trace is not None:
             trace.add("caller ID", f"present off-net caller as {presented}")
             trace.add("route", ", ".join(_describe(t) for t in targets))
+        subscriber = (
+            analysed.e164[len(numbering.plus_cc) + len(group.area) :] if analysed.e164 is not None else ""
+        )
         charging = _new(
-            Charging, (caller_class, _TERMINATING, group.id, callee.id, False, False, False, None)
+            Charging,
+            (
+                caller_class, _TERMINATING, group.id, callee.id, False, False, False, None,
+                group.group_paid(subscriber),
+            ),
         )
         return _new(
             Decision,
