@@ -50,6 +50,9 @@ class ChargingSettings(_Section):
     retry_interval_s: float = Field(default=1.0, gt=0, le=300)
     spool: SpoolSettings = SpoolSettings()
     redis_streams: StreamSettings = StreamSettings()
+    billing_database: str | None = Field(default=None, pattern=r"^(sqlite:|postgresql://|postgres://)")
+    """Where ``gateway billing consume`` loads the events: ``postgresql://user@host/db`` in
+    production; default ``sqlite:///{state_dir}/billing.sqlite3`` (embedded)."""
 
     @field_validator("sink")
     @classmethod
