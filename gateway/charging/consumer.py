@@ -258,7 +258,7 @@ class BillingConsumer:
         opts = self.options
         id_field = STREAM_ID_FIELD.encode()
         ids = [(fields or {}).get(id_field, b"").decode("utf-8", "replace") for _, fields in entries]
-        dedupe = not self.output.idempotent
+        dedupe = not getattr(self.output, "idempotent", False)  # outputs from before the flag: False
         seen: list[int] = [0] * len(ids)
         if dedupe:
             check = self.client.pipeline(transaction=False)

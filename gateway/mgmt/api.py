@@ -320,10 +320,16 @@ async def ready(request: web.Request) -> web.Response:
         except (LocationStoreError, OSError) as exc:
             checks["location_store"] = {"ok": False, "detail": str(exc)}
     if svc.charging is not None:
-        # Spooling while Redis is away loses nothing: ready, but say so.
-        degraded = bool(getattr(svc.charging.sink, "degraded", False))
-        checks["charging"] = {"ok": True, "detail": "spooling locally (Redis unreachable)" if degraded
-                              else f"{svc.charging.sink.name} sink"}
+        # Spooling while Redis is away loses nothing: ready, but say so. Neither Redis nor the
+        # spool taking events (disk full, spool unwritable): not ready, calls would go unbilled.
+        sink = svc.charging.sink
+        degraded = bool(getattr(sink, "degraded", False))
+        if sink.failing:
+            checks["charging"] = {"ok": False, "detail": f"{sink.name} sink failing: {sink.backlog} events "
+                                  "held in memory (Redis and the spool both refuse)"}
+        else:
+            checks["charging"] = {"ok": True, "detail": "spooling locally (Redis unreachable)" if degraded
+                                  else f"{sink.name} sink"}
     ok = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
