@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +31,8 @@ import pydantic
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.billing import cli as billing_cli
+from gateway.billing.cli import billing_database, load_optional_config
 from gateway.charging.consumer import (
     DEFAULT_DEDUPE_TTL_S,
     BillingConsumer,
@@ -44,18 +45,13 @@ from gateway.charging.consumer import (
 from gateway.charging.events import decode, json_schema, parse_time
 from gateway.charging.settings import ChargingSettings
 from gateway.charging.spool import read_segment
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
-
-def load_optional_config(path: Path) -> GatewayConfig:
-    """The config file if it exists (defaults otherwise); ``REDIS_URL`` applies either way."""
-    if path.exists():
-        return load_config(path)
-    url = os.environ.get("REDIS_URL")
-    return GatewayConfig.model_validate({"redis": {"url": url}} if url else {})
+# load_optional_config moved to gateway.billing.cli; other command modules import it from here.
+__all__ = ["DEFAULT_CONFIG", "load_optional_config", "register", "schema_text"]
 
 
 def _time(text: str) -> str:
@@ -100,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     spool.set_defaults(handler=spool_command)
     schema = commands.add_parser("schema", help="print the JSON Schema of charging events")
     schema.set_defaults(handler=schema_command)
+    billing_cli.register(commands)  # statement, rerate, versions
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -213,11 +210,6 @@ def spool_command(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     return 1 if bad else 0
-
-
-def billing_database(config: GatewayConfig, given: str | None) -> str:
-    """The billing database URL: given, else the config's, else SQLite in the state directory."""
-    return given or config.charging.billing_database or f"sqlite:///{config.state_dir / 'billing.sqlite3'}"
 
 
 def _consume_into_store(

@@ -317,10 +317,11 @@ class CallRecorder:
         payer = self._payer
         rated_group = payer.group if payer.group is not None else info.group
         free = free_reason(payer, info.call_class)
+        # The version of the tariff in force when the call was answered (billing starts there).
         rating = (
-            self._rater.free(free, rated_group, info.call_class).rate(duration)
+            self._rater.free(free, rated_group, info.call_class, self._answer).rate(duration)
             if free is not None
-            else self._rater.rate(rated_group, info.call_class, duration)
+            else self._rater.rate(rated_group, info.call_class, duration, self._answer)
         )
         return ChargingEvent(
             schema_version=SCHEMA_VERSION,

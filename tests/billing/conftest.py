@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.billing.store import BillingStore, open_store
 from tests.support.servers import PostgresServer, postgres_server
 
 
@@ -31,3 +32,14 @@ def pg_url(postgres_srv: PostgresServer) -> str:
         postgres_srv.start()
     postgres_srv.reset()
     return postgres_srv.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BillingStore]:
+    """A migrated billing store on each backend: SQLite in the test's directory, and the real
+    PostgreSQL (emptied)."""
+    sqlite = f"sqlite:///{tmp_path / 'billing.sqlite3'}"
+    url = sqlite if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    opened = open_store(url)
+    yield opened
+    opened.close()

@@ -4,7 +4,7 @@ and the consumer loading a Redis stream into it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +18,6 @@ from gateway.charging.sinks import STREAM_EVENT_FIELD, STREAM_ID_FIELD, ensure_g
 from tests.charging.helpers import synthetic_event
 
 STREAM = "charging:events"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BillingStore]:
-    sqlite = f"sqlite:///{tmp_path / 'billing.sqlite3'}"
-    url = sqlite if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
-    opened = open_store(url)
-    yield opened
-    opened.close()
 
 
 def rows(first: int, count: int) -> list[tuple[object, ...]]:
