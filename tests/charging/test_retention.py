@@ -1,19 +1,26 @@
 """Retention that never loses: the charging stream is trimmed only below what every consumer
-group has acknowledged (real redis-server), and a sink that can write nowhere says so."""
+group has acknowledged (real redis-server), the dead-letter stream is capped, and a sink that
+can write nowhere says so."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Sequence
 
 import pytest
+import redis.asyncio as aioredis
 
+from gateway.charging.consumer import BillingConsumer, ConsumerOptions, JsonlOutput
 from gateway.charging.sinks import (
+    STREAM_EVENT_FIELD,
+    STREAM_ID_FIELD,
     BatchingSink,
     BatchPolicy,
     Record,
     StreamSettings,
     StreamWriter,
+    ensure_group,
     redis_client,
     trim_floor,
 )
@@ -100,3 +107,23 @@ async def test_a_sink_that_can_write_nowhere_is_failing_until_it_delivers(
     await sink.flush()
     assert not sink.failing and sink.backlog == 0
     await sink.close()
+
+
+async def test_the_dead_letter_stream_is_bounded(redis_url: str) -> None:
+    """A flood of entries that are not events: each goes to the dead letters, which stay capped."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await ensure_group(client, STREAM, "billing")
+        pipe = client.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.xadd(STREAM, {STREAM_ID_FIELD: f"junk{i}", STREAM_EVENT_FIELD: b"not json"})
+        await pipe.execute()
+        consumer = BillingConsumer(
+            client, ConsumerOptions(batch=200, block_ms=10, dead_maxlen=100), JsonlOutput(io.StringIO())
+        )
+        await consumer.run(idle_polls=2)
+        assert consumer.dead == 1000
+        assert await client.xlen(f"{STREAM}:dead") <= 300  # ~100: Redis trims whole nodes
+        assert (await client.xpending(STREAM, "billing"))["pending"] == 0
+    finally:
+        await client.aclose()
