@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from gateway.billing import statement
-from gateway.billing.store import BillingStore, event_row
+from gateway.billing.store import BillingStore, event_row, store_at
 from gateway.charging.events import CalledNumber, CallingNumber, Direction, EndReason, ReleasedBy, encode
 from gateway.charging.payer import Payer, PayerRole
 from gateway.charging.rating import Rater, load_tariffs
 from gateway.charging.recorder import CallInfo, CallRecorder
+from gateway.cli import build_parser
 from gateway.routing.decision import CallClass
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -165,3 +166,29 @@ def test_rerating_after_a_correction_is_a_new_version_beside_the_old(
 def test_a_bad_month_is_refused(month: str) -> None:
     with pytest.raises(statement.StatementError, match="YYYY-MM"):
         statement.parse_month(month)
+
+
+def test_the_commands_issue_rerate_and_list_versions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    rater = tariff_file(tmp_path, TARIFFS)
+    db = f"sqlite:///{tmp_path / 'billing.sqlite3'}"
+
+    with store_at(db) as store:
+        load_month(store, rater)
+    common = ["--group", "acme", "--month", "2026-12", "--db", db,
+              "--tariffs", str(tmp_path / "tariffs.yaml"), "--config", str(tmp_path / "absent.yaml")]
+
+    def run(*argv: str) -> str:
+        args = build_parser().parse_args(["billing", *argv])
+        assert args.handler(args) == 0
+        return capsys.readouterr().out
+
+    issued = json.loads(run("statement", *common))
+    assert (issued["version"], issued["totals"]["total_fen"]) == (1, DECEMBER_TOTAL)
+    assert f"totals,total,,,{DECEMBER_TOTAL}" in run("statement", *common, "--format", "csv")
+    again = json.loads(run("rerate", *common, "--reason", "checked"))
+    assert again["version"] == 2 and again["totals"] == issued["totals"]
+    listed = run("versions", *common).splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["v1", "v2"] and listed[1].endswith("checked")
