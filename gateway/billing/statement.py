@@ -12,9 +12,12 @@ How it is computed (``compute``):
    each call rounded to its billing unit in SQL (``CASE call_class ...``), so a million calls
    are a handful of rows. Calls are rated from the tariff version in force at their answer time.
 3. Lines are priced in period order: the package's included minutes (per class, shared by the
-   group) are used first, in period order (within one period, line by line), then overage at
-   the line's price; inbound minutes on group-paid numbers are priced by the monthly-volume
-   tiers when the model has them. Each line's amount is rounded half up to a fen once.
+   group) go to calls in answer order: the month is also cut at the answer time of the call
+   during which they ran out (found by reading that class's calls in order, only as far as the
+   allowance goes), so every line before it is covered, every line after it is not, and the
+   remaining part goes to the first line after the cut; overage is at the line's price.
+   Inbound minutes on group-paid numbers are priced by the monthly-volume tiers when the model
+   has them. Each line's amount is rounded half up to a fen once.
 4. Rent per number and per product follows the proration rule (per day held, whole month, or
    from next month); the account state stops rent for pre-cancelled and cancelled accounts
    from the day they entered that state.
@@ -31,13 +34,14 @@ import datetime as dt
 import io
 import itertools
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 from gateway.billing.model import RENT_STOPS, AccountState, Contract, GroupAccount, Proration, TierKey
 from gateway.billing.store import BillingStore, StoreError
-from gateway.charging.events import CallClass, Rounding, format_time
+from gateway.charging.events import CallClass, Rounding, format_time, parse_time
 from gateway.charging.payer import PayerRole
 from gateway.charging.rating import Rater
 
@@ -69,6 +73,23 @@ class Period:
     start: dt.date
     end: dt.date  # exclusive
     contracts: tuple[Contract, ...]
+    from_time: str | None = None
+    """A UTC time within ``start`` where the period begins instead of 00:00 (a package ran out)."""
+    to_time: str | None = None
+    """A UTC time before ``end`` where the period stops instead (a package ran out)."""
+
+
+def _cut(periods: list[Period], when: str, utc: Callable[[dt.date], str]) -> list[Period]:
+    """Split the period holding UTC time ``when`` in two there."""
+    out = []
+    for period in periods:
+        low = period.from_time or utc(period.start)
+        high = period.to_time or utc(period.end)
+        if low < when < high:
+            out += [replace(period, to_time=when), replace(period, from_time=when)]
+        else:
+            out.append(period)
+    return out
 
 
 def _periods(rater: Rater, account: GroupAccount, first: dt.date, after: dt.date) -> list[Period]:
@@ -144,7 +165,13 @@ class StatementBuilder:
         used = dict.fromkeys(allowance, 0)
         tier_seconds = 0
         usage: list[dict[str, Any]] = []
-        for period in _periods(self.rater, account, first, after):
+        periods = _periods(self.rater, account, first, after)
+        for cls, seconds in allowance.items():
+            # Included minutes go to calls in answer order: the period is cut where they ran out.
+            when = self._runs_out(group, cls, seconds, first, after)
+            if when is not None:
+                periods = _cut(periods, when, self._utc)
+        for period in periods:
             for row in self._period_rows(group, period):
                 line, tier_seconds = self._price(group, period, row, allowance, used, tier_seconds)
                 usage.append(line)
@@ -212,6 +239,34 @@ class StatementBuilder:
                          "monthly_fen": monthly, "amount_fen": amount})
         return fees
 
+    def _runs_out(
+        self, group: str, cls: CallClass, seconds: int, first: dt.date, after: dt.date
+    ) -> str | None:
+        """The answer time (UTC text) of the call during which the class's included ``seconds``
+        run out, or None if they last the month. Reads the class's calls in answer order, a
+        chunk at a time, only as far as the allowance goes."""
+        if cls in _FREE_CLASSES:
+            return None
+        used, cursor = 0, (self._utc(first), "")
+        end = self._utc(after)
+        while True:
+            rows = self.store.query(
+                "SELECT answer_time, event_id, duration_ms FROM charging_events "
+                "WHERE event_type = 'stop' AND payer_group = ? AND call_class = ? "
+                "AND coalesce(payer_role, 'calling_line') <> 'none' AND answer_time < ? "
+                "AND (answer_time > ? OR (answer_time = ? AND event_id > ?)) "
+                "ORDER BY answer_time, event_id LIMIT 5000",
+                [group, cls.value, end, cursor[0], cursor[0], cursor[1]],
+            )
+            for answer, event_id, duration_ms in rows:
+                tariff = self.rater.tariff(group, cls, parse_time(answer))
+                used += tariff.units(int(duration_ms)) * tariff.unit_seconds
+                if used > seconds:
+                    return str(answer)
+                cursor = (answer, event_id)
+            if len(rows) < 5000:
+                return None
+
     def _period_rows(self, group: str, period: Period) -> list[tuple[Any, ...]]:
         at = dt.datetime.combine(period.start, dt.time(), self.tz)
         units_cases = []
@@ -238,7 +293,8 @@ class StatementBuilder:
             "GROUP BY call_class, coalesce(payer_role, 'calling_line'), off_net_group, contract_key "
             "ORDER BY call_class, 2, off_net_group, contract_key"
         )
-        params += [group, self._utc(period.start), self._utc(period.end)]
+        low = period.from_time or self._utc(period.start)
+        params += [group, low, period.to_time or self._utc(period.end)]
         return self.store.query(sql, params)
 
     def _price(  # noqa: PLR0917 - one priced line: the running totals travel with it
@@ -286,7 +342,7 @@ class StatementBuilder:
             list_amount = list_price * billable
         amount_fen = _fen(amount)
         return {
-            "period": f"{period.start.isoformat()}/{(period.end - dt.timedelta(days=1)).isoformat()}",
+            "period": _label(period),
             "call_class": cls.value,
             "payer_role": role,
             "off_net_group": bool(off_net),
@@ -299,6 +355,13 @@ class StatementBuilder:
             "amount_fen": amount_fen,
             "discount_fen": max(0, _fen(list_amount) - amount_fen),
         }, tier_seconds
+
+
+def _label(period: Period) -> str:
+    """``2026-12-01/2026-12-14``; a period cut where a package ran out names the UTC time."""
+    start = period.from_time or period.start.isoformat()
+    end = period.to_time or (period.end - dt.timedelta(days=1)).isoformat()
+    return f"{start}/{end}"
 
 
 def _tiered(tiers: list[Any], before_s: int, seconds: int) -> Decimal:

@@ -192,3 +192,31 @@ def test_the_commands_issue_rerate_and_list_versions(
     assert again["version"] == 2 and again["totals"] == issued["totals"]
     listed = run("versions", *common).splitlines()
     assert [line.split("\t")[0] for line in listed] == ["v1", "v2"] and listed[1].endswith("checked")
+
+
+def test_included_minutes_go_to_calls_in_answer_order(store: BillingStore, tmp_path: Path) -> None:
+    """Two local calls of 60 min, the first to the off-net number group (20 % off), the second not:
+    the 100 included minutes cover the first whole and 40 min of the second, so the 20 minutes
+    over are at the full price (200 fen), not at the discounted one (160 fen)."""
+    data = json.loads(json.dumps(TARIFFS))
+    data["billing"]["off_net_group_discount_percent"] = 20
+    data["billing"]["accounts"] = {"beta": {"package": "p100"}}
+    rater = tariff_file(tmp_path, data)
+    rows = []
+    for n, (day, off_net) in enumerate(((2, True), (3, False))):
+        answer = dt.datetime(2026, 12, day, 2, 0, tzinfo=dt.UTC)
+        info = CallInfo(
+            call_id=f"b{n}", a_leg_sip_call_id=f"sip-b{n}", originating="beta-iad",
+            direction=Direction.ORIGINATING, calling=CallingNumber("1", "1", "1"),
+            called=CalledNumber("02164001234", "02164001234", None), call_class=CallClass.LOCAL,
+            group="beta", payer=Payer(PayerRole.CALLING_LINE, "02163330001", "beta"), off_net_group=off_net,
+        )
+        recorder = CallRecorder(info, answer, node_id="gw", rater=rater)
+        recorder.answered(answer)
+        stop = recorder.ended(answer + dt.timedelta(minutes=60), EndReason.NORMAL, ReleasedBy.CALLER)
+        assert stop is not None
+        rows.append(event_row(stop, encode(stop)))
+    store.write(rows)
+    body = statement.StatementBuilder(store, rater).compute("beta", "2026-12")
+    assert body["totals"]["usage_fen"] == 200, json.dumps(body["usage"], indent=1)
+    assert body["package"]["classes"]["local"]["used_minutes"] == "100.00"
