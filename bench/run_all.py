@@ -10,6 +10,7 @@ BENCHES = (
     ["bench.bench_codec"],
     ["bench.bench_dialplan"],
     ["bench.bench_charging"],
+    ["bench.bench_billing"],
     ["bench.bench_options"],
     ["bench.bench_register"],
     ["bench.bench_calls"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.charging.events import CalledNumber, CallingNumber, EndReason, ReleasedBy
+from gateway.charging.payer import Payer
 from gateway.charging.recorder import CallInfo
 from gateway.charging.service import ChargedCall, ChargingService
 from gateway.routing import CallClass, Direction
@@ -33,6 +34,8 @@ class ChargeSpec:
     call_class: CallClass
     group: str | None
     terminating: str | None
+    payer: Payer | None = None
+    off_net_group: bool = False
 
 
 _END_REASONS = {
@@ -69,6 +72,8 @@ class ChargingObserver:
             call_class=spec.call_class,
             group=spec.group,
             terminating=spec.terminating,
+            payer=spec.payer,
+            off_net_group=spec.off_net_group,
         )
         try:
             self._open[call.uid] = self._service.open_call(info)

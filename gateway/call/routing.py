@@ -21,6 +21,7 @@ from gateway.call.charging import ChargeSpec
 from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
+from gateway.charging.payer import payer_of
 from gateway.registrar.location import Binding
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable, may_present
 from gateway.routing import (
@@ -363,22 +364,26 @@ class DialplanRouter:
     ) -> ChargeSpec:
         charging = decision.charging
         group = charging.group
+        calling_number = CallingNumber(
+            received=calling,
+            normalised=plan.national_form(decision.asserted_calling, group),
+            presented=decision.presented_calling,
+        )
+        called_number = CalledNumber(
+            dialled=called,
+            normalised=plan.national_form(decision.called, group),
+            short_number=called if charging.short_dialled else None,
+        )
         return ChargeSpec(
             originating=charging.member or inbound or "",
             direction=charging.direction,
-            calling=CallingNumber(
-                received=calling,
-                normalised=plan.national_form(decision.asserted_calling, group),
-                presented=decision.presented_calling,
-            ),
-            called=CalledNumber(
-                dialled=called,
-                normalised=plan.national_form(decision.called, group),
-                short_number=called if charging.short_dialled else None,
-            ),
+            calling=calling_number,
+            called=called_number,
             call_class=decision.call_class,
             group=group,
             terminating=decision.targets[0].member if decision.targets else outbound,
+            payer=payer_of(charging, calling=calling_number.normalised, called=called_number.normalised),
+            off_net_group=charging.off_net_group,
         )
 
     async def _check_accounts(self, decision: Decision, origin: Origin) -> Refused | None:

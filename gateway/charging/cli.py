@@ -1,12 +1,15 @@
 """``gateway billing consume``: the reference billing consumer on the command line.
 
-    gateway billing consume --group billing --consumer bill-1 [--format jsonl|csv]
+    gateway billing consume --group billing --consumer bill-1 [--db URL | --format jsonl|csv]
         [--redis URL] [--config PATH] [--count N] [--idle-exit POLLS]
         [--totals [--from ISO-TIME] [--to ISO-TIME]] [--output FILE]
     gateway billing spool [--dir DIR] [--format jsonl|csv] [--totals ...]
     gateway billing schema > schemas/charging-event.schema.json
 
-Events go to stdout (or ``--output``), one per line (JSONL) or CSV with a header. With
+By default (``--format db``) events are loaded into the billing database (``--db``, else
+``charging.billing_database``, else ``sqlite:///{state_dir}/billing.sqlite3``) exactly once,
+each batch acknowledged after its commit, retrying while the database or Redis is down.
+With ``--format jsonl|csv`` they go to stdout (or ``--output``), one per line (JSONL) or CSV. With
 ``--totals``, per-group totals (calls, answered, minutes, amount in yuan) of the stop events
 whose call ended in [from, to) are written after the events, under a ``# totals`` line.
 ``billing spool`` prints what the local spool holds (the CDR store of an embedded gateway, or
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +31,8 @@ import pydantic
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.billing import cli as billing_cli
+from gateway.billing.cli import billing_database, load_optional_config
 from gateway.charging.consumer import (
     DEFAULT_DEDUPE_TTL_S,
     BillingConsumer,
@@ -41,18 +45,13 @@ from gateway.charging.consumer import (
 from gateway.charging.events import decode, json_schema, parse_time
 from gateway.charging.settings import ChargingSettings
 from gateway.charging.spool import read_segment
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
-
-def load_optional_config(path: Path) -> GatewayConfig:
-    """The config file if it exists (defaults otherwise); ``REDIS_URL`` applies either way."""
-    if path.exists():
-        return load_config(path)
-    url = os.environ.get("REDIS_URL")
-    return GatewayConfig.model_validate({"redis": {"url": url}} if url else {})
+# load_optional_config moved to gateway.billing.cli; other command modules import it from here.
+__all__ = ["DEFAULT_CONFIG", "load_optional_config", "register", "schema_text"]
 
 
 def _time(text: str) -> str:
@@ -69,7 +68,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     consume = commands.add_parser("consume", help="read charging events as a billing consumer group member")
     consume.add_argument("--group", default=None, help="consumer group (default: from the config, 'billing')")
     consume.add_argument("--consumer", required=True, help="this consumer's name within the group")
-    consume.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    consume.add_argument("--format", choices=("db", "jsonl", "csv"), default="db",
+                         help="db: load into the billing database (default); jsonl/csv: print")
+    consume.add_argument("--db", default=None, metavar="URL",
+                         help="billing database: postgresql://... or sqlite:///PATH (default: config)")
+    consume.add_argument("--batch", type=int, default=500, help="entries read and committed at a time")
     consume.add_argument("--redis", default=None, help="Redis URL (default: REDIS_URL, then the config)")
     consume.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     consume.add_argument("--stream", default=None, help="stream key (default: from the config)")
@@ -93,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     spool.set_defaults(handler=spool_command)
     schema = commands.add_parser("schema", help="print the JSON Schema of charging events")
     schema.set_defaults(handler=schema_command)
+    billing_cli.register(commands)  # statement, rerate, versions
 
 
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +140,7 @@ def options_from_args(args: argparse.Namespace, settings: ChargingSettings) -> C
         block_ms=args.block_ms,
         claim_idle_ms=args.claim_idle_ms,
         dedupe_ttl_s=args.dedupe_ttl,
+        batch=args.batch,
     )
 
 
@@ -150,6 +155,8 @@ def consume_command(args: argparse.Namespace) -> int:
         sys.stderr.write("no Redis: give --redis URL, set REDIS_URL or redis.url in the config\n")
         return 2
     options = options_from_args(args, config.charging)
+    if args.format == "db":
+        return _consume_into_store(args, config, url, options)
     totals = _totals(args)
     out: TextIO = args.output.open("a", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -205,6 +212,32 @@ def spool_command(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _consume_into_store(
+    args: argparse.Namespace, config: GatewayConfig, url: str, options: ConsumerOptions
+) -> int:
+    from gateway.billing.loader import StoreOutput  # noqa: PLC0415 - billing imports this package
+    from gateway.billing.store import StoreError, open_store  # noqa: PLC0415
+
+    try:
+        store = open_store(billing_database(config, args.db))
+    except StoreError as exc:
+        sys.stderr.write(f"billing database: {exc}\n")
+        return 1
+    output = StoreOutput(store)
+    try:
+        asyncio.run(_consume(url, options, output, totals=None, count=args.count,
+                             idle_polls=args.idle_exit, resilient=True))
+    except RedisError as exc:
+        sys.stderr.write(f"Redis: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        store.close()
+    sys.stderr.write(f"billing: {output.inserted} new events loaded into {store.url.split('@')[-1]}\n")
+    return 0
+
+
 async def _consume(
     url: str,
     options: ConsumerOptions,
@@ -213,11 +246,12 @@ async def _consume(
     totals: Totals | None,
     count: int | None,
     idle_polls: int | None,
+    resilient: bool = False,
 ) -> None:
     client = aioredis.Redis.from_url(url)
     try:
         consumer = BillingConsumer(client, options, output, totals)
         await consumer.setup()
-        await consumer.run(max_events=count, idle_polls=idle_polls)
+        await consumer.run(max_events=count, idle_polls=idle_polls, resilient=resilient)
     finally:
         await client.aclose()

@@ -13,11 +13,20 @@ memory (about 100 bytes per event kept), and longer than a spool replay can be l
 reaches the stream at most one Redis outage (plus a gateway restart) after the original. The mark is
 written *after* the output, so a consumer killed between the two outputs that batch again on
 restart (at least once to the output; never zero times). Entries that are not events are
-moved to ``{stream}:dead`` (and acknowledged) so one bad entry cannot stall billing.
+moved to ``{stream}:dead`` (and acknowledged) so one bad entry cannot stall billing; that stream
+is capped (``XADD MAXLEN ~``, ``dead_maxlen``) so a flood of garbage cannot fill Redis.
+
+An *idempotent* output (the SQL billing store, ``gateway.billing``) needs none of the seen keys:
+its primary key keeps each event id once, so the consumer hands it every entry and acknowledges
+only after its commit: exactly once in the database whatever crashes. When the store or Redis
+fails mid-batch, nothing of the batch is acknowledged; the consumer waits ``retry_s`` and reads
+its own pending entries again (``XREADGROUP ... 0``), so a restarted PostgreSQL or Redis costs a
+retry, never an event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 from collections.abc import Callable, Sequence
@@ -27,6 +36,9 @@ from typing import Any, Protocol, TextIO
 
 import pydantic
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.charging.events import ChargingEvent, EventType, decode, parse_time
 from gateway.charging.sinks import STREAM_EVENT_FIELD, STREAM_ID_FIELD, ensure_group
@@ -59,16 +71,30 @@ class ConsumerOptions:
     dedupe_ttl_s: int = DEFAULT_DEDUPE_TTL_S
     """How long a seen event id is remembered: longer than the longest Redis outage (a replay
     delivers the copy at most that late); about 100 bytes of Redis memory per event."""
+    dead_maxlen: int = 100_000
+    """Cap of the dead-letter stream (approximate trimming, oldest first)."""
+    retry_s: float = 1.0
+    """Wait before retrying a batch the output or Redis failed (``run(resilient=True)``)."""
+
+
+class OutputError(Exception):
+    """The output could not take the batch (e.g. the database is down): retry it later."""
 
 
 class EventOutput(Protocol):
+    idempotent: bool
+    """The output keeps one copy per event id itself (a unique key): no Redis de-duplication."""
+
     def write(self, event: ChargingEvent, raw: bytes) -> None: ...
 
-    def flush(self) -> None: ...
+    def flush(self) -> None:
+        """Make the batch durable (raise ``OutputError`` if it could not: nothing is acknowledged)."""
 
 
 class JsonlOutput:
     """One event per line, exactly as produced (the published schema)."""
+
+    idempotent = False
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -123,6 +149,8 @@ CSV_COLUMNS: tuple[tuple[str, Callable[[ChargingEvent], object]], ...] = (
 
 class CsvOutput:
     """Flat CSV, one row per event, header first."""
+
+    idempotent = False
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -191,6 +219,7 @@ class BillingConsumer:
         self.delivered = 0
         self.duplicates = 0
         self.dead = 0
+        self.failures = 0
         self._claim_cursor = "0-0"
         self._own_pending_done = False
 
@@ -229,17 +258,20 @@ class BillingConsumer:
         opts = self.options
         id_field = STREAM_ID_FIELD.encode()
         ids = [(fields or {}).get(id_field, b"").decode("utf-8", "replace") for _, fields in entries]
-        check = self.client.pipeline(transaction=False)
-        for event_id in ids:
-            check.exists(self._seen_key(event_id))
-        seen: list[int] = await check.execute()
+        dedupe = not getattr(self.output, "idempotent", False)  # outputs from before the flag: False
+        seen: list[int] = [0] * len(ids)
+        if dedupe:
+            check = self.client.pipeline(transaction=False)
+            for event_id in ids:
+                check.exists(self._seen_key(event_id))
+            seen = await check.execute()
         fresh: list[str] = []
         dead: list[dict[Any, Any]] = []
         batch_ids: set[str] = set()
         for (entry_id, fields), event_id, already in zip(entries, ids, seen, strict=True):
             if fields is None:  # trimmed while pending: nothing left to read
                 continue
-            if already or event_id in batch_ids:
+            if dedupe and (already or event_id in batch_ids):
                 self.duplicates += 1
                 continue
             raw = fields.get(STREAM_EVENT_FIELD.encode(), b"")
@@ -254,23 +286,45 @@ class BillingConsumer:
             if self.totals is not None:
                 self.totals.add(event)
             fresh.append(event_id)
-        self.output.flush()
+        self.output.flush()  # the database commit, before anything is acknowledged
         commit = self.client.pipeline(transaction=True)
-        for event_id in fresh:
-            commit.set(self._seen_key(event_id), b"1", ex=opts.dedupe_ttl_s)
+        if dedupe:
+            for event_id in fresh:
+                commit.set(self._seen_key(event_id), b"1", ex=opts.dedupe_ttl_s)
         for letter in dead:
-            commit.xadd(f"{opts.stream}:dead", letter)
+            commit.xadd(f"{opts.stream}:dead", letter, maxlen=opts.dead_maxlen, approximate=True)
         commit.xack(opts.stream, opts.group, *[entry_id for entry_id, _ in entries])
         await commit.execute()
         self.delivered += len(fresh)
         self.dead += len(dead)
 
-    async def run(self, *, max_events: int | None = None, idle_polls: int | None = None) -> None:
-        """Until ``max_events`` were output, or ``idle_polls`` rounds in a row found nothing."""
+    async def run(
+        self, *, max_events: int | None = None, idle_polls: int | None = None, resilient: bool = False
+    ) -> None:
+        """Until ``max_events`` were output, or ``idle_polls`` rounds in a row found nothing.
+
+        ``resilient``: an output failure or a lost Redis connection is retried (after
+        ``retry_s``) instead of ending the run; the unacknowledged batch is read again."""
         idle = 0
         while max_events is None or self.delivered < max_events:
             remaining = None if max_events is None else max_events - self.delivered
-            handled = await self.poll(remaining)
+            try:
+                handled = await self.poll(remaining)
+            except ResponseError as exc:
+                # A Redis restarted without its data lost the group too: make it again.
+                if not resilient or not str(exc).startswith("NOGROUP"):
+                    raise
+                log.warning("billing: consumer group missing (%s); creating it", exc)
+                await self.setup()
+                continue
+            except (OutputError, RedisConnectionError, RedisTimeoutError) as exc:
+                if not resilient:
+                    raise
+                log.warning("billing: batch not committed (%s); retry in %.1f s", exc, self.options.retry_s)
+                self.failures += 1
+                self._own_pending_done = False  # re-read what we hold but did not acknowledge
+                await asyncio.sleep(self.options.retry_s)
+                continue
             idle = 0 if handled else idle + 1
             if idle_polls is not None and idle >= idle_polls:
                 return

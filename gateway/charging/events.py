@@ -24,15 +24,17 @@ from pydantic import ConfigDict, Field, TypeAdapter
 
 # The dialplan's classification and direction are the tariff key and the CDR's direction: one
 # enum each for routing, rating and the events (re-exported here for charging users).
+from gateway.charging.payer import Payer, PayerRole
 from gateway.routing.decision import CallClass, Direction
 
 __all__ = [
     "SCHEMA_ID", "SCHEMA_VERSION", "CallClass", "CallTimes", "CalledNumber", "CallingNumber",
-    "ChargingEvent", "Direction", "EndReason", "EventType", "Rating", "Release", "ReleasedBy", "Rounding",
+    "ChargingEvent", "Direction", "EndReason", "EventType", "Payer", "PayerRole", "Rating", "Release",
+    "ReleasedBy", "Rounding",
     "decode", "encode", "format_time", "json_schema", "parse_time",
 ]
 
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
 SCHEMA_ID: Final = "https://ims-fusion-gateway.example/schemas/charging-event.schema.json"
 
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
@@ -161,7 +163,8 @@ class ChargingEvent:
 
     __pydantic_config__ = _STRICT
 
-    schema_version: Literal["1.0"]
+    schema_version: Literal["1.0", "1.1"]
+    """1.1 added ``payer`` and ``off_net_group``; 1.0 events (older spools) lack them."""
     event_id: str
     """``{node_id}:{call_id}:{seq}``: unique and identical on every re-delivery."""
     event_type: EventType
@@ -175,7 +178,8 @@ class ChargingEvent:
     a_leg_sip_call_id: str
     b_leg_sip_call_id: str | None
     group: str | None
-    """Group customer the call is charged to (the calling member's group, else the called one's)."""
+    """Group customer the call belongs to (the calling member's group, else the called one's);
+    ``payer.group`` is the one charged."""
     originating: str
     """Trunk or device the call came from (e.g. ``acme-iad``, ``carrier``)."""
     terminating: str | None
@@ -194,6 +198,11 @@ class ChargingEvent:
     release: Release | None
     """Only in the stop event."""
     rating: Rating
+    payer: Payer | None = None
+    """Who pays, and as what (calling line, group forwarding, group-paid inbound, nobody here);
+    null only in schema 1.0 events."""
+    off_net_group: bool = False
+    """The called number is in the group's off-net number group (网外号码组: discounted)."""
 
 
 _ADAPTER: Final = TypeAdapter(ChargingEvent)

@@ -8,10 +8,20 @@ fractional fen per unit (0.8 fen per 6 s) and are kept as ``Decimal``: the amoun
 
 Billing starts at answer: the duration rated is answer → end in milliseconds, so an
 unanswered attempt rates to 0 units and 0 fen.
+
+Tariffs change by version (``versions``), each in force from 00:00 of its ``effective_from``
+date in the tariff's ``timezone``: a call is rated with the version in force at its answer
+time, so a change at a month boundary never re-rates earlier calls. A version lists only what
+changes (prices per class, unit, rounding); the rest carries over from the version before.
+The ``billing`` section (rent, packages, tiers, contracts, accounts) is the monthly part of the
+model, used by the statement (:mod:`gateway.billing.model`).
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -19,6 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.billing.model import BillingModel
 from gateway.charging.events import CallClass, Rating, Rounding
 from gateway.datafile import load_model
 
@@ -61,22 +72,57 @@ class GroupTariff(_TariffModel):
     classes: dict[CallClass, ClassTariff] = Field(default_factory=dict)
 
 
+class TariffVersion(_TariffModel):
+    """A later version of the per-minute prices, in force from 00:00 of ``effective_from``."""
+
+    effective_from: dt.date
+    billing_unit_seconds: UnitSeconds | None = None
+    rounding: Rounding | None = None
+    classes: dict[CallClass, ClassTariff] = Field(default_factory=dict)
+
+
 class TariffFile(_TariffModel):
     """The whole ``tariffs.yaml``."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     currency: Literal["CNY"] = "CNY"
+    timezone: str = "Asia/Shanghai"
+    """Where the versions' dates and the billing month are (the operator's local time)."""
+    effective_from: dt.date = dt.date(2000, 1, 1)
     billing_unit_seconds: UnitSeconds = 60
     rounding: Rounding = Rounding.CEIL
     classes: dict[CallClass, ClassTariff]
     groups: dict[GroupName, GroupTariff] = Field(default_factory=dict)
+    versions: list[TariffVersion] = Field(default_factory=list)
+    billing: BillingModel = BillingModel()
 
     @model_validator(mode="after")
     def _every_class_priced(self) -> TariffFile:
         missing = [c.value for c in CallClass if c not in self.classes]
         if missing:
             raise ValueError(f"classes: no price for call class(es) {', '.join(missing)}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from exc
+        dates = [self.effective_from, *(v.effective_from for v in self.versions)]
+        if dates != sorted(set(dates)):
+            raise ValueError("versions: effective_from dates must increase (and follow the base's)")
         return self
+
+    def flattened(self) -> list[TariffFile]:
+        """The base and each version as a complete table (a version inherits what it omits)."""
+        tables = [self]
+        for version in self.versions:
+            prev = tables[-1]
+            tables.append(prev.model_copy(update={
+                "effective_from": version.effective_from,
+                "billing_unit_seconds": version.billing_unit_seconds or prev.billing_unit_seconds,
+                "rounding": version.rounding or prev.rounding,
+                "classes": {**prev.classes, **version.classes},
+                "versions": [],
+            }))
+        return tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +171,53 @@ class Tariff:
 
 
 class Rater:
-    """Compiled tariff table: a dictionary lookup per call, no YAML at call time."""
+    """Compiled tariff tables, one per version: a dictionary lookup per call, no YAML at call time."""
 
     def __init__(self, table: TariffFile) -> None:
         self.table_id = table.id
+        self.model = table
+        self.tz = zoneinfo.ZoneInfo(table.timezone)
+        self._free: dict[tuple[str, str | None, CallClass, int], Tariff] = {}
+        tables = table.flattened()
+        self._starts = [
+            dt.datetime.combine(t.effective_from, dt.time(), self.tz).astimezone(dt.UTC) for t in tables
+        ]
+        self._versions = [_Table(t, first=i == 0) for i, t in enumerate(tables)]
+
+    def _version(self, at: dt.datetime | None) -> int:
+        """Index of the version in force at ``at`` (the latest one when ``at`` is None)."""
+        if at is None:
+            return len(self._versions) - 1
+        return max(0, bisect.bisect_right(self._starts, at) - 1)
+
+    def tariff(self, group: str | None, call_class: CallClass, at: dt.datetime | None = None) -> Tariff:
+        return self._versions[self._version(at)].tariff(group, call_class)
+
+    def rate(
+        self, group: str | None, call_class: CallClass, duration_ms: int, at: dt.datetime | None = None
+    ) -> Rating:
+        return self.tariff(group, call_class, at).rate(duration_ms)
+
+    def free(
+        self, reason: str, group: str | None, call_class: CallClass, at: dt.datetime | None = None
+    ) -> Tariff:
+        """The zero-price row for a call the charging rules make free (``gateway.charging.payer``):
+        the class's billing unit and rounding, so the units still show the call's length."""
+        version = self._version(at)
+        key = (reason, group, call_class, version)
+        row = self._free.get(key)
+        if row is None:
+            base = self._versions[version].tariff(group, call_class)
+            row = Tariff(f"{self.table_id}/free/{reason}", base.unit_seconds, base.rounding, Decimal(0))
+            self._free[key] = row
+        return row
+
+
+class _Table:
+    """One version's rows: per class, and per group and class."""
+
+    def __init__(self, table: TariffFile, *, first: bool) -> None:
+        self.table_id = table.id if first else f"{table.id}@{table.effective_from.isoformat()}"
         self._default = {
             cls: self._compile(table, "default", cls, (base,)) for cls, base in table.classes.items()
         }
@@ -140,21 +229,22 @@ class Rater:
             for group, override in table.groups.items()
         }
 
-    @staticmethod
     def _compile(
+        self,
         table: TariffFile,
         scope: str,
         cls: CallClass,
         layers: tuple[ClassTariff] | tuple[ClassTariff, GroupTariff, ClassTariff | None],
     ) -> Tariff:
         """Layers run from general to specific (default class, group, group class): the last setting wins."""
+        table_id = self.table_id
         unit, rounding = table.billing_unit_seconds, table.rounding
         for layer in layers:
             if layer is not None:
                 unit = layer.billing_unit_seconds or unit
                 rounding = layer.rounding or rounding
         price = next(layer for layer in reversed(layers) if isinstance(layer, ClassTariff)).price_fen_per_unit
-        return Tariff(f"{table.id}/{scope}/{cls.value}", unit, rounding, price)
+        return Tariff(f"{table_id}/{scope}/{cls.value}", unit, rounding, price)
 
     def tariff(self, group: str | None, call_class: CallClass) -> Tariff:
         if group is not None:
@@ -163,8 +253,6 @@ class Rater:
                 return rows[call_class]
         return self._default[call_class]
 
-    def rate(self, group: str | None, call_class: CallClass, duration_ms: int) -> Rating:
-        return self.tariff(group, call_class).rate(duration_ms)
 
 
 def load_tariffs(path: str | Path) -> Rater:

@@ -32,6 +32,7 @@ from gateway.charging.events import (
     ReleasedBy,
     format_time,
 )
+from gateway.charging.payer import Payer, PayerRole, free_reason, payer_of
 from gateway.charging.rating import Rater
 from gateway.routing.decision import Decision
 from gateway.routing.decision import Refusal as RoutingRefusal
@@ -120,6 +121,17 @@ class CallInfo:
     terminating: str | None = None
     b_leg_sip_call_id: str | None = None
     switchboard_path: tuple[str, ...] = field(default_factory=tuple)
+    payer: Payer | None = None
+    """Who pays; None: the calling line, or nobody here for an inbound call (``default_payer``)."""
+    off_net_group: bool = False
+
+    def resolved_payer(self) -> Payer:
+        """``payer``, or the rule's default: the caller pays, receiving is free (``payer_of``)."""
+        if self.payer is not None:
+            return self.payer
+        if self.direction is Direction.TERMINATING:
+            return Payer(PayerRole.NONE, self.calling.normalised, None)
+        return Payer(PayerRole.CALLING_LINE, self.calling.normalised, self.group)
 
     @classmethod
     def from_decision(
@@ -135,15 +147,19 @@ class CallInfo:
         """What the dialplan decided, in charging terms (numbers as received / dialled from the INVITE)."""
         charging = decision.charging
         short = called_dialled if charging.short_dialled else None
+        calling = CallingNumber(calling_received, decision.asserted_calling, decision.presented_calling)
+        called = CalledNumber(called_dialled, decision.called, short)
         return cls(
             call_id=call_id,
             a_leg_sip_call_id=a_leg_sip_call_id,
             originating=originating,
             direction=charging.direction,
-            calling=CallingNumber(calling_received, decision.asserted_calling, decision.presented_calling),
-            called=CalledNumber(called_dialled, decision.called, short),
+            calling=calling,
+            called=called,
             call_class=charging.call_class,
             group=charging.group,
+            payer=payer_of(charging, calling=calling.normalised, called=called.normalised),
+            off_net_group=charging.off_net_group,
         )
 
     @classmethod
@@ -186,13 +202,15 @@ class CallRecorder:
     """Charging of one call attempt. Pure: every method takes ``now`` (timezone-aware UTC)."""
 
     __slots__ = (
-        "_answer", "_info", "_interim", "_next_interim", "_node", "_phase", "_rater", "_seq", "_times",
+        "_answer", "_info", "_interim", "_next_interim", "_node", "_payer", "_phase", "_rater", "_seq",
+        "_times",
     )
 
     def __init__(
         self, info: CallInfo, now: datetime, *, node_id: str, rater: Rater, interim: timedelta | None = None
     ) -> None:
         self._info = info
+        self._payer = info.resolved_payer()
         self._node = node_id
         self._rater = rater
         self._interim = interim
@@ -296,6 +314,15 @@ class CallRecorder:
         self._seq += 1
         info = self._info
         duration = _elapsed_ms(self._answer, moment) if self._answer is not None else 0
+        payer = self._payer
+        rated_group = payer.group if payer.group is not None else info.group
+        free = free_reason(payer, info.call_class)
+        # The version of the tariff in force when the call was answered (billing starts there).
+        rating = (
+            self._rater.free(free, rated_group, info.call_class, self._answer).rate(duration)
+            if free is not None
+            else self._rater.rate(rated_group, info.call_class, duration, self._answer)
+        )
         return ChargingEvent(
             schema_version=SCHEMA_VERSION,
             event_id=f"{self._node}:{info.call_id}:{self._seq}",
@@ -318,5 +345,7 @@ class CallRecorder:
             duration_ms=duration,
             billable_seconds=-(-duration // 1000),
             release=release,
-            rating=self._rater.rate(info.group, info.call_class, duration),
+            rating=rating,
+            payer=payer,
+            off_net_group=info.off_net_group,
         )

@@ -34,7 +34,8 @@ class StreamSettings(_Section):
 
     key: Name = "charging:events"
     maxlen: int = Field(default=1_000_000, ge=1000)
-    """Approximate cap (``XADD MAXLEN ~``): size it above the backlog billing may fall behind by."""
+    """Alarm threshold: an error is logged when billing is this many entries behind. It is no cap:
+    the stream is trimmed only below what every consumer group has acknowledged."""
     consumer_group: Name = "billing"
     socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
 
@@ -42,14 +43,18 @@ class StreamSettings(_Section):
 class ChargingSettings(_Section):
     sink: str = "auto"
     tariffs: Path = Path("config/tariffs.yaml")
-    interim_minutes: int | None = Field(default=None, ge=1, le=1440)
-    """Interim events every N minutes of an answered call; off by default."""
+    interim_minutes: int | None = Field(default=5, ge=1, le=1440)
+    """Interim events every N minutes of an answered call (null: off), so a crash of the gateway
+    loses at most one interval of a long call's duration."""
     batch_max_events: int = Field(default=512, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=20, ge=1, le=10_000)
     """A batch is written (fsync'd or XADDed) when it is full or this old: the crash window."""
     retry_interval_s: float = Field(default=1.0, gt=0, le=300)
     spool: SpoolSettings = SpoolSettings()
     redis_streams: StreamSettings = StreamSettings()
+    billing_database: str | None = Field(default=None, pattern=r"^(sqlite:|postgresql://|postgres://)")
+    """Where ``gateway billing consume`` loads the events: ``postgresql://user@host/db`` in
+    production; default ``sqlite:///{state_dir}/billing.sqlite3`` (embedded)."""
 
     @field_validator("sink")
     @classmethod

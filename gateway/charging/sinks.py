@@ -10,8 +10,11 @@ Sinks register by name (``register_sink``):
 
 - ``memory``: keeps events in a list (tests).
 - ``spool``: the local spool alone (the embedded default without Redis).
-- ``redis_streams``: ``XADD ... MAXLEN ~`` to one stream, one Lua script call per batch; the
-  billing consumer group is created on start (``MKSTREAM``); retried in memory while Redis is down.
+- ``redis_streams``: ``XADD`` to one stream, one Lua script call per batch; the billing consumer
+  group is created on start (``MKSTREAM``); retried in memory while Redis is down. Retention
+  never loses: the stream is trimmed (``XTRIM MINID ~``) only below the oldest entry some
+  consumer group still needs (its oldest pending entry, or the first it has not been delivered),
+  never by length (``StreamWriter.trim``).
 - ``failover``: Redis Streams, and the spool whenever Redis is unreachable. While the spool
   holds anything, new events are spooled behind it (order kept); a background task replays
   sealed segments in order and deletes a segment only after Redis acknowledged all of it,
@@ -82,6 +85,12 @@ class Sink(abc.ABC):
     def accepted(self) -> int:
         """Events accepted since start (the operations API derives events per second)."""
         return 0
+
+    @property
+    def failing(self) -> bool:
+        """The current batch could be made durable nowhere (Redis and the spool both failed):
+        events pile up in memory and a crash would lose them (``/api/ready`` says not ready)."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,7 @@ class BatchingSink(Sink):
         self._wake = asyncio.Event()
         self._urgent = False
         self._closed = False
+        self._failing = False
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -245,6 +255,10 @@ class BatchingSink(Sink):
             self._durable += len(batch)
             self._release_waiters()
 
+    @property
+    def failing(self) -> bool:
+        return self._failing
+
     async def _deliver_until_done(self, batch: Sequence[Record]) -> None:
         failures = 0
         while True:
@@ -254,6 +268,7 @@ class BatchingSink(Sink):
                 raise
             except Exception as exc:  # whatever failed, the batch is kept and retried, never dropped
                 failures += 1
+                self._failing = True
                 if failures == 1:
                     log.exception("charging sink %s: batch of %d not delivered; retrying every %.1fs",
                                   self.name, len(batch), self._retry_interval)
@@ -262,6 +277,7 @@ class BatchingSink(Sink):
                                 self.name, exc, failures, len(self._buffer))
                 await asyncio.sleep(self._retry_interval)
             else:
+                self._failing = False
                 if failures:
                     log.warning("charging sink %s: delivering again after %d failed attempts",
                                 self.name, failures)
@@ -283,16 +299,40 @@ class BatchingSink(Sink):
 # and a batch is applied whole or not at all (a script runs atomically once received), so a
 # connection cut mid-batch cannot leave half of it in the stream.
 _XADD_BATCH = f"""
-for i = 2, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-             '{STREAM_ID_FIELD}', ARGV[i], '{STREAM_EVENT_FIELD}', ARGV[i + 1])
+for i = 1, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', '{STREAM_ID_FIELD}', ARGV[i], '{STREAM_EVENT_FIELD}', ARGV[i + 1])
 end
-return (#ARGV - 1) / 2
+return #ARGV / 2
 """
 
 
 LAG_CHECK_INTERVAL = 30.0
 """Seconds between checks of how far billing lags behind (XINFO GROUPS)."""
+TRIM_INTERVAL = 5.0
+"""Seconds between retention trims (XINFO GROUPS, XPENDING, XTRIM MINID ~)."""
+
+StreamId = tuple[int, int]
+
+
+def parse_stream_id(value: bytes | str) -> StreamId:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def trim_floor(groups: Sequence[tuple[StreamId, StreamId | None]]) -> StreamId | None:
+    """The lowest stream id any consumer group still needs, from each group's last-delivered id
+    and oldest pending id (None: nothing pending); entries below it were delivered to and
+    acknowledged by every group. None when there is no group: nobody has said what it read,
+    so nothing may go."""
+    floor: StreamId | None = None
+    for last_delivered, oldest_pending in groups:
+        needed = (last_delivered[0], last_delivered[1] + 1)  # the first entry not yet delivered
+        if oldest_pending is not None and oldest_pending < needed:
+            needed = oldest_pending
+        if floor is None or needed < floor:
+            floor = needed
+    return floor
 
 
 class StreamWriter:
@@ -303,32 +343,56 @@ class StreamWriter:
         self.settings = settings
         self._xadd_batch = client.register_script(_XADD_BATCH)
         self._next_lag_check = 0.0
+        self._next_trim = 0.0
 
     async def ensure_group(self) -> None:
         await ensure_group(self.client, self.settings.key, self.settings.consumer_group)
 
     async def add(self, records: Sequence[Record]) -> None:
         """Append the records in order, each as an entry with fields ``id`` and ``event``."""
-        args: list[str | bytes | int] = [self.settings.maxlen]
+        args: list[str | bytes | int] = []
         for event_id, payload in records:
             args.append(event_id)
             args.append(payload)
         await self._xadd_batch(keys=[self.settings.key], args=args)
         now = asyncio.get_running_loop().time()
-        if now >= self._next_lag_check:
-            self._next_lag_check = now + LAG_CHECK_INTERVAL
-            try:
+        try:
+            if now >= self._next_trim:
+                self._next_trim = now + TRIM_INTERVAL
+                await self.trim()
+            if now >= self._next_lag_check:
+                self._next_lag_check = now + LAG_CHECK_INTERVAL
                 await self.check_lag()
-            except RedisError as exc:  # the batch is in: a failed check must not re-send it
-                log.warning("charging: cannot check the billing group's lag (%s)", exc)
+        except RedisError as exc:  # the batch is in: a failed trim or check must not re-send it
+            log.warning("charging: cannot trim or check the charging stream (%s)", exc)
+
+    async def trim(self) -> int:
+        """Drop the entries every consumer group has read and acknowledged; how many went.
+
+        ``XTRIM MINID ~`` (Redis 6.2+) below ``trim_floor``: an entry pending in any group (read,
+        not acknowledged: a consumer may have crashed with it) or not yet delivered to some
+        group stays, however long the stream grows. ``~`` lets Redis trim whole macro nodes only,
+        so a few acknowledged entries may stay a little longer."""
+        key = self.settings.key
+        positions: list[tuple[StreamId, StreamId | None]] = []
+        for group in await self.client.xinfo_groups(key):
+            name = group["name"]
+            oldest = None
+            if int(group.get("pending") or 0) > 0:
+                summary = await self.client.xpending(key, name)
+                if summary.get("min") is not None:
+                    oldest = parse_stream_id(summary["min"])
+            positions.append((parse_stream_id(group["last-delivered-id"]), oldest))
+        floor = trim_floor(positions)
+        if floor is None or floor <= (0, 1):
+            return 0
+        trimmed = await self.client.xtrim(key, minid=f"{floor[0]}-{floor[1]}", approximate=True)
+        return int(trimmed)
 
     async def check_lag(self) -> int | None:
-        """How many entries billing has not read yet; logs an error when MAXLEN may trim them.
-
-        Redis 7.0 trims by length whether or not the group read the entries, so a billing
-        consumer that stays down long enough loses the oldest events from the stream (they
-        remain in no spool either): this alarm is the operator's cue to restart billing.
-        """
+        """How many entries billing has not read yet; logs an error beyond ``maxlen``: nothing is
+        lost (the stream is not trimmed below what billing still needs), but Redis memory grows
+        with it, and this alarm is the operator's cue to restart billing."""
         groups = await self.client.xinfo_groups(self.settings.key)
         for group in groups:
             name = group.get("name")
@@ -337,7 +401,7 @@ class StreamWriter:
             lag = group.get("lag")
             if isinstance(lag, int) and lag > self.settings.maxlen // 2:
                 log.error(
-                    "charging: billing group %r is %d events behind; beyond MAXLEN %d the oldest are trimmed",
+                    "charging: billing group %r is %d events behind (alarm at %d); Redis memory grows",
                     self.settings.consumer_group, lag, self.settings.maxlen,
                 )
             return lag if isinstance(lag, int) else None

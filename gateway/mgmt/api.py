@@ -40,7 +40,12 @@ from redis.exceptions import RedisError
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountStore, Scope, create_store
+from gateway.billing import statement as billing_statement
+from gateway.billing.cli import billing_database
+from gateway.billing.store import StoreError, open_store
+from gateway.charging.rating import load_tariffs
 from gateway.config import GatewayConfig
+from gateway.datafile import DataFileError
 from gateway.edge.sites import SiteDirectory, SiteFollower
 from gateway.mgmt.audit import AuditLog
 from gateway.mgmt.auth import Principal, Role, TokenTable, bearer_token
@@ -332,10 +337,16 @@ async def ready(request: web.Request) -> web.Response:
         except (LocationStoreError, OSError) as exc:
             checks["location_store"] = {"ok": False, "detail": str(exc)}
     if svc.charging is not None:
-        # Spooling while Redis is away loses nothing: ready, but say so.
-        degraded = bool(getattr(svc.charging.sink, "degraded", False))
-        checks["charging"] = {"ok": True, "detail": "spooling locally (Redis unreachable)" if degraded
-                              else f"{svc.charging.sink.name} sink"}
+        # Spooling while Redis is away loses nothing: ready, but say so. Neither Redis nor the
+        # spool taking events (disk full, spool unwritable): not ready, calls would go unbilled.
+        sink = svc.charging.sink
+        degraded = bool(getattr(sink, "degraded", False))
+        if sink.failing:
+            checks["charging"] = {"ok": False, "detail": f"{sink.name} sink failing: {sink.backlog} events "
+                                  "held in memory (Redis and the spool both refuse)"}
+        else:
+            checks["charging"] = {"ok": True, "detail": "spooling locally (Redis unreachable)" if degraded
+                                  else f"{sink.name} sink"}
     ok = all(c["ok"] for c in checks.values())
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
@@ -975,6 +986,48 @@ async def list_sites(request: web.Request) -> web.Response:
     })
 
 
+# -- billing -------------------------------------------------------------------------------------
+def _statement(svc: Services, group: str, month: str, version: int | None) -> dict[str, Any]:
+    """The kept statement (latest, or ``version``); a draft computed now when none is kept yet
+    (reading never issues a statement: ``gateway billing statement`` does)."""
+    store = open_store(billing_database(svc.config, None))
+    try:
+        if version is not None:
+            rows = store.query("SELECT body FROM statements WHERE group_id = ? AND month = ? AND version = ?",
+                               [group, month, version])
+            if not rows:
+                raise ApiError(404, "not_found", f"no statement version {version} of {group} {month}")
+            kept: dict[str, Any] = json.loads(rows[0][0])
+            return kept
+        latest = billing_statement.latest(store, group, month)
+        if latest is not None:
+            return latest
+        rater = svc.charging.rater if svc.charging is not None else load_tariffs(svc.config.charging.tariffs)
+        draft = billing_statement.StatementBuilder(store, rater).compute(group, month)
+        return {**draft, "version": None, "created_at": None, "reason": "draft (not issued)"}
+    finally:
+        store.close()
+
+
+@requires(Role.READ)
+async def billing_statement_view(request: web.Request) -> web.Response:
+    group = request.query.get("group", "")
+    month = request.query.get("month", "")
+    version = query_int(request, "version", 0, 0, 1_000_000) or None
+    if not group:
+        raise ApiError(422, "invalid", "group is required")
+    try:
+        billing_statement.parse_month(month)
+        body = await asyncio.to_thread(_statement, services(request), group, month, version)
+    except billing_statement.StatementError as exc:
+        raise ApiError(422, "invalid", str(exc)) from exc
+    except (StoreError, DataFileError) as exc:
+        raise ApiError(503, "unavailable", f"billing database: {exc}") from exc
+    if request.query.get("format") == "csv":
+        return web.Response(text=billing_statement.to_csv(body), content_type="text/csv")
+    return web.json_response(body)
+
+
 # -- console -------------------------------------------------------------------------------------
 CONSOLE_FILES = {"console.js": "text/javascript", "console.css": "text/css"}
 
@@ -1029,6 +1082,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/api/accounts/{scope}/{key}", get_account),
     ("PUT", "/api/accounts/{scope}/{key}", set_account),
     ("GET", "/api/charging", charging_status),
+    ("GET", "/api/billing/statement", billing_statement_view),
     ("GET", "/api/stats", stats),
     ("GET", "/api/audit", audit_trail),
     ("GET", "/api/sites", list_sites),

@@ -136,6 +136,20 @@ SCHEMAS: dict[str, Schema] = {
         "enabled": BOOL, "sink": nullable(STR), "healthy": nullable(BOOL), "degraded": nullable(BOOL),
         "backlog": INT, "spool_segments": INT, "open_calls": INT, "events_per_second": NUM,
     }),
+    "Statement": obj({
+        "group": STR, "month": STR, "version": nullable(INT), "created_at": nullable(STR),
+        "reason": STR, "currency": STR, "tariff_id": STR, "timezone": STR, "account_state": STR,
+        "fees": array(obj({"item": STR, "detail": STR, "count": INT, "days": INT, "monthly_fen": INT,
+                           "amount_fen": INT})),
+        "package": nullable(obj({"name": nullable(STR), "fee_fen": INT, "classes": {"type": "object"}})),
+        "usage": array(obj({
+            "period": STR, "call_class": STR, "payer_role": STR, "off_net_group": BOOL,
+            "contract": nullable(STR), "tariff": STR, "calls": INT, "minutes": STR, "charged_minutes": STR,
+            "included_minutes": STR, "amount_fen": INT, "discount_fen": INT,
+        })),
+        "totals": obj({"calls": INT, "fees_fen": INT, "package_fen": INT, "usage_fen": INT,
+                       "discount_fen": INT, "total_fen": INT}),
+    }),
     "Point": obj({"t": NUM, "cps": NUM, "failures_per_s": NUM, "failure_rate": NUM, "active_calls": INT,
                   "registrations": nullable(INT), "loop_lag_ms": NUM}),
     "Stats": obj({
@@ -294,6 +308,15 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/charging": {"get": op("Charging: sink health, backlog, spool depth, events per second",
                                 "Charging")},
+    "/api/billing/statement": {"get": op(
+        "A group's monthly statement (月结帐单): rent and fees, package use, usage by class, contract "
+        "discounts, totals in fen. The latest kept version (or `version`); a draft when none was issued "
+        "yet (`gateway billing statement` issues, `gateway billing rerate` adds a version)", "Statement",
+        tag="billing",
+        params=[query("group", "group id (required)"), query("month", "YYYY-MM (required)"),
+                query("version", "a kept version (default: the latest)", INT),
+                query("format", "json (default) or csv")],
+        extra={**NOT_FOUND, **INVALID, **UNAVAILABLE})},
     "/api/stats": {"get": op("Dashboard figures and the history of the last minutes", "Stats",
                              params=[query("seconds", "history length (1-600)", INT)], extra=INVALID)},
     "/api/audit": {"get": op("The latest audit records of this process", "Audit",

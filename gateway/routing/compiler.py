@@ -402,6 +402,12 @@ class _GroupCompiler:
                 if length == ln and lo <= b and a <= hi:
                     self.error(("fixed_numbers", i), f"overlaps fixed_numbers[{j}]")
             self.fixed.append((lo, hi, ln))
+        paid: list[tuple[int, int, int]] = []
+        for i, rng in enumerate(m.group_paid_numbers):
+            lo, hi, ln = int(rng.first), int(rng.last), len(rng.first)
+            if not any(a <= lo and hi <= b and length == ln for a, b, length in self.fixed):
+                self.error(("group_paid_numbers", i), f"{rng.first}-{rng.last} is not within fixed_numbers")
+            paid.append((lo, hi, ln))
         self.conditions = {
             name: CompiledTimeCondition(name, cond, self.c.calendar)
             for name, cond in m.time_conditions.items()
@@ -428,6 +434,7 @@ class _GroupCompiler:
             carrier_trunks=trunks,
             fixed_ranges=tuple(self.fixed),
             time_conditions=self.conditions,
+            group_paid_ranges=tuple(paid),
         )
         self.base = base
         self.switchboard()

@@ -98,6 +98,8 @@ class Charging(NamedTuple):
     off_net_group: bool = False
     """The called number is in the group's off-net number group (网外号码组)."""
     terminating_group: str | None = None
+    group_paid: bool = False
+    """An inbound call to a number the group pays for (集团统付: 400-like): the group is charged."""
     product: str | None = None
     """The product a call belongs to: ``call_centre`` (呼叫中心直连, call class special),
     ``400`` (融合通信移动400, group-paid) or ``other_carrier`` (他网号码透传: an approved number
@@ -207,6 +209,7 @@ def outcome_to_dict(outcome: Decision | Refusal) -> dict[str, Any]:
             "short_dialled": ch.short_dialled,
             "off_net_group": ch.off_net_group,
             "terminating_group": ch.terminating_group,
+            "group_paid": ch.group_paid,
             "product": ch.product,
             "service_number": ch.service_number,
         },

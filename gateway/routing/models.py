@@ -710,6 +710,10 @@ class GroupFile(Model):
         default_factory=list,
         description="他网号码: other carriers' numbers registered on lines or PBX trunks",
     )
+    group_paid_numbers: list[NumberRange] = Field(
+        default_factory=list,
+        description="numbers of the group whose inbound calls the group pays for (集团统付, 400-like)",
+    )
     caller_id: CallerIdPolicy = CallerIdPolicy()
     permissions: Permissions = Permissions()
     time_conditions: dict[Name, TimeCondition] = Field(default_factory=dict)

@@ -159,6 +159,12 @@ class ServiceNumber:
     """``national`` or ``local`` (400 numbers are national)."""
     rows: tuple[ServiceRow, ...]
 
+    @property
+    def group_paid(self) -> bool:
+        """Calls to a 400 number are paid by the group (集团统付, [002] L1865); calls to a
+        special-service number are paid by their callers, as any call."""
+        return self.product == "400"
+
 
 @dataclass(frozen=True, slots=True)
 class OtherNumber:
@@ -215,6 +221,7 @@ class CompiledGroup:
         carrier_trunks: tuple[str, ...],
         fixed_ranges: tuple[tuple[int, int, int], ...],
         time_conditions: Mapping[str, CompiledTimeCondition],
+        group_paid_ranges: tuple[tuple[int, int, int], ...] = (),
     ) -> None:
         self.id = id
         self.name = name
@@ -230,6 +237,7 @@ class CompiledGroup:
         self.carrier_trunks = carrier_trunks
         self.fixed_ranges = fixed_ranges
         self.time_conditions = time_conditions
+        self.group_paid_ranges = group_paid_ranges
         self.short: dict[str, Party] = {}
         self.lines: dict[str, Party] = {}
         """Registered lines by their local number (the registrar's user name)."""
@@ -258,6 +266,16 @@ class CompiledGroup:
     def owns_range(self, subscriber: str) -> bool:
         n, length = int(subscriber), len(subscriber)
         for lo, hi, ln in self.fixed_ranges:  # noqa: SIM110 - no generator on the per-call path
+            if lo <= n <= hi and ln == length:
+                return True
+        return False
+
+    def group_paid(self, subscriber: str) -> bool:
+        """The group pays for inbound calls to this subscriber number (集团统付, [002] L1865)."""
+        if not self.group_paid_ranges or not subscriber.isdigit():
+            return False
+        n, length = int(subscriber), len(subscriber)
+        for lo, hi, ln in self.group_paid_ranges:  # noqa: SIM110 - no generator on the per-call path
             if lo <= n <= hi and ln == length:
                 return True
         return False
@@ -485,7 +503,8 @@ class CompiledPlan:
             presented,
             presented,
             Charging(
-                _EMERGENCY, _ORIGINATING, group.id, caller.id if caller else None, False, False, False, None
+                _EMERGENCY, _ORIGINATING, group.id, caller.id if caller else None, False, False, False, None,
+                False,
             ),
             phone_context=self.numbering.phone_context(group.area),
         )
@@ -591,6 +610,7 @@ class CompiledPlan:
                 False,
                 False,
                 None,
+                False,
                 product,
                 shown,
             ),
@@ -653,6 +673,7 @@ class CompiledPlan:
                 short_dialled,
                 False,
                 None,
+                False,
                 _fork_product(callee) if fork is not None else None,
                 self.numbering.national_form(callee.e164) if fork is not None and callee.e164 else None,
             ),
@@ -793,6 +814,9 @@ class CompiledPlan:
         if trace is not None:
             trace.add("caller ID", f"present off-net caller as {presented}")
             trace.add("route", ", ".join(_describe(t) for t in targets))
+        subscriber = (
+            analysed.e164[len(numbering.plus_cc) + len(group.area) :] if analysed.e164 is not None else ""
+        )
         product = _fork_product(callee) if fork is not None else None
         charging = _new(
             Charging,
@@ -805,6 +829,7 @@ class CompiledPlan:
                 False,
                 False,
                 None,
+                group.group_paid(subscriber),
                 product,
                 numbering.national_form(callee.e164) if product and callee.e164 else None,
             ),
@@ -869,6 +894,7 @@ class CompiledPlan:
                 short_dialled,
                 False,
                 None,
+                False,
                 "legacy_vpmn",
                 user,
             ),
@@ -928,6 +954,7 @@ class CompiledPlan:
                 False,
                 False,
                 None,
+                False,
                 "legacy_vpmn",
                 request.called,
             ),
@@ -1028,6 +1055,7 @@ class CompiledPlan:
                 False,
                 False,
                 None,
+                service.group_paid,
                 service.product,
                 service.number,
             ),

@@ -72,6 +72,7 @@ from gateway.call.b2bua import (
 )
 from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
+from gateway.charging.payer import forwarding_payer
 from gateway.charging.recorder import CallInfo, Phase
 from gateway.charging.service import wall_clock
 from gateway.media.dtmf import INFO_CONTENT_TYPES, info_key
@@ -679,6 +680,9 @@ class Switchboard:
                     group=group.id,
                     terminating=destination.trunk or party.id,
                     switchboard_path=caller.switchboard_path,
+                    # The group's switchboard places this leg: the group pays it, once, as
+                    # forwarding (the inbound leg from the carrier is free: payer.py).
+                    payer=forwarding_payer(plan.national_form(group.main_e164, group.id), group.id),
                 )
             )
         except (RuntimeError, ValueError) as exc:  # charging closing: the call goes on

@@ -15,8 +15,10 @@ from gateway.charging.events import (
     EndReason,
     ReleasedBy,
 )
+from gateway.charging.payer import Payer
 from gateway.charging.rating import Rater, load_tariffs
 from gateway.charging.recorder import CallInfo, CallRecorder
+from gateway.routing import CallRequest, CompiledPlan, Decision
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TARIFFS = PROJECT_ROOT / "config" / "tariffs.yaml"
@@ -100,3 +102,23 @@ def synthetic_event(call: int, seq: int, node: str = "gw1") -> ChargingEvent:
 
 
 _RATER = demo_rater()
+
+
+def rated(plan: CompiledPlan, request: CallRequest, seconds: int = 90) -> tuple[Payer, int, str, bool]:
+    """Through the dialplan and a recorder: payer, amount in fen, tariff id and off-net-group flag
+    of a call answered for ``seconds``."""
+    decision = plan.decide(request)
+    assert isinstance(decision, Decision), decision
+    info = CallInfo.from_decision(
+        decision,
+        call_id="c1",
+        a_leg_sip_call_id="sip-c1",
+        originating="test",
+        calling_received=request.calling,
+        called_dialled=request.called,
+    )
+    recorder = CallRecorder(info, T0, node_id="gw", rater=demo_rater())
+    recorder.answered(T0)
+    stop = recorder.ended(T0 + timedelta(seconds=seconds), EndReason.NORMAL, ReleasedBy.CALLER)
+    assert stop is not None and stop.payer is not None
+    return stop.payer, stop.rating.amount_fen, stop.rating.tariff_id, stop.off_net_group

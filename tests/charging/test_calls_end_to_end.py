@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from gateway.charging.consumer import BillingConsumer, ConsumerOptions
-from gateway.charging.events import CallClass, ChargingEvent, EndReason, EventType, decode
+from gateway.charging.events import CallClass, ChargingEvent, EndReason, EventType, Payer, PayerRole, decode
 from gateway.charging.sinks import STREAM_EVENT_FIELD
 from gateway.charging.spool import read_segment
 from tests.call.harness import TIMERS, free_port, screen, sipp_command, sipp_server, wait_for
@@ -50,6 +50,11 @@ FEN_PER_MINUTE = {
     CallClass.INTERNATIONAL: 80,
     CallClass.INTRA_GROUP_SHORT: 0,
     CallClass.EMERGENCY: 0,
+}
+# Intra-group and emergency calls are free by the charging rules, whatever the tariff says.
+FREE_TARIFF_IDS = {
+    CallClass.INTRA_GROUP_SHORT: "demo-2026/free/intra_group",
+    CallClass.EMERGENCY: "demo-2026/free/emergency",
 }
 WAIT = 20.0  # upper bound of every poll below: a failure, never a measurement
 
@@ -308,7 +313,8 @@ def test_calls_of_known_durations_are_rated_once_each(
         rating = stop.rating
         assert stop.call_class is call_class, stop
         assert stop.group == "acme", stop
-        assert rating.tariff_id == f"demo-2026/default/{call_class.value}", rating
+        assert rating.tariff_id == FREE_TARIFF_IDS.get(call_class, f"demo-2026/default/{call_class.value}")
+        assert stop.payer == Payer(PayerRole.CALLING_LINE, "02162880001", "acme"), stop
         assert rating.billing_unit_seconds == UNIT_SECONDS
         # Billed from answer to BYE: the hold, give or take one unit of rounding.
         hold = hold_ms / 1000

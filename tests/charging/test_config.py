@@ -18,7 +18,7 @@ def test_the_demo_config_loads_with_the_demo_tariffs() -> None:
     config = load_config(PROJECT_ROOT / "config" / "gateway.yaml", environ={})
     assert config.charging.tariffs == PROJECT_ROOT / "config" / "tariffs.yaml"
     assert load_tariffs(config.charging.tariffs).table_id == "demo-2026"
-    assert config.charging.interim_minutes is None
+    assert config.charging.interim_minutes == 5
     assert config.accounts.policy[AccountState.ARREARS].bar_outgoing
 
 

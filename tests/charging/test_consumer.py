@@ -143,6 +143,7 @@ async def test_consume_command_end_to_end(
     output = tmp_path / "events.jsonl"
     args = build_parser_or_local().parse_args([
         "billing", "consume", "--consumer", "cli", "--redis", redis_url, "--count", "2", "--totals",
+        "--format", "jsonl",
         "--output", str(output), "--config", str(tmp_path / "absent.yaml"),
     ])
     # asyncio.run inside a running loop is not allowed: run the command in a thread.

@@ -252,7 +252,7 @@ async def test_a_single_event_is_written_within_one_batch_interval_without_flush
     await sink.close()
 
 
-async def test_billing_lag_alarm_before_maxlen_trims_unread_events(
+async def test_billing_lag_alarm_beyond_maxlen(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = StreamSettings(maxlen=1000)

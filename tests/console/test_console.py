@@ -322,3 +322,22 @@ def test_directory_search_by_name_and_number(console: tuple[GatewayProcess, Api]
     expect(page.locator("#dir-list tbody tr").first).to_contain_text("刘洋 Liu Yang")
     expect(page.locator("#dir-summary")).to_have_text("1 found")
     shot(page, "12-directory")
+
+
+def test_billing_statement_view(console: tuple[GatewayProcess, Api], page: Page) -> None:
+    """The demo tenant's December draft: rent of 1,009 numbers and the products, the package fee,
+    no calls billed yet (config/tariffs.yaml)."""
+    _, api = console
+    login(page, api, ADMIN)
+    page.click("#tabs button[data-tab=billing]")
+    page.fill("#bill-group", "acme")
+    page.fill("#bill-month", "2026-12")
+    page.click("#bill-form button[type=submit]")
+    fees = 1009 * 2000 + 10000 + 5000 + 8 * 500
+    expect(page.locator("#bill-summary")).to_contain_text("draft, not issued")
+    expect(page.locator("#bill-summary")).to_contain_text(f"total {(fees + 3000) / 100:.2f} yuan")
+    expect(page.locator("#bill-fees tbody tr")).to_have_count(5)
+    expect(page.locator("#bill-package tbody tr")).to_have_count(2)
+    shot(page, "14-billing-statement")
+    statement = api.get("/api/billing/statement?group=acme&month=2026-12").body
+    assert statement["totals"]["total_fen"] == fees + 3000 and statement["version"] is None

@@ -100,6 +100,7 @@ def test_real_responses_validate_against_their_schemas(
         ("get", "/api/accounts", "/api/accounts", None),
         ("get", "/api/accounts/{scope}/{key}", "/api/accounts/number/62880001", None),
         ("get", "/api/charging", "/api/charging", None),
+        ("get", "/api/billing/statement", "/api/billing/statement?group=acme&month=2026-12", None),
         ("get", "/api/stats", "/api/stats", None),
         ("get", "/api/audit", "/api/audit", None),
     ]

@@ -1,4 +1,4 @@
-"""Real servers (redis-server, mosquitto) started for the tests on free loopback ports.
+"""Real servers (redis-server, mosquitto, PostgreSQL) started for the tests on free loopback ports.
 
 Each server is started by the test setup, in a temporary directory, and stopped by the PID we
 started (never by name). Tests that need one use the session fixtures in ``tests/conftest.py``.
@@ -7,6 +7,7 @@ started (never by name). Tests that need one use the session fixtures in ``tests
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import signal
@@ -167,6 +168,107 @@ class MosquittoServer:
 @contextlib.contextmanager
 def mosquitto_server(workdir: Path) -> Iterator[MosquittoServer]:
     server = MosquittoServer(workdir=workdir, port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class PostgresServer:
+    """A real PostgreSQL 15 cluster in a temporary directory, run as the ``postgres`` user (it
+    refuses root), on a free loopback port with its unix socket in the directory. ``stop`` and
+    ``start`` keep the port and the data (a restart under load)."""
+
+    workdir: Path
+    port: int
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    def _as_postgres(self, *argv: str) -> list[str]:
+        return [require_binary("runuser"), "-u", "postgres", "--", *argv]
+
+    def init(self) -> None:
+        shutil.chown(self.workdir, "postgres", "postgres")
+        self.workdir.chmod(0o700)
+        subprocess.run(
+            self._as_postgres(
+                str(PG_BIN / "initdb"), "-D", str(self.data), "--auth=trust", "--username=postgres",
+                "--encoding=UTF8", "--no-sync",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        # fsync off: only an operating-system crash could lose data with it, which no test makes.
+        self.proc = subprocess.Popen(
+            self._as_postgres(
+                str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.workdir}",
+                "-c", "fsync=off", "-c", "full_page_writes=off",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_tcp(self.host, self.port, timeout=30.0)
+        deadline = time.monotonic() + 30.0
+        while subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-h", self.host, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, check=False,
+        ).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL on port {self.port} is not ready")
+            time.sleep(0.05)
+
+    def postmaster_pid(self) -> int | None:
+        """The postmaster's own PID (``runuser`` is its parent), from ``postmaster.pid``."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster's PID: open transactions are rolled back)."""
+        if self.proc is None:
+            return
+        pid = self.postmaster_pid()
+        if pid is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+        self.proc = None
+
+    def reset(self) -> None:
+        """Drop the billing tables (between tests)."""
+        subprocess.run(
+            [str(PG_BIN / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-q", "-c",
+             "DROP TABLE IF EXISTS charging_events, statements, schema_version CASCADE"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+@contextlib.contextmanager
+def postgres_server(workdir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(workdir=workdir, port=free_port())
+    server.init()
     server.start()
     try:
         yield server

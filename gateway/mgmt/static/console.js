@@ -95,7 +95,7 @@ function show(tab) {
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.tab === tab);
   for (const section of document.querySelectorAll(".tab")) section.hidden = section.id !== tab;
   clearInterval(state.timer);
-  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites, directory: searchDirectory, bans: refreshBans }[tab];
+  const refresh = { dashboard: refreshDashboard, dialplan: loadDialplans, accounts: refreshAccounts, calls: refreshCalls, sites: refreshSites, directory: searchDirectory, bans: refreshBans, billing: showStatement }[tab];
   refresh().catch((error) => toast(error.message));
   if (tab === "dashboard" || tab === "calls" || tab === "sites" || tab === "bans") {
     state.timer = setInterval(() => refresh().catch(() => {}), 2000);
@@ -438,6 +438,25 @@ async function addBan(event) {
   }
 }
 
+// -- billing ------------------------------------------------------------------------------------
+function yuan(fen) {
+  return `${(fen / 100).toFixed(2)} yuan`;
+}
+
+async function showStatement() {
+  if (!$("bill-month").value) $("bill-month").value = new Date().toISOString().slice(0, 7);
+  const params = new URLSearchParams({ group: $("bill-group").value.trim(), month: $("bill-month").value });
+  if ($("bill-version").value) params.set("version", $("bill-version").value);
+  const s = await api("GET", `/api/billing/statement?${params}`);
+  const t = s.totals;
+  const version = s.version === null ? "draft, not issued" : `version ${s.version} (${s.reason})`;
+  $("bill-summary").textContent = `${s.group} ${s.month}, ${version}: total ${yuan(t.total_fen)} = fees ${yuan(t.fees_fen)} + package ${yuan(t.package_fen)} + usage ${yuan(t.usage_fen)}; discounts ${yuan(t.discount_fen)}; ${t.calls} calls; account ${s.account_state}`;
+  fill("bill-fees", s.fees.map((f) => row([f.item, f.detail, f.count, f.days, f.amount_fen])));
+  const classes = s.package ? Object.entries(s.package.classes) : [];
+  fill("bill-package", classes.map(([cls, use]) => row([cls, use.included_minutes, use.used_minutes])));
+  fill("bill-usage", s.usage.map((u) => row([u.period, u.call_class, u.payer_role, u.contract, u.calls, u.charged_minutes, u.included_minutes, u.discount_fen, u.amount_fen])));
+}
+
 // -- wiring -------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (event) => { event.preventDefault(); login($("token").value.trim()); });
@@ -453,6 +472,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("acct-get").addEventListener("click", getAccount);
   $("dir-form").addEventListener("submit", (event) => { event.preventDefault(); searchDirectory().catch((e) => toast(e.message)); });
   $("ban-form").addEventListener("submit", addBan);
+  $("bill-form").addEventListener("submit", (event) => { event.preventDefault(); showStatement().catch((e) => toast(e.message)); });
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) login(token);
 });
