@@ -102,12 +102,14 @@ async def serve(config: GatewayConfig) -> None:
     """Start the gateway, wait for SIGTERM or SIGINT, stop it."""
     from gateway.accounts.store import AccountGate  # noqa: PLC0415 - keep `gateway --help` light
     from gateway.app import Gateway  # noqa: PLC0415
+    from gateway.call.auth import LineAuth  # noqa: PLC0415
     from gateway.call.charging import ChargingObserver  # noqa: PLC0415
     from gateway.call.service import install as install_calls  # noqa: PLC0415
     from gateway.mgmt.api import start_api  # noqa: PLC0415
     from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
+    from gateway.security.auth_events import NoAuthFailureObserver  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -117,7 +119,9 @@ async def serve(config: GatewayConfig) -> None:
     gateway = Gateway(config)
     # One account-state gate: the registrar refuses cancelled lines, call control bars calls.
     accounts = AccountGate.from_settings(config.accounts, config.redis.url)
-    registrar = await install_registrar(gateway, config, accounts=accounts)
+    registrar = await install_registrar(gateway, config, accounts=accounts, observer=NoAuthFailureObserver())
+    # Lines authenticate their calls with the registrar's Digest checks (407, RFC 3261 §22.3).
+    line_auth = LineAuth(registrar.registrar.verifier)
     charging = await start_charging(config)
     # One dialplan holder for call control and the operations API (which swaps plans in it).
     dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \
@@ -127,10 +131,12 @@ async def serve(config: GatewayConfig) -> None:
     calls = await install_calls(
         gateway, config, trunks=registrar.trunks, contacts=registrar.contacts, charging=charging,
         dialplan=dialplan, observer=observer, accounts=accounts, is_up=registrar.is_up,
+        line_auth=line_auth,
     )
     switchboard = (  # in front of call control: switchboard numbers are answered by its IVR
         await install_switchboard(gateway, config, b2bua=calls.b2bua, trunks=registrar.trunks,
-                                  contacts=registrar.contacts, dialplan=dialplan, charging=charging)
+                                  contacts=registrar.contacts, dialplan=dialplan, charging=charging,
+                                  line_auth=line_auth)
         if dialplan is not None and config.switchboard.enabled else None
     )
     api = None

@@ -324,10 +324,13 @@ class B2BUA:
         return f"{self._uid_prefix}-{next(self._uids)}"
 
     def _refused(self, request: Request, refusal: Refused) -> Response:
-        self.failed += 1
+        if refusal.status != 407:  # a challenge is a step of a call, not its failure
+            self.failed += 1
         response = make_response(request, refusal.status, refusal.reason, to_tag=_tag())
         if refusal.reason_header is not None:
             response.headers.add("Reason", refusal.reason_header)  # RFC 3326
+        for name, value in refusal.headers:
+            response.headers.add(name, value)
         return response
 
     def _limited(self, request: Request, source: Address, route: Route, scope: Scope) -> Response:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.accounts.store import AccountGate, Subscriber
+from gateway.call.auth import AuthRefusal, LineAuth
 from gateway.call.charging import ChargeSpec
 from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
@@ -81,6 +82,11 @@ class Refused:
     status: int
     reason: str
     reason_header: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. a 407's Proxy-Authenticate challenges
+
+    @classmethod
+    def of(cls, refusal: AuthRefusal) -> Refused:
+        return cls(refusal.status, refusal.reason, headers=refusal.headers)
 
 
 Router = Callable[[Request, Address], "Route | Refused | Awaitable[Route | Refused]"]
@@ -192,7 +198,11 @@ class DialplanRouter:
     from a trunk with a static route in ``call.routes`` take that route instead.
 
     A registered line is recognised by its From user being a line of a registering trunk and
-    the INVITE coming from the transport address (transport, IP, port) it registered from.
+    the INVITE coming from the transport address (transport, IP, port) it registered from, or
+    carrying credentials for our realm (from an address that is no static peer). Unless its
+    trunk's ``invite_auth`` is ``never``, it must then authenticate as that line
+    (:class:`gateway.call.auth.LineAuth`: 407 until it does), before the dialplan is asked
+    (``always``) or once the dialplan sends the call to a carrier trunk (``off_net``).
     """
 
     def __init__(
@@ -205,8 +215,10 @@ class DialplanRouter:
         clock: Callable[[], datetime],
         is_up: Callable[[Address], bool] | None = None,
         accounts: AccountGate | None = None,
+        line_auth: LineAuth | None = None,
     ) -> None:
         self._plan = plan
+        self._line_auth = line_auth or LineAuth(None)
         self._trunks = trunks
         self._settings = settings
         self._contacts = contacts
@@ -226,7 +238,14 @@ class DialplanRouter:
         inbound_name: str | None = None
         group: str | None
         trunk_name: str | None
-        if line is not None and await self._registered_from(calling, source):
+        auth_off_net = False
+        if line is not None and await self._is_line(request, source, line, calling):
+            if self._line_auth.required(line, off_net=False):
+                refusal = await self._line_auth.check(request, source, calling)
+                if refusal is not None:
+                    return Refused.of(refusal)
+            else:
+                auth_off_net = self._line_auth.required(line, off_net=True)
             origin, group, trunk_name = Origin.MEMBER, line.group, None
             scopes += trunk_scopes(line, self._settings)
             inbound_name = line.name
@@ -245,6 +264,10 @@ class DialplanRouter:
         outcome = plan.decide(CallRequest(origin, calling, called, self._clock(), group, trunk_name))
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.reason)
+        if auth_off_net and any(t.kind is TargetKind.CARRIER_TRUNK for t in outcome.targets):
+            refusal = await self._line_auth.check(request, source, calling)
+            if refusal is not None:
+                return Refused.of(refusal)
         if self._accounts is not None:
             barred = await self._check_accounts(outcome, origin)
             if barred is not None:
@@ -321,6 +344,18 @@ class DialplanRouter:
         if refusal is None:
             return None
         return Refused(refusal.status, refusal.reason, refusal.reason_header())
+
+    async def _is_line(self, request: Request, source: Address, line: RegisteringTrunk, number: str) -> bool:
+        """Does ``request`` claim to come from the line ``number``: from the address the line
+        registered from, or (when the line authenticates) with our credentials from an address
+        that is no static peer (a device whose NAT mapping changed)?"""
+        if await self._registered_from(number, source):
+            return True
+        return (
+            line.invite_auth != "never"
+            and self._line_auth.has_credentials(request)
+            and self._trunks.identify(source, number) is None
+        )
 
     async def _registered_from(self, number: str, source: Address) -> bool:
         bindings = await self._contacts(number)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.accounts.store import AccountGate
+from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallObserver
 from gateway.call.charging import ChargingObserver
 from gateway.call.limits import Limiter, limiter
@@ -120,6 +121,7 @@ async def install(
     charging: ChargingService | None = None,
     accounts: AccountGate | None = None,
     is_up: Callable[[Address], bool] | None = None,
+    line_auth: LineAuth | None = None,
 ) -> CallService:
     """Build call control from ``config`` and serve INVITE / BYE / UPDATE / INFO on ``gateway``.
 
@@ -131,6 +133,8 @@ async def install(
     each call the dialplan classified then yields exactly one stop event (:mod:`.charging`);
     ``observer`` replaces that. ``accounts``: the account-state gate shared with the registrar
     (by default one from ``config.accounts``). ``is_up``: OPTIONS qualify state of destinations.
+    ``line_auth``: proxy authentication of registered lines (:mod:`gateway.call.auth`); without
+    it a line whose trunk requires authentication cannot call (fail closed).
     """
     settings = config.call
     limits = limiter_for(config)
@@ -140,7 +144,7 @@ async def install(
             accounts = accounts or AccountGate.from_settings(config.accounts, config.redis.url)
             router = DialplanRouter(
                 lambda: holder.plan, trunks, settings, contacts=contacts, clock=wall_clock,
-                accounts=accounts, is_up=is_up,
+                accounts=accounts, is_up=is_up, line_auth=line_auth,
             )
         else:
             router = StaticRouter(trunks, settings, is_up)

@@ -59,6 +59,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.call.auth import LineAuth
 from gateway.call.b2bua import (
     B2BUA,
     Q850_NO_ANSWER,
@@ -214,8 +215,10 @@ class Switchboard:
         fallback: CallHandlers,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
+        line_auth: LineAuth | None = None,
     ) -> None:
         self._gw = gateway
+        self._line_auth = line_auth or LineAuth(None)  # none: lines that must authenticate can't
         self.settings = settings
         self._plan = plan
         self._trunks = trunks
@@ -321,6 +324,11 @@ class Switchboard:
         trunk: str | None
         group: str | None
         if line is not None and any(b.source == source for b in await self._contacts(calling)):
+            # The switchboard keeps calls in the group: only ``always`` lines authenticate here.
+            if self._line_auth.required(line, off_net=False):
+                refusal = await self._line_auth.check(request, source, calling)
+                if refusal is not None:
+                    return refusal.answer(request, secrets.token_hex(6))
             origin, group, trunk, originating = Origin.MEMBER, line.group, None, line.name
         else:
             peer = self._trunks.identify(source, calling)
@@ -1183,6 +1191,7 @@ async def install(
     contacts: Callable[[str], Awaitable[list[Binding]]],
     dialplan: DialplanHolder,
     charging: ChargingService | None = None,
+    line_auth: LineAuth | None = None,
 ) -> Switchboard:
     """The switchboard in front of call control (``b2bua``, installed already); prompts loaded
     once here (the shipped set and each group's ``switchboard.prompt_dir``, relative to the
@@ -1198,6 +1207,7 @@ async def install(
         fallback=b2bua.handlers(),
         clock=wall_clock,
         charging=charging,
+        line_auth=line_auth,
     )
     switchboard.install()
     status = config.switchboard.status_socket

@@ -4,11 +4,14 @@ store and the trunk table, account-state gating, caller ID and charging attribut
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
+from gateway.call.auth import LineAuth
 from gateway.call.routing import DialplanRouter, Refused, Route
 from gateway.call.settings import CallSettings
 from gateway.registrar.location import Binding
@@ -35,12 +38,26 @@ def invite(calling: str, called: str) -> Request:
     return Request("INVITE", f"sip:{called}@gw", headers)
 
 
+def demo_trunks(path: Path, invite_auth: str) -> TrunkTable:
+    """The demo trunk file with the IAD's ``invite_auth`` set."""
+    data = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text(encoding="utf-8"))
+    for trunk in data["trunks"]:
+        if trunk["kind"] == "registering":
+            trunk["invite_auth"] = invite_auth
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_trunks(path)
+
+
 @pytest.fixture
-def trunks() -> TrunkTable:
-    return load_trunks(PROJECT_ROOT / "config" / "trunks.yaml")
+def trunks(tmp_path: Path) -> TrunkTable:
+    return demo_trunks(tmp_path / "trunks.yaml", "never")
 
 
-def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> DialplanRouter:
+def router(
+    trunks: TrunkTable, store: MemoryAccountStore | None = None, line_auth: LineAuth | None = None
+) -> DialplanRouter:
+    """The demo dialplan; lines are trusted by source unless ``line_auth`` is given (routing is
+    tested here; proxy authentication in tests/call/test_line_auth.py)."""
     holder = DialplanHolder.load([PROJECT_ROOT / "dialplans"], known_trunks=list(trunks.trunks))
     bindings = {
         "62880001": [Binding("62880001", "k", f"sip:62880001@127.0.0.1:{LINE1.port}", 1e12, "r", 1, LINE1)],
@@ -58,6 +75,7 @@ def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> Dialp
         contacts=contacts,
         clock=lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
         accounts=gate,
+        line_auth=line_auth,
     )
 
 
