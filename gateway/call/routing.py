@@ -19,6 +19,7 @@ from datetime import datetime
 from gateway.accounts.store import AccountGate, Subscriber
 from gateway.call.auth import AuthRefusal, LineAuth
 from gateway.call.charging import ChargeSpec
+from gateway.call.fraud import SpendVelocity
 from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
@@ -114,6 +115,23 @@ def trunk_scopes(trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, settings: C
     return scopes
 
 
+_UNLIMITED_CPS = 1e9  # international scopes cap concurrency only; the trunk's own scope paces
+
+
+def international_scopes(
+    trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, settings: CallSettings
+) -> list[Scope]:
+    """Slots an international call also takes (toll-fraud guard): the trunk's and its group's
+    ``max_international_calls``, when configured. A cap of 0 bars international calls."""
+    scopes = []
+    if trunk.max_international_calls is not None:
+        scopes.append(Scope(f"intl:trunk:{trunk.name}", trunk.max_international_calls, _UNLIMITED_CPS))
+    group = settings.groups.get(trunk.group)
+    if group is not None and group.max_international_calls is not None:
+        scopes.append(Scope(f"intl:group:{trunk.group}", group.max_international_calls, _UNLIMITED_CPS))
+    return scopes
+
+
 def trunk_destinations(
     trunk: PeerTrunk | CarrierTrunk, user: str, is_up: Callable[[Address], bool]
 ) -> list[Destination]:
@@ -203,6 +221,11 @@ class DialplanRouter:
     trunk's ``invite_auth`` is ``never``, it must then authenticate as that line
     (:class:`gateway.call.auth.LineAuth`: 407 until it does), before the dialplan is asked
     (``always``) or once the dialplan sends the call to a carrier trunk (``off_net``).
+
+    Toll-fraud guards: an international call also takes slots in the inbound trunk's and group's
+    ``max_international_calls`` scopes, and a line under a spend-velocity alarm that bars
+    international calls (:mod:`gateway.call.fraud`) is refused 403. High-risk destination
+    prefixes are the dialplan's (``high_risk_prefixes``).
     """
 
     def __init__(
@@ -216,8 +239,10 @@ class DialplanRouter:
         is_up: Callable[[Address], bool] | None = None,
         accounts: AccountGate | None = None,
         line_auth: LineAuth | None = None,
+        velocity: SpendVelocity | None = None,
     ) -> None:
         self._plan = plan
+        self._velocity = velocity
         self._line_auth = line_auth or LineAuth(None)
         self._trunks = trunks
         self._settings = settings
@@ -239,6 +264,7 @@ class DialplanRouter:
         group: str | None
         trunk_name: str | None
         auth_off_net = False
+        inbound: RegisteringTrunk | PeerTrunk | CarrierTrunk
         if line is not None and await self._is_line(request, source, line, calling):
             if self._line_auth.required(line, off_net=False):
                 refusal = await self._line_auth.check(request, source, calling)
@@ -247,6 +273,7 @@ class DialplanRouter:
             else:
                 auth_off_net = self._line_auth.required(line, off_net=True)
             origin, group, trunk_name = Origin.MEMBER, line.group, None
+            inbound = line
             scopes += trunk_scopes(line, self._settings)
             inbound_name = line.name
         else:
@@ -258,12 +285,19 @@ class DialplanRouter:
             origin = Origin.CARRIER if isinstance(peer, CarrierTrunk) else Origin.PBX
             group = None if peer.group == "*" else peer.group
             trunk_name = peer.name
+            inbound = peer
             scopes += trunk_scopes(peer, self._settings)
             inbound_name = peer.name
         plan = self._plan()
         outcome = plan.decide(CallRequest(origin, calling, called, self._clock(), group, trunk_name))
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.reason)
+        if outcome.call_class is CallClass.INTERNATIONAL:
+            if origin is Origin.MEMBER and self._velocity is not None and self._velocity.international_barred(
+                calling
+            ):
+                return Refused(403, "International Calls Barred (Spend Alarm)")
+            scopes += international_scopes(inbound, self._settings)
         if auth_off_net and any(t.kind is TargetKind.CARRIER_TRUNK for t in outcome.targets):
             refusal = await self._line_auth.check(request, source, calling)
             if refusal is not None:

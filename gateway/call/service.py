@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from gateway.accounts.store import AccountGate
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallObserver
 from gateway.call.charging import ChargingObserver
+from gateway.call.fraud import SpendAlarm, SpendVelocity
 from gateway.call.limits import Limiter, limiter
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
 from gateway.charging.service import ChargingService, wall_clock
@@ -51,6 +53,8 @@ class CallService:
     config: GatewayConfig
     status_path: Path | None = None
     accounts: AccountGate | None = None
+    velocity: SpendVelocity | None = None
+    """The spend-velocity alarm, when ``call.fraud`` sets a limit and charging runs."""
     _server: asyncio.AbstractServer | None = None
 
     def status(self) -> dict[str, object]:
@@ -138,13 +142,14 @@ async def install(
     """
     settings = config.call
     limits = limiter_for(config)
+    velocity = spend_velocity(gateway, config, charging)
     if router is None:
         if (dialplan is not None or config.dialplans) and contacts is not None:
             holder = dialplan or DialplanHolder.load(config.dialplans, known_trunks=list(trunks.trunks))
             accounts = accounts or AccountGate.from_settings(config.accounts, config.redis.url)
             router = DialplanRouter(
                 lambda: holder.plan, trunks, settings, contacts=contacts, clock=wall_clock,
-                accounts=accounts, is_up=is_up, line_auth=line_auth,
+                accounts=accounts, is_up=is_up, line_auth=line_auth, velocity=velocity,
             )
         else:
             router = StaticRouter(trunks, settings, is_up)
@@ -159,10 +164,27 @@ async def install(
             if settings.status_socket.is_absolute()
             else config.state_dir / settings.status_socket
         )
-    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts)
+    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts, velocity=velocity)
     await service.open_status()
     log.info("call control: %d static routes, %s limits", len(settings.routes), limits.name)
     return service
+
+
+def spend_velocity(
+    gateway: Gateway, config: GatewayConfig, charging: ChargingService | None
+) -> SpendVelocity | None:
+    """The spend-velocity alarm fed by ``charging``'s events, when ``call.fraud`` sets a limit."""
+    fraud = config.call.fraud
+    if charging is None or (fraud.line_fen_per_hour is None and fraud.group_fen_per_hour is None):
+        return None
+
+    def counted(alarm: SpendAlarm) -> None:
+        gateway.metrics.spend_alarms.labels(alarm.key.split(":", 1)[0]).inc()
+
+    # Wall-clock time: alarms are shown to operators with when they were raised.
+    velocity = SpendVelocity(fraud, clock=time.time, on_alarm=counted)
+    charging.observe(velocity.observe)
+    return velocity
 
 
 def read_status(path: str | Path, timeout: float = 2.0) -> dict[str, object]:

@@ -127,6 +127,8 @@ class TrunkBase(_Model):
     allowed_numbers: Numbers
     max_calls: int = Field(default=30, ge=1, le=100_000)
     max_cps: float = Field(default=5.0, gt=0, le=10_000)
+    # Toll-fraud guard: concurrent international calls from this trunk (none: only max_calls).
+    max_international_calls: int | None = Field(default=None, ge=0, le=100_000)
     transport: Transport = "udp"
     enabled: bool = True
 

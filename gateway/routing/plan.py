@@ -89,6 +89,7 @@ class Permissions:
     terminating: int
     barred: tuple[str, ...]
     off_net_hours: CompiledTimeCondition | None
+    high_risk_allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -206,6 +207,7 @@ class CompiledPlan:
         carrier_area: str | None,
         warnings: tuple[Problem, ...] = (),
         sources: tuple[str, ...] = (),
+        high_risk: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.numbering = analyser
         self.calendar = calendar
@@ -217,6 +219,9 @@ class CompiledPlan:
         self.warnings = warnings
         self.sources = sources
         self._emergency = analyser.emergency
+        self.high_risk = high_risk
+        """(prefix, name) of the carrier's high-risk destinations (toll-fraud guard)."""
+        self._high_risk_prefixes = tuple(prefix for prefix, _ in high_risk)
 
     # ------------------------------------------------------------------ look-ups
 
@@ -669,6 +674,15 @@ class CompiledPlan:
             prefix = next(p for p in perms.barred if analysed.national.startswith(p))
             return self._refuse(
                 403, f"{analysed.national} matches barred prefix {prefix}", trace, analysed.call_class
+            )
+        national = analysed.national
+        if national.startswith(self._high_risk_prefixes) and not (
+            perms.high_risk_allowed and national.startswith(perms.high_risk_allowed)
+        ):
+            prefix, name = next(r for r in self.high_risk if national.startswith(r[0]))
+            return self._refuse(
+                403, f"{national} is a high-risk destination ({prefix} {name}) not allowed for {caller.id}",
+                trace, analysed.call_class,
             )
         if perms.off_net_hours is not None:
             result = perms.off_net_hours.evaluate(_local_time(request.at, group.tz))
