@@ -11,6 +11,7 @@ reports down skipped; a peer trunk's destinations are its ``match`` entries with
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from gateway.call.fraud import SpendVelocity
 from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable
 from gateway.routing import (
     CallClass,
@@ -149,6 +150,8 @@ def trunk_destinations(
     return [d for d in out if is_up(d.address)]
 
 
+log = logging.getLogger(__name__)
+
 _DESTINATION_RNG = random.SystemRandom()
 """Spreads calls over same-priority carrier destinations by weight."""
 
@@ -254,6 +257,16 @@ class DialplanRouter:
         self._static_sources = {route.source for route in settings.routes}
 
     async def __call__(self, request: Request, source: Address) -> Route | Refused:
+        try:
+            return await self._route(request, source)
+        except LocationStoreError as exc:
+            # Who calls and where the callee is both live in the location store: without it
+            # nothing can be decided. A clean 503 the caller may retry (RFC 3261 §21.5.4).
+            log.warning("call from %s: location store unavailable (%s)", source.hostport(), exc)
+            return Refused(503, "Location Service Unavailable",
+                           headers=(("Retry-After", str(self._settings.retry_after)),))
+
+    async def _route(self, request: Request, source: Address) -> Route | Refused:
         calling = user_of(request.from_.uri) or ""
         called = user_of(request.uri)
         if not called:

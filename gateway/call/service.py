@@ -108,7 +108,8 @@ def limiter_for(config: GatewayConfig) -> Limiter:
     if name == "redis":
         if not config.redis.url:
             raise ValueError("call.limits_backend is redis but no redis.url / REDIS_URL is set")
-        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl)
+        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl,
+                       workers=config.node.workers)
     loop = asyncio.get_running_loop()
     return limiter("memory", clock=loop.time)
 

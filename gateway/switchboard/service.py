@@ -77,7 +77,8 @@ from gateway.media.endpoint import MediaEndpoint, MediaError, PortAllocator, Rtp
 from gateway.media.g711 import Codec
 from gateway.media.prompts import Prompt, PromptLibrary
 from gateway.media.sdp import Negotiated, SdpError, build_answer, negotiate, parse_offer, reoffer
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
+from gateway.registrar.registrar import RETRY_AFTER_STORE_FAILURE
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
 from gateway.routing import CallRequest, CompiledPlan, Decision, DialplanHolder, Origin, TargetKind
 from gateway.routing.models import MenuAction, MenuGoto
@@ -323,7 +324,15 @@ class Switchboard:
         originating: str
         trunk: str | None
         group: str | None
-        if line is not None and any(b.source == source for b in await self._contacts(calling)):
+        try:
+            registered = line is not None and any(b.source == source for b in await self._contacts(calling))
+        except LocationStoreError as exc:
+            log.warning("switchboard: location store unavailable (%s)", exc)
+            response = make_response(request, 503, "Location Service Unavailable",
+                                     to_tag=secrets.token_hex(6))
+            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
+            return response
+        if line is not None and registered:
             # The switchboard keeps calls in the group: only ``always`` lines authenticate here.
             if self._line_auth.required(line, off_net=False):
                 refusal = await self._line_auth.check(request, source, calling)
@@ -378,7 +387,7 @@ class Switchboard:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
             response = make_response(request, 503, "Switchboard Busy", to_tag=tag)
-            response.headers.add("Retry-After", "5")
+            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
             return response
         menus = self._menus[group.id]
         if mode not in menus.menus:

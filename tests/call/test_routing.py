@@ -14,7 +14,7 @@ from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
 from gateway.call.auth import LineAuth
 from gateway.call.routing import DialplanRouter, Refused, Route
 from gateway.call.settings import CallSettings
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.trunks import TrunkTable, load_trunks
 from gateway.routing import CallClass, DialplanHolder
 from gateway.sip.address import Address
@@ -131,3 +131,15 @@ async def test_emergency_passes_every_state(trunks: TrunkTable) -> None:
     await store.set(Scope.GROUP, "acme", AccountState.SUSPENDED)
     outcome = await router(trunks, store)(invite("62880001", "110"), LINE1)
     assert not (isinstance(outcome, Refused) and outcome.status == 403), outcome
+
+
+async def test_a_location_store_error_is_a_clean_503(trunks: TrunkTable) -> None:
+    holder = DialplanHolder.load([PROJECT_ROOT / "dialplans"], known_trunks=list(trunks.trunks))
+
+    async def contacts(number: str) -> list[Binding]:
+        raise LocationStoreError("redis: connection refused")
+
+    route = DialplanRouter(lambda: holder.plan, trunks, CallSettings(), contacts=contacts,
+                           clock=lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+    outcome = await route(invite("62880001", "60002"), LINE1)
+    assert outcome == Refused(503, "Location Service Unavailable", headers=(("Retry-After", "5"),))
