@@ -13,6 +13,7 @@ BENCHES = (
     ["bench.bench_options"],
     ["bench.bench_register"],
     ["bench.bench_calls"],
+    ["bench.bench_invite_auth"],
     ["bench.bench_ivr"],
 )
 
