@@ -162,6 +162,8 @@ a=fmtp:101 0-15
 
     ]]>
   </send>
+  <!-- A late copy of the first INVITE's 407 (the gateway saw our retransmission). -->
+  <recv response="407" optional="true"/>
   <recv response="100" optional="true"/>
   <recv response="200">
     <action><ereg regexp=";tag=[^;&gt;\\r\\n]*" search_in="hdr" header="To:" assign_to="totag"/></action>
