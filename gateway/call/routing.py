@@ -41,6 +41,8 @@ from gateway.sip.errors import SipParseError
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, TelUri, parse_uri
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Destination:
@@ -149,8 +151,6 @@ def trunk_destinations(
             out.append(Destination(address, user, trunk.name))
     return [d for d in out if is_up(d.address)]
 
-
-log = logging.getLogger(__name__)
 
 _DESTINATION_RNG = random.SystemRandom()
 """Spreads calls over same-priority carrier destinations by weight."""
