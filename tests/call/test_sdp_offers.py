@@ -53,11 +53,12 @@ class Caller:
         self.sock.sendto("\r\n".join(lines).encode() + body, ("127.0.0.1", self.gw.port))
         return branch
 
-    def final(self) -> Response:
+    def final(self, cseq: int) -> Response:
+        """The final response to our request ``cseq`` (a late copy of an earlier 200 skipped)."""
         while True:
             answer = parse_message(self.sock.recv(65535))
             assert isinstance(answer, Response)
-            if answer.status >= 200:
+            if answer.status >= 200 and answer.cseq.seq == cseq:
                 return answer
 
     def close(self) -> None:
@@ -69,7 +70,7 @@ def offer(gw: GatewayProcess, sdp: str) -> Response:
     caller = Caller(gw)
     try:
         branch = caller.send("INVITE", 1, sdp)
-        answer = caller.final()
+        answer = caller.final(1)
         caller.to = answer.headers.get("To") or caller.to
         caller.send("ACK", 1, branch=branch)
     finally:
@@ -107,16 +108,16 @@ def test_a_bad_reoffer_in_a_call_is_488_and_the_call_goes_on(gw: GatewayProcess,
         caller = Caller(gw)
         try:
             caller.send("INVITE", 1, GOOD)
-            answered = caller.final()
+            answered = caller.final(1)
             assert answered.status == 200, answered
             caller.to = answered.headers.get("To") or ""
             caller.send("ACK", 1)
             branch = caller.send("INVITE", 2, BAD_OFFERS["wrong family"])
-            refused = caller.final()
+            refused = caller.final(2)
             assert refused.status == 488, refused
             caller.send("ACK", 2, branch=branch)  # a non-2xx ACK: the INVITE's branch (§17.1.1.3)
             caller.send("BYE", 3)
-            assert caller.final().status == 200
+            assert caller.final(3).status == 200
         finally:
             caller.close()
         uas.wait(timeout=10)
