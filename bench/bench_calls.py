@@ -30,6 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -83,11 +84,13 @@ def sipp_uas(workdir: Path, port: int) -> subprocess.Popen[bytes]:
 
 def sipp_step(
     workdir: Path, target: str, rate: int, calls: int, *, hold_ms: int = 0, limit: int = 30000,
-    socket_per_call: bool = False,
+    socket_per_call: bool = False, caller: tuple[str, int] = (CALLER_IP, 0), service: str = "13800138000",
+    extra: tuple[str, ...] = (),
 ) -> Step:
     """Run ``calls`` calls at ``rate`` cps; cumulative stats and per-call setup delays.
     ``socket_per_call``: each call from its own UDP port (``-t un``), as many peers would be; the
-    kernel spreads them over the gateway's workers (one SIPp socket would reach only one)."""
+    kernel spreads them over the gateway's workers (one SIPp socket would reach only one).
+    ``caller``: SIPp's address and port; ``extra``: more SIPp options (e.g. -au / -ap)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = f"{rate}_{calls}_{time.monotonic_ns()}"
     stats = workdir / f"stat_{tag}.csv"
@@ -96,9 +99,9 @@ def sipp_step(
         "-sf",
         str(SIPP_DIR / "call_uac.xml"),
         "-i",
-        CALLER_IP,
+        caller[0],
         "-p",
-        "0",
+        str(caller[1]),
         "-r",
         str(rate),
         "-m",
@@ -108,7 +111,7 @@ def sipp_step(
         "-d",
         str(hold_ms),
         "-s",
-        "13800138000",
+        service,
         "-nostdin",
         "-trace_stat",
         "-stf",
@@ -124,6 +127,7 @@ def sipp_step(
         "-max_socket",
         "10000" if socket_per_call else "60000",  # -t un: below the open-files limit
         *(["-t", "un"] if socket_per_call else []),
+        *extra,
         target,
     ]
     env = {**os.environ}
@@ -168,12 +172,13 @@ def sipp_step(
 
 
 def step_rates(
-    name: str, workdir: Path, target: str, rates: list[int], duration: float, *, socket_per_call: bool = False
+    name: str, workdir: Path, target: str, rates: list[int], duration: float, *,
+    socket_per_call: bool = False, **options: Any,
 ) -> list[Step]:
     results = []
     for rate in rates:
         calls = max(200, int(rate * duration))
-        step = sipp_step(workdir, target, rate, calls, socket_per_call=socket_per_call)
+        step = sipp_step(workdir, target, rate, calls, socket_per_call=socket_per_call, **options)
         results.append(step)
         verdict = "pass" if step.passed else "FAIL"
         sys.stdout.write(

@@ -14,6 +14,7 @@ BENCHES = (
     ["bench.bench_options"],
     ["bench.bench_register"],
     ["bench.bench_calls"],
+    ["bench.bench_invite_auth"],
     ["bench.bench_ivr"],
     ["bench.bench_security"],
 )

@@ -70,6 +70,12 @@ class Metrics:
             ["resource"],
             registry=self.registry,
         )
+        self.spend_alarms = Counter(
+            "call_spend_alarms",
+            "Spend-velocity alarms raised (toll-fraud guard), by scope kind (line or group).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.limit_refusals = Counter(
             "call_limit_refusals",
             "Calls refused because a concurrent-call or calls-per-second limit was reached, by the "

@@ -102,6 +102,7 @@ async def serve(config: GatewayConfig) -> None:
     """Start the gateway, wait for SIGTERM or SIGINT, stop it."""
     from gateway.accounts.store import AccountGate  # noqa: PLC0415 - keep `gateway --help` light
     from gateway.app import Gateway  # noqa: PLC0415
+    from gateway.call.auth import LineAuth  # noqa: PLC0415
     from gateway.call.charging import ChargingObserver  # noqa: PLC0415
     from gateway.call.service import install as install_calls  # noqa: PLC0415
     from gateway.mgmt.api import start_api  # noqa: PLC0415
@@ -122,7 +123,7 @@ async def serve(config: GatewayConfig) -> None:
     guard = EdgeGuard(
         config.security, ban_store_for(config.security, config.redis.url), gateway.metrics.registry
     ) if config.security.enabled else None
-    registrar = await install_registrar(gateway, config, accounts=accounts, auth_observer=guard,
+    registrar = await install_registrar(gateway, config, accounts=accounts, observer=guard,
                                         on_authenticated=guard.authenticated if guard is not None else None)
     if guard is not None:
         guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
@@ -130,6 +131,9 @@ async def serve(config: GatewayConfig) -> None:
     tls_peers = TlsPeerPolicy(registrar.trunks)
     if tls_peers:  # peer trunks that must show a TLS client certificate (match.tls_names)
         gateway.set_certificate_check(tls_peers.check)
+    # Lines authenticate their calls with the registrar's Digest checks (407, RFC 3261 §22.3);
+    # their failures reach the same guard through the shared verifier.
+    line_auth = LineAuth(registrar.registrar.verifier)
     charging = await start_charging(config)
     # One dialplan holder for call control and the operations API (which swaps plans in it).
     dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \
@@ -139,11 +143,13 @@ async def serve(config: GatewayConfig) -> None:
     calls = await install_calls(
         gateway, config, trunks=registrar.trunks, contacts=registrar.contacts, charging=charging,
         dialplan=dialplan, observer=observer, accounts=accounts, is_up=registrar.is_up,
+        line_auth=line_auth,
     )
     gateway.set_dialog_counter(lambda: 2 * len(calls.b2bua.calls))  # each B2BUA call: two dialogs
     switchboard = (  # in front of call control: switchboard numbers are answered by its IVR
         await install_switchboard(gateway, config, b2bua=calls.b2bua, trunks=registrar.trunks,
-                                  contacts=registrar.contacts, dialplan=dialplan, charging=charging)
+                                  contacts=registrar.contacts, dialplan=dialplan, charging=charging,
+                                  line_auth=line_auth)
         if dialplan is not None and config.switchboard.enabled else None
     )
     api = None

@@ -92,9 +92,10 @@ class AccountsSettings(BaseModel):
     key_prefix: str = Field(default="accounts", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9:._-]+$")
     timeout_s: float = Field(default=0.5, gt=0, le=10)
     """Redis answer time limit per lookup: a call set-up must not hang on the store."""
-    on_store_error: Literal["allow", "refuse"] = "allow"
-    """When the store cannot answer: let calls and registrations through (logged), or answer 503.
-    Emergency calls are never refused for this."""
+    on_store_error: Literal["allow", "refuse"] = "refuse"
+    """When the store cannot answer: answer 503 (fail closed: a barred account must not call
+    during an outage; the default), or let calls and registrations through (logged). Emergency
+    calls are never refused for this."""
     policy: dict[AccountState, StatePolicy] = Field(default_factory=lambda: dict(DEFAULT_POLICY))
 
     @field_validator("store")

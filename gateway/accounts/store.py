@@ -196,7 +196,7 @@ class AccountGate:
     """
 
     def __init__(
-        self, store: AccountStore, policy: AccountPolicy | None = None, *, fail_open: bool = True
+        self, store: AccountStore, policy: AccountPolicy | None = None, *, fail_open: bool = False
     ) -> None:
         self.store = store
         self.policy = policy or AccountPolicy()

@@ -61,6 +61,8 @@ from gateway.call.policy import (
 from gateway.call.routing import Destination, Refused, Route, Router, user_of
 from gateway.call.settings import CallSettings
 from gateway.call.state import CallInput, CallState, transition
+from gateway.media.sdp import SdpError
+from gateway.media.sdp import validate as validate_sdp
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
@@ -170,6 +172,22 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _unacceptable_sdp(request: Request, to_tag: str | None = None) -> Response | None:
+    """488 for an SDP offer whose connection or media lines are not sane (an IP literal of the
+    family named, ports 0-65535, valid formats; :func:`gateway.media.sdp.validate`): it is not
+    relayed to the other leg, whose equipment would have to cope with it (RFC 3261 §21.4.26)."""
+    media = request.content_type if request.body else None
+    if media is None or media.mime != "application/sdp":
+        return None
+    try:
+        validate_sdp(request.body)
+    except SdpError as exc:
+        response = make_response(request, 488, "Not Acceptable Here", to_tag=to_tag)
+        response.headers.add("Warning", f"399 gateway {quote_string(exc.reason)}")  # RFC 3261 §20.43
+        return response
+    return None
 
 
 def _name_addr_user(name_addr: NameAddr) -> str | None:
@@ -287,6 +305,10 @@ class B2BUA:
             return response
         if not request.contacts:
             return make_response(request, 400, "Missing Contact", to_tag=_tag())  # RFC 3261 §8.1.1.8
+        unacceptable = _unacceptable_sdp(request, _tag())
+        if unacceptable is not None:
+            self.failed += 1
+            return unacceptable
         routed = self._router(request, source)
         limiter = self._limiter
         if isinstance(routed, Route | Refused) and isinstance(limiter, MemoryLimiter):
@@ -324,10 +346,13 @@ class B2BUA:
         return f"{self._uid_prefix}-{next(self._uids)}"
 
     def _refused(self, request: Request, refusal: Refused) -> Response:
-        self.failed += 1
+        if refusal.status != 407:  # a challenge is a step of a call, not its failure
+            self.failed += 1
         response = make_response(request, refusal.status, refusal.reason, to_tag=_tag())
         if refusal.reason_header is not None:
             response.headers.add("Reason", refusal.reason_header)  # RFC 3326
+        for name, value in refusal.headers:
+            response.headers.add(name, value)
         return response
 
     def _limited(self, request: Request, source: Address, route: Route, scope: Scope) -> Response:
@@ -674,6 +699,9 @@ class B2BUA:
         ):
             response = make_response(request, 491)  # RFC 3261 §14.2: an offer is already pending
             return response
+        unacceptable = _unacceptable_sdp(request)
+        if unacceptable is not None:  # the session stays as it was (RFC 3261 §14.2)
+            return unacceptable
         other = call.other(side)
         assert other.dialog is not None
         relayed = other.dialog.create_request(request.method, body=request.body)

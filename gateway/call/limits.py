@@ -20,6 +20,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,8 +169,9 @@ return 0
 class RedisLimiter(Limiter):
     """Slots shared by every worker through Redis; see the module docstring.
 
-    When Redis is unreachable a call is admitted against this process's own counters only
-    (failing open on a shared-state outage, logged), never refused for our own failure.
+    When Redis is unreachable the limits still hold, on this process's own counters: each of
+    the ``workers`` processes enforces its share of every limit (concurrent calls rounded up,
+    calls per second divided), counting the calls it already holds (logged).
     """
 
     def __init__(
@@ -179,8 +182,12 @@ class RedisLimiter(Limiter):
         slot_ttl: float = 120.0,
         prefix: str = "gw:limit:",
         clock: Callable[[], float] | None = None,
+        workers: int = 1,
     ) -> None:
         self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._workers = max(1, workers)
+        # Calls per second of this process's share while Redis is away (concurrency: _local).
+        self._outage_rate = MemoryLimiter(clock or time.monotonic)
         self._node = node
         self._ttl_ms = int(slot_ttl * 1000)
         self._slot_ttl = slot_ttl
@@ -209,7 +216,10 @@ class RedisLimiter(Limiter):
         try:
             refused = int(await self._acquire(keys=keys, args=args))
         except RedisError as exc:
-            log.warning("limits: Redis unavailable (%s); admitting on local counters", exc)
+            log.warning("limits: Redis unavailable (%s); this worker enforces its share locally", exc)
+            local = self._local_share(call, scopes)
+            if local is not None:
+                return local
             refused = 0
         if refused:
             return scopes[refused - 1]
@@ -217,6 +227,17 @@ class RedisLimiter(Limiter):
         for scope in scopes:
             self._local[scope.key] = self._local.get(scope.key, 0) + 1
         return None
+
+    def _local_share(self, call: str, scopes: Sequence[Scope]) -> Scope | None:
+        """Admission against this worker's share of each limit (Redis unreachable); the scope
+        that refused, or None."""
+        for scope in scopes:
+            if self._local.get(scope.key, 0) >= math.ceil(scope.max_calls / self._workers):
+                return scope
+        rates = [Scope(s.key, 1 << 62, s.max_cps / self._workers) for s in scopes]
+        refused = self._outage_rate.try_acquire(call, rates)
+        self._outage_rate.release(call, rates)  # only the tokens matter here
+        return None if refused is None else next(s for s in scopes if s.key == refused.key)
 
     def release(self, call: str, scopes: Sequence[Scope]) -> None:
         held = self._held.pop(call, None)

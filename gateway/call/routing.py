@@ -11,18 +11,21 @@ reports down skipped; a peer trunk's destinations are its ``match`` entries with
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.accounts.store import AccountGate, Subscriber
+from gateway.call.auth import AuthRefusal, LineAuth
 from gateway.call.charging import ChargeSpec
+from gateway.call.fraud import SpendVelocity
 from gateway.call.limits import Scope
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
 from gateway.charging.payer import payer_of
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable, may_present
 from gateway.routing import (
     CallClass,
@@ -40,6 +43,8 @@ from gateway.sip.errors import SipParseError
 from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, TelUri, parse_uri
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,11 @@ class Refused:
     status: int
     reason: str
     reason_header: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. a 407's Proxy-Authenticate challenges
+
+    @classmethod
+    def of(cls, refusal: AuthRefusal) -> Refused:
+        return cls(refusal.status, refusal.reason, headers=refusal.headers)
 
 
 Router = Callable[[Request, Address], "Route | Refused | Awaitable[Route | Refused]"]
@@ -111,6 +121,23 @@ def trunk_scopes(trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, settings: C
     group = settings.groups.get(trunk.group)
     if group is not None:
         scopes.append(Scope(f"group:{trunk.group}", group.max_calls, group.max_cps))
+    return scopes
+
+
+_UNLIMITED_CPS = 1e9  # international scopes cap concurrency only; the trunk's own scope paces
+
+
+def international_scopes(
+    trunk: RegisteringTrunk | PeerTrunk | CarrierTrunk, settings: CallSettings
+) -> list[Scope]:
+    """Slots an international call also takes (toll-fraud guard): the trunk's and its group's
+    ``max_international_calls``, when configured. A cap of 0 bars international calls."""
+    scopes = []
+    if trunk.max_international_calls is not None:
+        scopes.append(Scope(f"intl:trunk:{trunk.name}", trunk.max_international_calls, _UNLIMITED_CPS))
+    group = settings.groups.get(trunk.group)
+    if group is not None and group.max_international_calls is not None:
+        scopes.append(Scope(f"intl:group:{trunk.group}", group.max_international_calls, _UNLIMITED_CPS))
     return scopes
 
 
@@ -249,7 +276,16 @@ class DialplanRouter:
     from a trunk with a static route in ``call.routes`` take that route instead.
 
     A registered line is recognised by its From user being a line of a registering trunk and
-    the INVITE coming from the transport address (transport, IP, port) it registered from.
+    the INVITE coming from the transport address (transport, IP, port) it registered from, or
+    carrying credentials for our realm (from an address that is no static peer). Unless its
+    trunk's ``invite_auth`` is ``never``, it must then authenticate as that line
+    (:class:`gateway.call.auth.LineAuth`: 407 until it does), before the dialplan is asked
+    (``always``) or once the dialplan sends the call to a carrier trunk (``off_net``).
+
+    Toll-fraud guards: an international call also takes slots in the inbound trunk's and group's
+    ``max_international_calls`` scopes, and a line under a spend-velocity alarm that bars
+    international calls (:mod:`gateway.call.fraud`) is refused 403. High-risk destination
+    prefixes are the dialplan's (``high_risk_prefixes``).
     """
 
     def __init__(
@@ -262,8 +298,12 @@ class DialplanRouter:
         clock: Callable[[], datetime],
         is_up: Callable[[Address], bool] | None = None,
         accounts: AccountGate | None = None,
+        line_auth: LineAuth | None = None,
+        velocity: SpendVelocity | None = None,
     ) -> None:
         self._plan = plan
+        self._velocity = velocity
+        self._line_auth = line_auth or LineAuth(None)
         self._trunks = trunks
         self._settings = settings
         self._contacts = contacts
@@ -274,6 +314,16 @@ class DialplanRouter:
         self._static_sources = {route.source for route in settings.routes}
 
     async def __call__(self, request: Request, source: Address) -> Route | Refused:
+        try:
+            return await self._route(request, source)
+        except LocationStoreError as exc:
+            # Who calls and where the callee is both live in the location store: without it
+            # nothing can be decided. A clean 503 the caller may retry (RFC 3261 §21.5.4).
+            log.warning("call from %s: location store unavailable (%s)", source.hostport(), exc)
+            return Refused(503, "Location Service Unavailable",
+                           headers=(("Retry-After", str(self._settings.retry_after)),))
+
+    async def _route(self, request: Request, source: Address) -> Route | Refused:
         calling = user_of(request.from_.uri) or ""
         called = user_of(request.uri)
         if not called:
@@ -295,8 +345,17 @@ class DialplanRouter:
         inbound_name: str | None = None
         group: str | None
         trunk_name: str | None
-        if line is not None and await self._registered_from(calling, source):
+        auth_off_net = False
+        inbound: RegisteringTrunk | PeerTrunk | CarrierTrunk
+        if line is not None and await self._is_line(request, source, line, calling):
+            if self._line_auth.required(line, off_net=False):
+                refusal = await self._line_auth.check(request, source, calling)
+                if refusal is not None:
+                    return Refused.of(refusal)
+            else:
+                auth_off_net = self._line_auth.required(line, off_net=True)
             origin, group, trunk_name = Origin.MEMBER, line.group, None
+            inbound = line
             scopes += trunk_scopes(line, self._settings)
             inbound_name = line.name
         else:
@@ -308,6 +367,7 @@ class DialplanRouter:
             origin = Origin.CARRIER if isinstance(peer, CarrierTrunk) else Origin.PBX
             group = None if peer.group == "*" else peer.group
             trunk_name = peer.name
+            inbound = peer
             scopes += trunk_scopes(peer, self._settings)
             inbound_name = peer.name
         outcome = plan.decide(
@@ -315,12 +375,21 @@ class DialplanRouter:
         )
         if isinstance(outcome, Refusal):
             return Refused(outcome.status, outcome.reason)
-        inbound = self._trunks.trunks.get(inbound_name) if inbound_name else None
-        if inbound is not None and inbound.allowed_numbers:
+        if inbound.allowed_numbers:
             checked = presentation_checked(plan, inbound, outcome, calling)
             if isinstance(checked, Refused):
                 return checked
             outcome = checked
+        if outcome.call_class is CallClass.INTERNATIONAL:
+            if origin is Origin.MEMBER and self._velocity is not None and self._velocity.international_barred(
+                calling
+            ):
+                return Refused(403, "International Calls Barred (Spend Alarm)")
+            scopes += international_scopes(inbound, self._settings)
+        if auth_off_net and any(t.kind is TargetKind.CARRIER_TRUNK for t in outcome.targets):
+            refusal = await self._line_auth.check(request, source, calling)
+            if refusal is not None:
+                return Refused.of(refusal)
         if self._accounts is not None:
             barred = await self._check_accounts(outcome, origin)
             if barred is not None:
@@ -405,6 +474,18 @@ class DialplanRouter:
         if refusal is None:
             return None
         return Refused(refusal.status, refusal.reason, refusal.reason_header())
+
+    async def _is_line(self, request: Request, source: Address, line: RegisteringTrunk, number: str) -> bool:
+        """Does ``request`` claim to come from the line ``number``: from the address the line
+        registered from, or (when the line authenticates) with our credentials from an address
+        that is no static peer (a device whose NAT mapping changed)?"""
+        if await self._registered_from(number, source):
+            return True
+        return (
+            line.invite_auth != "never"
+            and self._line_auth.has_credentials(request)
+            and self._trunks.identify(source, number) is None
+        )
 
     async def _registered_from(self, number: str, source: Address) -> bool:
         bindings = await self._contacts(number)

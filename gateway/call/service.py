@@ -20,14 +20,17 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.accounts.store import AccountGate
+from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallObserver
 from gateway.call.charging import ChargingObserver
+from gateway.call.fraud import SpendAlarm, SpendVelocity
 from gateway.call.limits import Limiter, limiter
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
 from gateway.charging.service import ChargingService, wall_clock
@@ -51,6 +54,8 @@ class CallService:
     config: GatewayConfig
     status_path: Path | None = None
     accounts: AccountGate | None = None
+    velocity: SpendVelocity | None = None
+    """The spend-velocity alarm, when ``call.fraud`` sets a limit and charging runs."""
     _server: asyncio.AbstractServer | None = None
 
     def status(self) -> dict[str, object]:
@@ -104,7 +109,8 @@ def limiter_for(config: GatewayConfig) -> Limiter:
     if name == "redis":
         if not config.redis.url:
             raise ValueError("call.limits_backend is redis but no redis.url / REDIS_URL is set")
-        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl)
+        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl,
+                       workers=config.node.workers)
     loop = asyncio.get_running_loop()
     return limiter("memory", clock=loop.time)
 
@@ -121,6 +127,7 @@ async def install(
     charging: ChargingService | None = None,
     accounts: AccountGate | None = None,
     is_up: Callable[[Address], bool] | None = None,
+    line_auth: LineAuth | None = None,
 ) -> CallService:
     """Build call control from ``config`` and serve INVITE / BYE / UPDATE / INFO on ``gateway``.
 
@@ -132,9 +139,12 @@ async def install(
     each call the dialplan classified then yields exactly one stop event (:mod:`.charging`);
     ``observer`` replaces that. ``accounts``: the account-state gate shared with the registrar
     (by default one from ``config.accounts``). ``is_up``: OPTIONS qualify state of destinations.
+    ``line_auth``: proxy authentication of registered lines (:mod:`gateway.call.auth`); without
+    it a line whose trunk requires authentication cannot call (fail closed).
     """
     settings = config.call
     limits = limiter_for(config)
+    velocity = spend_velocity(gateway, config, charging)
     if router is None:
         if (dialplan is not None or config.dialplans) and contacts is not None:
             holder = dialplan or DialplanHolder.load(config.dialplans, known_trunks=list(trunks.trunks))
@@ -142,7 +152,7 @@ async def install(
             router = DialplanRouter(
                 lambda: holder.plan, trunks, settings, contacts=contacts,
                 clock=_fixed_clock(settings.fixed_time) if settings.fixed_time else wall_clock,
-                accounts=accounts, is_up=is_up,
+                accounts=accounts, is_up=is_up, line_auth=line_auth, velocity=velocity,
             )
         else:
             router = StaticRouter(trunks, settings, is_up)
@@ -157,10 +167,27 @@ async def install(
             if settings.status_socket.is_absolute()
             else config.state_dir / settings.status_socket
         )
-    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts)
+    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts, velocity=velocity)
     await service.open_status()
     log.info("call control: %d static routes, %s limits", len(settings.routes), limits.name)
     return service
+
+
+def spend_velocity(
+    gateway: Gateway, config: GatewayConfig, charging: ChargingService | None
+) -> SpendVelocity | None:
+    """The spend-velocity alarm fed by ``charging``'s events, when ``call.fraud`` sets a limit."""
+    fraud = config.call.fraud
+    if charging is None or (fraud.line_fen_per_hour is None and fraud.group_fen_per_hour is None):
+        return None
+
+    def counted(alarm: SpendAlarm) -> None:
+        gateway.metrics.spend_alarms.labels(alarm.key.split(":", 1)[0]).inc()
+
+    # Wall-clock time: alarms are shown to operators with when they were raised.
+    velocity = SpendVelocity(fraud, clock=time.time, on_alarm=counted)
+    charging.observe(velocity.observe)
+    return velocity
 
 
 def read_status(path: str | Path, timeout: float = 2.0) -> dict[str, object]:

@@ -36,6 +36,19 @@ class GroupLimit(_Section):
 
     max_calls: int = Field(ge=1, le=1_000_000)
     max_cps: float = Field(gt=0, le=100_000)
+    # Toll-fraud guard: concurrent international calls of the group's trunks together.
+    max_international_calls: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+class FraudSettings(_Section):
+    """Spend-velocity alarm (:mod:`gateway.call.fraud`): rated fen within ``window`` seconds per
+    line and per group; none: not watched. ``bar_international``: a line's alarm also bars its
+    international calls until an operator clears it."""
+
+    window: float = Field(default=3600.0, ge=60, le=7 * 86_400)
+    line_fen_per_hour: int | None = Field(default=None, ge=1)
+    group_fen_per_hour: int | None = Field(default=None, ge=1)
+    bar_international: bool = False
 
 
 class CallSettings(_Section):
@@ -76,6 +89,7 @@ class CallSettings(_Section):
     )
     trunks: dict[str, TrunkCallPolicy] = Field(default_factory=dict)
     groups: dict[str, GroupLimit] = Field(default_factory=dict)
+    fraud: FraudSettings = FraudSettings()
     routes: list[StaticRoute] = Field(default_factory=list)
     # UNIX socket answering a JSON status snapshot (relative to state_dir); null: none.
     status_socket: Path | None = Path("call-status.sock")

@@ -59,6 +59,12 @@ class ChargingService:
         self.clock = clock
         self._calls: dict[str, ChargedCall] = {}
         self._closing = False
+        self._observers: list[Callable[[ChargingEvent], None]] = []
+
+    def observe(self, observer: Callable[[ChargingEvent], None]) -> None:
+        """Also hand every event, as it is recorded, to ``observer`` (e.g. the spend-velocity
+        alarm); it must not raise or block."""
+        self._observers.append(observer)
 
     @classmethod
     def from_settings(
@@ -91,6 +97,8 @@ class ChargingService:
 
     def submit(self, event: ChargingEvent) -> None:
         self.sink.submit(event)
+        for observer in self._observers:
+            observer(event)
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)

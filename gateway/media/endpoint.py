@@ -167,10 +167,13 @@ class Pacer:
                 self.stats.record(now - due)
                 packets = min(owed, 1 + MAX_CATCH_UP)
                 for session in list(sessions):
-                    for _ in range(packets):
-                        session.send_next()
-                    for _ in range(owed - packets):
-                        session.sender.skip()
+                    try:
+                        for _ in range(packets):
+                            session.send_next()
+                        for _ in range(owed - packets):
+                            session.sender.skip()
+                    except Exception:  # one leg's bug must not stop every other leg's audio
+                        log.exception("RTP session on port %s failed; the pacer goes on", session.port)
                 self.stats.packets += packets * len(sessions)
                 self.last_packet.record(self._loop.time() - due)
         self._tick = max(self._tick + 1, int((now - self._t0) / step) - self.SLOTS + 1)
@@ -211,6 +214,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.last_received: float | None = None
         self.received = 0
         self.sent = 0
+        self.send_errors = 0
 
     # -- asyncio protocol ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -282,7 +286,15 @@ class RtpSession(asyncio.DatagramProtocol):
             payload = self._silence
         transport = self._transport
         if transport is not None and self.remote[1]:  # port 0: no answer yet (late offer)
-            transport.sendto(self.sender.packet(self.codec.payload_type, payload), self.remote)
+            try:
+                transport.sendto(self.sender.packet(self.codec.payload_type, payload), self.remote)
+            except (OSError, ValueError, TypeError) as exc:
+                # One leg's bad destination (unreachable, wrong family) costs that packet, never
+                # the pacer that serves every other leg.
+                self.send_errors += 1
+                if self.send_errors == 1:
+                    log.warning("RTP to %s:%s failed: %s", self.remote[0], self.remote[1], exc)
+                return
             self.sent += 1
 
     def _prompt_finished(self) -> None:

@@ -8,6 +8,7 @@ on a dialog where we already sent SDP (§8: same origin, version + 1).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from gateway.media.g711 import Codec
@@ -42,12 +43,81 @@ class Negotiated:
     remote_port: int
 
 
-def parse_offer(body: bytes) -> AudioOffer:
-    """The first audio stream of an SDP body."""
+_ADDRESS_TYPES: dict[str, type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]] = {
+    "IP4": ipaddress.IPv4Address, "IP6": ipaddress.IPv6Address,
+}
+_TOKEN = frozenset("!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+def _connection_address(value: str) -> str:
+    """The address of a ``c=`` value (RFC 4566 §5.7), which must be an IP literal of the
+    family it names: the media goes to it, and a host name would make us resolve names chosen
+    by whoever sent the offer."""
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in _ADDRESS_TYPES:
+        raise SdpError(f"bad connection line c={value[:64]}")
+    address = parts[2]
+    if parts[1] == "IP4":
+        address = address.split("/", 1)[0]  # multicast TTL (/ttl[/count])
+    try:
+        _ADDRESS_TYPES[parts[1]](address)
+    except ValueError:
+        raise SdpError(f"connection address {address[:64]!r} is not an {parts[1]} literal") from None
+    return address
+
+
+def _check_media(value: str) -> None:
+    """An ``m=`` line (RFC 4566 §5.14): a token media, a port 0-65535 (0: a disabled stream,
+    RFC 3264 §8.2) with an optional count, a transport, at least one format; RTP formats are
+    payload types 0-127 (RFC 3551 §6)."""
+    parts = value.split()
+    if len(parts) < 4 or not set(parts[0]) <= _TOKEN or not set(parts[2]) <= _TOKEN | {"/"}:
+        raise SdpError(f"bad media line m={value[:64]}")
+    port_text, _, count = parts[1].partition("/")
+    if not port_text.isdigit() or int(port_text) > 65535 or (count and not (count.isdigit() and int(count))):
+        raise SdpError(f"bad media port {parts[1][:16]!r}")
+    rtp = "RTP/" in parts[2].upper()
+    for fmt in parts[3:]:
+        if rtp and not (fmt.isdigit() and int(fmt) <= 127):
+            raise SdpError(f"bad RTP payload type {fmt[:16]!r}")
+        if not set(fmt) <= _TOKEN:
+            raise SdpError(f"bad media format {fmt[:16]!r}")
+
+
+def validate(body: bytes) -> None:
+    """Raise :class:`SdpError` (488) unless every connection and media line of ``body`` is
+    sane: ``c=`` an IP literal of its family, ``m=`` a port 0-65535 and valid formats, every
+    stream with a connection address (session or media level, RFC 4566 §5.7)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise SdpError("SDP is not UTF-8", 400) from None
+        raise SdpError("SDP is not UTF-8") from None
+    session_connection = False
+    streams: list[bool] = []  # per m= line: has its own connection
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) < 2 or line[1] != "=":
+            continue
+        kind, value = line[0], line[2:]
+        if kind == "m":
+            _check_media(value)
+            streams.append(False)
+        elif kind == "c":
+            _connection_address(value)
+            if streams:
+                streams[-1] = True
+            else:
+                session_connection = True
+    if not streams:
+        raise SdpError("no media line")
+    if not session_connection and not all(streams):
+        raise SdpError("a media stream has no connection address")
+
+
+def parse_offer(body: bytes) -> AudioOffer:
+    """The first audio stream of an SDP body (validated first: :func:`validate`)."""
+    validate(body)
+    text = body.decode("utf-8")
     session_address: str | None = None
     media_address: str | None = None
     in_audio = False
@@ -70,11 +140,8 @@ def parse_offer(body: bytes) -> AudioOffer:
             in_audio = len(parts) >= 4 and parts[0] == "audio" and parts[2].upper().startswith("RTP/")
             if in_audio:
                 seen_audio = True
-                try:
-                    port = int(parts[1].split("/")[0])
-                    pts = tuple(int(p) for p in parts[3:])
-                except ValueError:
-                    raise SdpError("malformed m= line", 400) from None
+                port = int(parts[1].split("/")[0])  # validated: digits, payload types 0-127
+                pts = tuple(int(p) for p in parts[3:])
         elif kind == "c":
             parts = value.split()
             if len(parts) >= 3 and parts[0] == "IN":
@@ -96,8 +163,8 @@ def parse_offer(body: bytes) -> AudioOffer:
     if not seen_audio:
         raise SdpError("no audio stream offered")
     connection = media_address or session_address
-    if connection is None:
-        raise SdpError("no connection address", 400)
+    if connection is None:  # validate() saw a connection for every stream
+        raise SdpError("no connection address")
     return AudioOffer(connection, port, pts, rtpmap, direction, ptime)
 
 

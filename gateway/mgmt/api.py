@@ -78,6 +78,7 @@ from gateway.sip.address import Address
 if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.call.b2bua import Call
+    from gateway.call.fraud import SpendVelocity
     from gateway.call.service import CallService
     from gateway.charging.service import ChargingService
     from gateway.registrar.service import RegistrarService
@@ -912,6 +913,31 @@ async def lift_ban(request: web.Request) -> web.Response:
 
 
 # -- charging, stats, audit ----------------------------------------------------------------------
+# -- toll-fraud guard: spend-velocity alarms ------------------------------------------------------
+def _spend_alarms(request: web.Request) -> SpendVelocity:
+    calls = services(request).calls
+    if calls is None or calls.velocity is None:
+        raise ApiError(404, "not_found", "no spend-velocity alarm is configured (call.fraud)")
+    return calls.velocity
+
+
+@requires(Role.READ)
+async def list_spend_alarms(request: web.Request) -> web.Response:
+    alarms = _spend_alarms(request).alarms()
+    return web.json_response({"alarms": [dataclasses.asdict(a) for a in alarms]})
+
+
+@requires(Role.ADMIN)
+async def clear_spend_alarm(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    velocity = _spend_alarms(request)
+    before = next((dataclasses.asdict(a) for a in velocity.alarms() if a.key in (key, f"line:{key}")), None)
+    if not velocity.clear(key):
+        raise ApiError(404, "not_found", f"no spend alarm for {key!r}")
+    await audit(request, "spend_alarm.clear", key, before, None)
+    return web.json_response({"key": key, "cleared": True})
+
+
 @requires(Role.READ)
 async def charging_status(request: web.Request) -> web.Response:
     svc = services(request)
@@ -1083,6 +1109,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/api/accounts/{scope}/{key}", set_account),
     ("GET", "/api/charging", charging_status),
     ("GET", "/api/billing/statement", billing_statement_view),
+    ("GET", "/api/fraud/alarms", list_spend_alarms),
+    ("DELETE", "/api/fraud/alarms/{key}", clear_spend_alarm),
     ("GET", "/api/stats", stats),
     ("GET", "/api/audit", audit_trail),
     ("GET", "/api/sites", list_sites),

@@ -339,6 +339,21 @@ def cmd_account(args: argparse.Namespace) -> Request:
     )
 
 
+def cmd_fraud(args: argparse.Namespace) -> Request:
+    if args.action == "alarms":
+        return (
+            "GET",
+            "/api/fraud/alarms",
+            None,
+            lambda r: _table(
+                [[a["key"], a["fen"], a["limit"], "yes" if a["bars_international"] else "no"]
+                 for a in r["alarms"]],
+                ["alarm", "fen", "limit", "international barred"],
+            ),
+        )
+    return "DELETE", f"/api/fraud/alarms/{_q(args.key)}", None, lambda r: f"{r['key']}: cleared"
+
+
 def cmd_charging(args: argparse.Namespace) -> Request:
     return "GET", "/api/charging", None, lambda r: "\n".join(f"{k}: {v}" for k, v in r.items())
 
@@ -450,6 +465,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                 "state", choices=["normal", "arrears", "suspended", "pre_cancelled", "cancelled"]
             )
         sub.set_defaults(build=cmd_account)
+    fraud = commands.add_parser("fraud", help="spend-velocity alarms: list, clear")
+    fraud_actions = fraud.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fraud_actions.add_parser("alarms").set_defaults(build=cmd_fraud)
+    clear = fraud_actions.add_parser("clear")
+    clear.add_argument("key", help="line:NUMBER, group:ID or a line number")
+    clear.set_defaults(build=cmd_fraud)
     commands.add_parser("charging", help="charging sink health and backlog").set_defaults(build=cmd_charging)
     commands.add_parser("stats", help="registrations, calls, CPS, lag").set_defaults(build=cmd_stats)
     register_ctl(commands)  # gateway ctl edge push|cmd: signed MQTT, not this API

@@ -130,6 +130,10 @@ SCHEMAS: dict[str, Schema] = {
     }),
     "Account": obj({"scope": {"enum": ["number", "group"]}, "key": STR, "state": ref("AccountState")}),
     "AccountSet": obj({"state": ref("AccountState")}, extra=False),
+    "SpendAlarms": obj({"alarms": array(obj({
+        "key": STR, "fen": INT, "limit": INT, "raised_at": {"type": "number"}, "bars_international": BOOL,
+    }))}),
+    "SpendAlarmCleared": obj({"key": STR, "cleared": BOOL}),
     "AccountChanged": obj({"scope": STR, "key": STR, "state": ref("AccountState"),
                            "previous": ref("AccountState")}),
     "Charging": obj({
@@ -306,6 +310,13 @@ PATHS: dict[str, dict[str, Any]] = {
                   params=[path_param("scope", "number or group"), path_param("key", "the number or group")],
                   extra={**NOT_FOUND, **INVALID, **UNAVAILABLE}),
     },
+    "/api/fraud/alarms": {"get": op(
+        "Spend-velocity alarms (toll-fraud guard): line:NUMBER or group:ID over its fen per hour",
+        "SpendAlarms", tag="fraud", extra=NOT_FOUND)},
+    "/api/fraud/alarms/{key}": {"delete": op(
+        "Clear an alarm (lifts the line's international bar; its window starts again)", "SpendAlarmCleared",
+        role="admin", tag="fraud", params=[path_param("key", "line:NUMBER, group:ID or a bare line number")],
+        extra=NOT_FOUND)},
     "/api/charging": {"get": op("Charging: sink health, backlog, spool depth, events per second",
                                 "Charging")},
     "/api/billing/statement": {"get": op(

@@ -9,8 +9,11 @@ order of RFC 3261 §10.3:
 3. Authentication (§22, RFC 7616): no credentials for our realm → 401 with one challenge per
    configured algorithm (RFC 8760 §2.4, preferred first). A wrong password and an unknown user
    get the same fresh 401 (no enumeration) and count as a failure of the source host
-   (:class:`AuthFailures`). A correct digest on an expired or foreign nonce, or a replayed
-   nonce count, gets 401 ``stale=true`` so the device retries without asking for a password.
+   (:class:`gateway.registrar.digest.AuthFailures`, and the
+   :class:`~gateway.security.auth_events.AuthFailureObserver`: a locked user gets the same
+   401). A correct digest on an expired or foreign nonce, or a replayed nonce count, gets
+   401 ``stale=true`` so the device retries without asking for a password. Nonce counts are
+   kept in memory or, shared by every worker, in Redis (:mod:`gateway.registrar.digest`).
    ``qop=auth`` is required: without it there is no nonce count, hence no replay protection.
 4. Authorisation (step 6 of §10.3): the authenticated credential must own the To number,
    else 403. A To URI that is not sip/sips is 400 (RFC 4475 §3.3.8 "unksm2") — checked first.
@@ -33,15 +36,19 @@ bindings are shared between gateway processes and kept across restarts; tests pa
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import hmac
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from gateway.accounts.store import AccountGate, Subscriber
+from gateway.registrar.digest import (
+    AS_REGISTRAR,
+    DigestVerifier,
+    NonceCounts,
+    NonceStoreError,
+    Verdict,
+)
 from gateway.registrar.location import (
     Binding,
     ContactChange,
@@ -52,19 +59,9 @@ from gateway.registrar.location import (
 )
 from gateway.registrar.settings import RegistrarConfig
 from gateway.registrar.trunks import Credential, TrunkTable
-from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
+from gateway.security.auth_events import AuthFailureObserver
 from gateway.sip.address import Address
-from gateway.sip.auth import (
-    Algorithm,
-    Challenge,
-    Credentials,
-    DigestError,
-    NonceCountTracker,
-    NonceIssuer,
-    NonceState,
-    compute_ha1,
-    compute_response,
-)
+from gateway.sip.auth import Algorithm, DigestError
 from gateway.sip.errors import SipParseError
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Request, Response, make_response
@@ -73,49 +70,7 @@ from gateway.sip.uri import SipUri, parse_uri
 log = logging.getLogger(__name__)
 
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()  # we implement none of path / outbound / gruu
-_NONCE_SLOT = "NONCE-SLOT-8c1f"
 RETRY_AFTER_STORE_FAILURE = 5  # seconds, on a 500 when the location store is unreachable
-_LOGGED_FAILURE_COUNTS = frozenset({1, 10, 100, 1000, 10_000, 100_000})
-
-
-class AuthFailures:
-    """Failed authentication attempts per source host, over a sliding ``window`` (seconds).
-
-    The hook the security work builds on (blocking, alarms): ``record`` on each failure,
-    ``count`` for a host now, ``top`` for the operations API. Bounded: at most ``capacity``
-    hosts are tracked, the least recently failing forgotten first.
-    """
-
-    def __init__(self, window: float = 300.0, capacity: int = 10_000) -> None:
-        self._window = window
-        self._capacity = capacity
-        self._hosts: OrderedDict[str, list[float]] = OrderedDict()
-        self.total = 0
-
-    def record(self, host: str, now: float) -> int:
-        """Count a failure of ``host``; returns its failures within the window."""
-        self.total += 1
-        times = [t for t in self._hosts.pop(host, []) if now - t < self._window]
-        times.append(now)
-        self._hosts[host] = times[-1000:]
-        while len(self._hosts) > self._capacity:
-            self._hosts.popitem(last=False)
-        return len(times)
-
-    def count(self, host: str, now: float) -> int:
-        return sum(1 for t in self._hosts.get(host, ()) if now - t < self._window)
-
-    def top(self, now: float, n: int = 20) -> list[tuple[str, int]]:
-        counts = ((h, sum(1 for t in ts if now - t < self._window)) for h, ts in self._hosts.items())
-        return sorted((c for c in counts if c[1]), key=lambda c: -c[1])[:n]
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """Result of checking credentials: the credential on success, or how to challenge."""
-
-    credential: Credential | None
-    stale: bool = False
 
 
 def binding_key(uri: SipUri, instance: str | None, reg_id: int | None) -> str:
@@ -144,37 +99,32 @@ class Registrar:
         *,
         clock: Callable[[], float] = time.time,
         accounts: AccountGate | None = None,
-        auth_observer: AuthFailureObserver | None = None,
+        counts: NonceCounts | None = None,
+        observer: AuthFailureObserver | None = None,
         on_authenticated: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
         self.on_authenticated = on_authenticated
         """Told of each source host that proved a password (the edge guard raises its budget)."""
-        self.auth_observer: AuthFailureObserver = auth_observer or NoAuthFailureObserver()
-        """Told of every failed digest check; a user it reports locked fails like a wrong password."""
-        self.trunks = trunks
         self.store = store
         self.clock = clock
         self.accounts = accounts
         """Account states: a pre-cancelled or cancelled number may not register (403)."""
-        self.nonces = NonceIssuer(nonce_key, config.nonce_lifetime)
-        self.replays = NonceCountTracker(config.nonce_lifetime)
-        self.failures = AuthFailures()
-        self.algorithms = tuple(Algorithm.parse(a) for a in config.algorithms)
-        # Unknown users are checked against a fake HA1 so they cost the same as known ones.
-        self._decoy_key = hmac.new(nonce_key, b"decoy", hashlib.sha256).digest()
-        self._ha1_cache: dict[tuple[str, str, Algorithm], str] = {}
+        self.verifier = DigestVerifier(
+            config.realm, [Algorithm.parse(a) for a in config.algorithms], trunks, nonce_key,
+            nonce_lifetime=config.nonce_lifetime, counts=counts, observer=observer,
+        )
+        self.nonces = self.verifier.nonces
+        self.failures = self.verifier.failures
         self._date: tuple[int, str] = (-1, "")
-        # Challenges rendered once around a placeholder nonce (our nonces need no quoting):
-        # the 401 is half of all REGISTER traffic.
-        self._templates: dict[bool, list[tuple[str, str]]] = {}
-        for stale in (False, True):
-            self._templates[stale] = []
-            for algorithm in self.algorithms:
-                challenge = Challenge(realm=config.realm, nonce=_NONCE_SLOT, algorithm=algorithm, stale=stale)
-                text = challenge.render()
-                before, _, after = text.partition(_NONCE_SLOT)
-                self._templates[stale].append((before, after))
+
+    @property
+    def trunks(self) -> TrunkTable:
+        return self.verifier.trunks
+
+    @trunks.setter
+    def trunks(self, table: TrunkTable) -> None:
+        self.verifier.trunks = table
 
     def handle(self, request: Request, source: Address) -> Response | Awaitable[Response]:
         """Answer a REGISTER. Challenges and refusals are answered at once (no task: half of all
@@ -188,9 +138,29 @@ class Registrar:
             return make_response(request, exc.status, str(exc))
         if isinstance(result, Response):
             return result
-        return self._commit(request, result, now)
+        update, verdict = result
+        if verdict.pending is not None:
+            return self._settle(request, update, verdict, now)
+        return self._commit(request, update, now)
 
-    def _check(self, request: Request, source: Address, now: float) -> RegisterUpdate | Response:
+    async def _settle(
+        self, request: Request, update: RegisterUpdate, verdict: Verdict, now: float
+    ) -> Response:
+        """Record the nonce count in the shared store (Redis) before the binding counts."""
+        try:
+            settled = await self.verifier.settle(verdict, update.source, now, AS_REGISTRAR)
+        except NonceStoreError:
+            log.exception("nonce-count store failed on REGISTER %s", update.aor)
+            response = make_response(request, 500, "Authentication Service Unavailable")
+            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
+            return response
+        if settled.credential is None:
+            return self._challenge(request, now, stale=settled.stale)
+        return await self._commit(request, update, now)
+
+    def _check(
+        self, request: Request, source: Address, now: float
+    ) -> tuple[RegisterUpdate, Verdict] | Response:
         """Steps 2-7 up to the store: the update to apply, or the response that ends it here."""
         unsupported = [opt for opt in request.require if opt.lower() not in SUPPORTED_OPTIONS]
         if unsupported:
@@ -201,17 +171,20 @@ class Registrar:
         if not isinstance(to_uri, SipUri):
             return make_response(request, 400, "To is not a sip or sips URI")
         aor = to_uri.user
-        outcome = self._authenticate(request, source, now)
-        if outcome.credential is None:
-            return self._challenge(request, now, stale=outcome.stale)
-        credential = outcome.credential
+        verdict = self.verifier.verify(request, request.authorization, source, now, AS_REGISTRAR)
+        if verdict.credential is None:
+            return self._challenge(request, now, stale=verdict.stale)
+        credential = verdict.credential
         if aor is None or aor not in credential.numbers:
             log.info("REGISTER %s from %s: credential %s does not own it", aor, source.hostport(),
                      credential.username)
             return make_response(request, 403, "Forbidden")
-        return self._update(request, aor, source, credential)
+        update = self._update(request, aor, source, credential)
+        return update if isinstance(update, Response) else (update, verdict)
 
     async def _commit(self, request: Request, update: RegisterUpdate, now: float) -> Response:
+        if self.on_authenticated is not None:  # the password and its nonce count were accepted
+            self.on_authenticated(update.source.host, now)
         adds = any(change.expires > 0 for change in update.changes)
         if self.accounts is not None and adds:  # removing a binding is always allowed
             trunk = self.trunks.trunks.get(update.trunk) if update.trunk is not None else None
@@ -236,75 +209,14 @@ class Registrar:
         return self._ok(request, bindings, now)
 
     # -- authentication ---------------------------------------------------------------------------
-    def _authenticate(self, request: Request, source: Address, now: float) -> _Outcome:
-        creds = None
-        for header in request.authorization:
-            # Credentials for another realm or scheme are someone else's (RFC 3261 §22.4).
-            if header.is_digest and header.realm == self.config.realm:
-                try:
-                    creds = Credentials.parse(header)
-                except DigestError as exc:
-                    if exc.status != 401:
-                        raise  # malformed: 400
-                    # An algorithm we do not know: answered like a wrong password, with a challenge.
-                    self.auth_observer.auth_failed(source.host, "", now)
-                    self.failures.record(source.host, now)
-                    return _Outcome(None)
-                break
-        if creds is None:
-            return _Outcome(None)
-        credential = self.trunks.credential(creds.username)
-        if credential is not None:
-            ha1 = self._ha1(credential, creds.algorithm)
-        else:
-            ha1 = hmac.new(self._decoy_key, creds.username.encode(), hashlib.sha256).hexdigest()
-        # Only what we offered counts: an algorithm not offered, or no qop=auth (no nonce count,
-        # so no replay protection), is refused like a wrong password.
-        offered = creds.algorithm in self.algorithms and creds.qop == "auth"
-        expected = compute_response(
-            creds.algorithm, ha1, nonce=creds.nonce, method=request.method, uri=creds.uri,
-            qop="auth", nc=creds.nc or "00000000", cnonce=creds.cnonce or "",
-        )
-        if not (offered and hmac.compare_digest(expected, creds.response.lower())) or credential is None:
-            self.auth_observer.auth_failed(source.host, creds.username, now)
-            failures = self.failures.record(source.host, now)
-            if failures in _LOGGED_FAILURE_COUNTS:  # a password-guessing run must not flood the log
-                log.warning("REGISTER auth failed for %r from %s (%d failures from that host lately)",
-                            creds.username, source.hostport(), failures)
-            return _Outcome(None)
-        if self.auth_observer.user_locked(creds.username, now):
-            # Locked after a guessing run: the same 401 as a wrong password, so no oracle.
-            self.auth_observer.auth_failed(source.host, creds.username, now)
-            return _Outcome(None)
-        # The password is right: anything wrong with the nonce is staleness (RFC 7616 §3.3).
-        state, issued = self.nonces.verify(creds.nonce, now, self.config.realm)
-        if state is not NonceState.VALID or issued is None:
-            return _Outcome(None, stale=True)
-        if not self.replays.accept(creds.nonce, creds.nc_value, issued, now):
-            log.info("REGISTER nonce count replay for %r from %s", creds.username, source.hostport())
-            return _Outcome(None, stale=True)
-        if self.on_authenticated is not None:
-            self.on_authenticated(source.host, now)
-        return _Outcome(credential)
-
     def clear_credential_cache(self) -> None:
         """Forget precomputed HA1 values (after the trunk file changed)."""
-        self._ha1_cache.clear()
-
-    def _ha1(self, credential: Credential, algorithm: Algorithm) -> str:
-        key = (credential.username, credential.password, algorithm.base)
-        ha1 = self._ha1_cache.get(key)
-        if ha1 is None:
-            ha1 = self._ha1_cache[key] = compute_ha1(
-                algorithm, credential.username, self.config.realm, credential.password
-            )
-        return ha1
+        self.verifier.clear_cache()
 
     def _challenge(self, request: Request, now: float, *, stale: bool) -> Response:
         response = make_response(request, 401, "Unauthorized")
-        nonce = self.nonces.issue(now, self.config.realm)
-        for before, after in self._templates[stale]:
-            response.headers.add("WWW-Authenticate", before + nonce + after)
+        for value in self.verifier.challenges(now, stale=stale):
+            response.headers.add("WWW-Authenticate", value)
         return response
 
     # -- contacts -----------------------------------------------------------------------------------

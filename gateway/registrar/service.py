@@ -7,7 +7,9 @@ set, else ``memory``), agrees on the nonce key and serves REGISTER. The returned
 limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
 registering PBX included), :meth:`RegistrarService.destinations` (a carrier's destinations in
 priority / weight order, those qualified down skipped), ``qualifier.snapshot()`` (up/down of
-trunk destinations) and ``registrar.failures`` (failed authentications per source).
+trunk destinations), ``registrar.failures`` (failed authentications per source) and
+``registrar.verifier`` (Digest checks, shared with call control's proxy authentication;
+nonce counts in memory or Redis).
 ``await service.close()`` after the gateway has stopped.
 
 When the gateway originates requests (its UAC side, adapted by :class:`GatewaySender`),
@@ -36,6 +38,7 @@ from redis.exceptions import RedisError
 
 from gateway.accounts.store import AccountGate
 from gateway.config import GatewayConfig
+from gateway.registrar.digest import NonceCounts, nonce_counts
 from gateway.registrar.location import Binding, LocationStore, LocationStoreError, location_store
 from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
 from gateway.registrar.qualify import Qualifier
@@ -156,6 +159,7 @@ class RegistrarService:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
         await self.store.close()
+        await self.registrar.verifier.counts.close()
 
 
 def store_for(config: GatewayConfig) -> LocationStore:
@@ -166,6 +170,12 @@ def store_for(config: GatewayConfig) -> LocationStore:
             raise ValueError("registrar.location_store is redis but no redis.url / REDIS_URL is set")
         return location_store("redis", url=config.redis.url)
     return location_store(name)
+
+
+def counts_for(config: GatewayConfig) -> NonceCounts:
+    """The nonce-count store the config names (``registrar.nonce_count_store``)."""
+    name = config.registrar.nonce_count_store or ("redis" if config.redis.url else "memory")
+    return nonce_counts(name, lifetime=config.registrar.nonce_lifetime, url=config.redis.url)
 
 
 async def nonce_key(config: GatewayConfig) -> bytes:
@@ -192,10 +202,12 @@ async def install(
     *,
     clock: Callable[[], float] = time.time,
     accounts: AccountGate | None = None,
-    auth_observer: AuthFailureObserver | None = None,
+    observer: AuthFailureObserver | None = None,
     on_authenticated: Callable[[str, float], None] | None = None,
 ) -> RegistrarService:
-    """Build the registrar from ``config`` and serve REGISTER on ``gateway``.
+    """Build the registrar from ``config`` and serve REGISTER on ``gateway``. ``observer`` is
+    told of every failed authentication (REGISTER and the proxy authentication of call control,
+    which shares ``service.registrar.verifier``) and says which users are locked.
 
     Raises DataFileError for an invalid trunk file (every problem located).
     """
@@ -204,7 +216,7 @@ async def install(
     store = store_for(config)
     registrar = Registrar(
         config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts,
-        auth_observer=auth_observer, on_authenticated=on_authenticated,
+        counts=counts_for(config), observer=observer, on_authenticated=on_authenticated,
     )
     gateway.add_request_handler("REGISTER", registrar.handle)
     log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),

@@ -46,6 +46,10 @@ class RegistrarConfig(BaseModel):
     default_expires: int = Field(default=3600, ge=1, le=86_400)
     max_contacts: int = Field(default=10, ge=1, le=1000)  # per address-of-record
     location_store: Literal["memory", "redis"] | None = None  # None: redis if redis.url, else memory
+    # Digest nonce counts seen (replay protection, RFC 7616 §3.4); None: redis if redis.url, else
+    # memory. In Redis every worker sees every count, so a captured request cannot be replayed
+    # through another worker; a Redis error then refuses the request (fail closed).
+    nonce_count_store: Literal["memory", "redis"] | None = None
     qualify: QualifyConfig = QualifyConfig()
 
     @model_validator(mode="after")

@@ -17,6 +17,10 @@ lists three kinds of trunk (field ``kind``):
     Upstream toward the IMS core / PSTN: destinations with priority and weight, each static or
     registering outbound with its own credentials.
 
+A registering trunk's lines authenticate their INVITEs too (``invite_auth``: 407 Proxy-Authenticate,
+RFC 3261 §22.3); a static peer may be pinned to a transport (``transport`` on the trunk or its
+``match`` entry: a request over another transport does not match it).
+
 Every trunk has an enterprise ``group``, ``allowed_numbers`` (what it may present as caller),
 ``max_calls``, ``max_cps``, ``transport`` and ``enabled``.
 
@@ -123,6 +127,8 @@ class TrunkBase(_Model):
     allowed_numbers: Numbers
     max_calls: int = Field(default=30, ge=1, le=100_000)
     max_cps: float = Field(default=5.0, gt=0, le=10_000)
+    # Toll-fraud guard: concurrent international calls from this trunk (none: only max_calls).
+    max_international_calls: int | None = Field(default=None, ge=0, le=100_000)
     transport: Transport = "udp"
     enabled: bool = True
 
@@ -155,6 +161,10 @@ class RegisteringTrunk(TrunkBase):
     # DIDs reached through the registration of a pilot line (IP-PBX); calls go to its contact.
     dids: Numbers
     pilot: str | None = None
+    # Proxy authentication (407, RFC 3261 §22.3) of the INVITEs (REFER, MESSAGE, SUBSCRIBE) the
+    # lines send: always; off_net: only calls that leave the group (to a carrier trunk); never:
+    # a line is trusted by the address it registered from (only for a closed access network).
+    invite_auth: Literal["always", "off_net", "never"] = "always"
 
     _check_dids = field_validator("dids", mode="before")(_ranges)
 

@@ -229,6 +229,7 @@ class _Compiler:
             pbx_by_trunk=self.pbx_by_trunk,
             carrier_trunks=tuple(self.carrier.carrier_trunks),
             carrier_area=self.carrier.local_area,
+            high_risk=tuple((r.prefix, r.name) for r in self.carrier.high_risk_prefixes),
             warnings=tuple(self.warnings),
             sources=(self.carrier_source.name, *(s.name for _, s in groups)),
             services=self.services,
@@ -288,6 +289,9 @@ class _GroupCompiler:
             off_net_hours=self.condition(model.off_net_hours, (*path, "off_net_hours"))
             if model.off_net_hours
             else base.off_net_hours,
+            high_risk_allowed=tuple(model.high_risk_allowed)
+            if model.high_risk_allowed is not None
+            else base.high_risk_allowed,
         )
 
     def in_fixed(self, first: str, count: int, path: FieldPath, what: str) -> bool:

@@ -164,6 +164,14 @@ class CalendarSupplement(Model):
     years: dict[int, CalendarYear] = Field(default_factory=dict)
 
 
+class HighRiskPrefix(Model):
+    """A destination with a high toll-fraud risk (premium rate, high-fraud countries): barred
+    for every caller unless its permissions list the prefix in ``high_risk_allowed``."""
+
+    prefix: Digits = Field(description="matched against the called number in national form (00..., 0XYZ...)")
+    name: str = ""
+
+
 class CarrierFile(Model):
     """``kind: carrier``: the numbering plan, the carrier trunks and the calendar."""
 
@@ -174,6 +182,9 @@ class CarrierFile(Model):
         default=None, description="area code of numbers the carrier trunk sends without one (e.g. '21')"
     )
     calendar: CalendarSupplement = CalendarSupplement()
+    high_risk_prefixes: list[HighRiskPrefix] = Field(
+        default_factory=list, description="toll-fraud guard: barred unless a group or party allows them"
+    )
 
 
 # --------------------------------------------------------------------------- group file
@@ -199,6 +210,11 @@ class Permissions(Model):
     off_net_hours: Name | None = Field(
         default=None,
         description="time condition outside which only intra-group and emergency calls are allowed",
+    )
+    high_risk_allowed: list[Digits] | None = Field(
+        default=None,
+        description="high-risk destinations (the carrier's high_risk_prefixes) this party may call anyway: "
+        "a called number starting with one of these prefixes is not barred as high-risk",
     )
 
 

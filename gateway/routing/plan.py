@@ -93,6 +93,7 @@ class Permissions:
     terminating: int
     barred: tuple[str, ...]
     off_net_hours: CompiledTimeCondition | None
+    high_risk_allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -309,6 +310,7 @@ class CompiledPlan:
         services: Mapping[str, ServiceNumber] | None = None,
         other_numbers: Mapping[str, OtherNumber] | None = None,
         directory: tuple[Entry, ...] = (),
+        high_risk: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.directory = directory
         self._vpmn_by_trunk = {g.vpmn.trunk: g for g in groups.values() if g.vpmn is not None}
@@ -327,6 +329,9 @@ class CompiledPlan:
         self.warnings = warnings
         self.sources = sources
         self._emergency = analyser.emergency
+        self.high_risk = high_risk
+        """(prefix, name) of the carrier's high-risk destinations (toll-fraud guard)."""
+        self._high_risk_prefixes = tuple(prefix for prefix, _ in high_risk)
 
     # ------------------------------------------------------------------ look-ups
 
@@ -1088,6 +1093,15 @@ class CompiledPlan:
             prefix = next(p for p in perms.barred if analysed.national.startswith(p))
             return self._refuse(
                 403, f"{analysed.national} matches barred prefix {prefix}", trace, analysed.call_class
+            )
+        national = analysed.national
+        if national.startswith(self._high_risk_prefixes) and not (
+            perms.high_risk_allowed and national.startswith(perms.high_risk_allowed)
+        ):
+            prefix, name = next(r for r in self.high_risk if national.startswith(r[0]))
+            return self._refuse(
+                403, f"{national} is a high-risk destination ({prefix} {name}) not allowed for {caller.id}",
+                trace, analysed.call_class,
             )
         if perms.off_net_hours is not None:
             result = perms.off_net_hours.evaluate(_local_time(request.at, group.tz))

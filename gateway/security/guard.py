@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.registrar.registrar import AuthFailures
+from gateway.registrar.digest import AuthFailures
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
 from gateway.security.bans import BanStore, BanStoreError, MemoryBanStore, RedisBanStore
 from gateway.security.flood import Ban, BanList, BanReason, Budget, ScannerMatcher, SourceBudgets

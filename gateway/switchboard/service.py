@@ -62,6 +62,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.call.auth import LineAuth
 from gateway.call.b2bua import (
     B2BUA,
     Q850_NO_ANSWER,
@@ -80,7 +81,8 @@ from gateway.media.endpoint import MediaEndpoint, MediaError, PortAllocator, Rtp
 from gateway.media.g711 import Codec
 from gateway.media.prompts import Prompt, PromptLibrary
 from gateway.media.sdp import Negotiated, SdpError, build_answer, negotiate, parse_offer, reoffer
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
+from gateway.registrar.registrar import RETRY_AFTER_STORE_FAILURE
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
 from gateway.routing import CallRequest, CompiledPlan, Decision, DialplanHolder, Origin, TargetKind
 from gateway.routing.models import MenuAction, MenuGoto
@@ -219,8 +221,10 @@ class Switchboard:
         fallback: CallHandlers,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
+        line_auth: LineAuth | None = None,
     ) -> None:
         self._gw = gateway
+        self._line_auth = line_auth or LineAuth(None)  # none: lines that must authenticate can't
         self.settings = settings
         self._plan = plan
         self._trunks = trunks
@@ -334,7 +338,20 @@ class Switchboard:
         originating: str
         trunk: str | None
         group: str | None
-        if line is not None and any(b.source == source for b in await self._contacts(calling)):
+        try:
+            registered = line is not None and any(b.source == source for b in await self._contacts(calling))
+        except LocationStoreError as exc:
+            log.warning("switchboard: location store unavailable (%s)", exc)
+            response = make_response(request, 503, "Location Service Unavailable",
+                                     to_tag=secrets.token_hex(6))
+            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
+            return response
+        if line is not None and registered:
+            # The switchboard keeps calls in the group: only ``always`` lines authenticate here.
+            if self._line_auth.required(line, off_net=False):
+                refusal = await self._line_auth.check(request, source, calling)
+                if refusal is not None:
+                    return refusal.answer(request, secrets.token_hex(6))
             origin, group, trunk, originating = Origin.MEMBER, line.group, None, line.name
         else:
             peer = self._trunks.identify(source, calling)
@@ -386,7 +403,7 @@ class Switchboard:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
             response = make_response(request, 503, "Switchboard Busy", to_tag=tag)
-            response.headers.add("Retry-After", "5")
+            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
             return response
         menus = self._menus[group.id]
         if mode not in menus.menus:
@@ -1207,6 +1224,7 @@ async def install(
     contacts: Callable[[str], Awaitable[list[Binding]]],
     dialplan: DialplanHolder,
     charging: ChargingService | None = None,
+    line_auth: LineAuth | None = None,
 ) -> Switchboard:
     """The switchboard in front of call control (``b2bua``, installed already); prompts loaded
     once here (the shipped set and each group's ``switchboard.prompt_dir``, relative to the
@@ -1222,6 +1240,7 @@ async def install(
         fallback=b2bua.handlers(),
         clock=wall_clock,
         charging=charging,
+        line_auth=line_auth,
     )
     switchboard.install()
     status = config.switchboard.status_socket

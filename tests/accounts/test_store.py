@@ -173,12 +173,12 @@ def test_gate_from_settings() -> None:
     assert gate.policy.check_registration(S.CANCELLED) is not None
 
 
-async def test_an_unreachable_store_fails_open_by_default_or_refuses_with_503() -> None:
+async def test_an_unreachable_store_refuses_with_503_by_default_or_fails_open() -> None:
     from tests.support.servers import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    allow = AccountGate(create_store("redis", url, timeout=0.5))
-    refuse = AccountGate(create_store("redis", url, timeout=0.5), fail_open=False)
+    allow = AccountGate(create_store("redis", url, timeout=0.5), fail_open=True)
+    refuse = AccountGate(create_store("redis", url, timeout=0.5))  # fail closed: the default
     try:
         assert await allow.check_call(IAD_LINE, None) is None
         assert await allow.check_registration(IAD_LINE) is None

@@ -19,6 +19,7 @@ from tests.support.gateway import PROJECT_ROOT, GatewayProcess
 from tests.support.servers import free_udp_tcp_port, require_binary, stop_process
 
 SIPP_DIR = PROJECT_ROOT / "bench" / "sipp"
+LINE_PASSWORD = "acme-iad-secret"  # the demo IAD's lines (config/trunks.yaml)
 TIMERS = {"t1": 0.05, "t2": 0.2, "t4": 0.5, "timer_d": 0.5}  # short waits: leak checks settle fast
 
 
@@ -195,10 +196,18 @@ def sipp_server(workdir: Path, scenario: str, port: int, **kwargs: Any) -> Itera
         stop_process(proc)
 
 
+def line_credentials(number: str, password: str = LINE_PASSWORD) -> list[str]:
+    """SIPp options answering the 407 a registered line's INVITE gets (RFC 3261 §22.3)."""
+    return ["-au", number, "-ap", password]
+
+
 def run_caller(
-    workdir: Path, scenario: str, port: int, gw: GatewayProcess, **kwargs: Any
+    workdir: Path, scenario: str, port: int, gw: GatewayProcess, *, line: str | None = None, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
+    """Run a SIPp caller to the end; ``line``: it calls as that registered line (credentials)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if line is not None:
+        kwargs["extra"] = [*kwargs.get("extra", []), *line_credentials(line)]
     command = sipp_command(scenario, port=port, target=f"127.0.0.1:{gw.port}", **kwargs)
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=90, check=False)
 

@@ -55,7 +55,8 @@ def test_iad_line_dials_a_short_number_and_reaches_the_registered_line(
     gw: GatewayProcess, tmp_path: Path
 ) -> None:
     with sipp_server(tmp_path / "uas", "call_uas.xml", CALLEE, extra=["-trace_msg"]) as uas:
-        result = run_caller(tmp_path / "uac", "call_uac.xml", CALLER, gw, service="60002")
+        result = run_caller(tmp_path / "uac", "call_uac.xml", CALLER, gw, service="60002",
+                            line="62880001")
         uas.wait(timeout=10)
     assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
     invite = received_invite(tmp_path / "uas")
@@ -67,7 +68,8 @@ def test_iad_line_dials_a_short_number_and_reaches_the_registered_line(
 
 def test_iad_line_reaches_the_carrier_with_the_normalised_number(gw: GatewayProcess, tmp_path: Path) -> None:
     with sipp_server(tmp_path / "uas", "call_uas.xml", CARRIER, extra=["-trace_msg"]) as uas:
-        result = run_caller(tmp_path / "uac", "call_uac.xml", CALLER, gw, service="013800138000")
+        result = run_caller(tmp_path / "uac", "call_uac.xml", CALLER, gw, service="013800138000",
+                            line="62880001")
         uas.wait(timeout=10)
     assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
     invite = received_invite(tmp_path / "uas")
@@ -89,7 +91,8 @@ def test_pbx_trunk_calls_a_short_number(gw: GatewayProcess, tmp_path: Path) -> N
 
 def test_unregistered_number_and_unknown_peer_are_refused(gw: GatewayProcess, tmp_path: Path) -> None:
     # 60003 (62880003) is not registered: 480 from the B2BUA.
-    result = run_caller(tmp_path / "uac", "call_uac_480.xml", CALLER, gw, service="60003")
+    result = run_caller(tmp_path / "uac", "call_uac_480.xml", CALLER, gw, service="60003",
+                        line="62880001")
     assert result.returncode == 0, screen(tmp_path / "uac") + gw.log()[-3000:]
     wait_idle(gw)
 

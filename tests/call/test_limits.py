@@ -81,6 +81,29 @@ async def test_redis_calls_per_second(redis_url: str) -> None:
         await limits.close()
 
 
+async def test_with_redis_unreachable_each_worker_enforces_its_share() -> None:
+    """Fail closed on a Redis outage: with two workers a limit of 3 calls is 2 per worker
+    (rounded up), and 4 calls per second are 2 per worker; a released slot is usable again."""
+    from tests.support.servers import free_port
+
+    clock = Clock()
+    limits = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", node="w", workers=2, clock=clock)
+    calls = Scope("trunk:outage", max_calls=3, max_cps=1000)
+    try:
+        assert await limits.acquire("c1", [calls]) is None
+        assert await limits.acquire("c2", [calls]) is None
+        assert await limits.acquire("c3", [calls]) == calls
+        limits.release("c1", [calls])
+        assert await limits.acquire("c4", [calls]) is None
+        rate = Scope("trunk:outage-cps", max_calls=100, max_cps=4)
+        outcomes = [await limits.acquire(f"r{i}", [rate]) for i in range(4)]
+        assert outcomes == [None, None, rate, rate]  # 2 a second here, the other worker the rest
+        clock.now += 1.0
+        assert await limits.acquire("r5", [rate]) is None
+    finally:
+        await limits.close()
+
+
 def test_call_state_table_is_total_over_its_rows() -> None:
     assert transition(CallState.ROUTING, CallInput.DIALLED) is CallState.CALLING
     assert transition(CallState.CANCELLING, CallInput.FAILED) is CallState.ENDED

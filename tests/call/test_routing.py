@@ -11,9 +11,10 @@ import yaml
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
+from gateway.call.auth import LineAuth
 from gateway.call.routing import NO_CIRCUIT_REASON, DialplanRouter, Refused, Route
 from gateway.call.settings import CallSettings
-from gateway.registrar.location import Binding
+from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.trunks import TrunkTable, load_trunks
 from gateway.routing import CallClass, DialplanHolder
 from gateway.sip.address import Address
@@ -40,12 +41,26 @@ def invite(calling: str, called: str, preferred: str | None = None) -> Request:
     return Request("INVITE", f"sip:{called}@gw", headers)
 
 
+def demo_trunks(path: Path, invite_auth: str) -> TrunkTable:
+    """The demo trunk file with the IAD's ``invite_auth`` set."""
+    data = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text(encoding="utf-8"))
+    for trunk in data["trunks"]:
+        if trunk["kind"] == "registering":
+            trunk["invite_auth"] = invite_auth
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return load_trunks(path)
+
+
 @pytest.fixture
-def trunks() -> TrunkTable:
-    return load_trunks(PROJECT_ROOT / "config" / "trunks.yaml")
+def trunks(tmp_path: Path) -> TrunkTable:
+    return demo_trunks(tmp_path / "trunks.yaml", "never")
 
 
-def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> DialplanRouter:
+def router(
+    trunks: TrunkTable, store: MemoryAccountStore | None = None, line_auth: LineAuth | None = None
+) -> DialplanRouter:
+    """The demo dialplan; lines are trusted by source unless ``line_auth`` is given (routing is
+    tested here; proxy authentication in tests/call/test_line_auth.py)."""
     holder = DialplanHolder.load([PROJECT_ROOT / "dialplans"], known_trunks=list(trunks.trunks))
     bindings = {
         "62880001": [Binding("62880001", "k", f"sip:62880001@127.0.0.1:{LINE1.port}", 1e12, "r", 1, LINE1)],
@@ -64,6 +79,7 @@ def router(trunks: TrunkTable, store: MemoryAccountStore | None = None) -> Dialp
         contacts=contacts,
         clock=lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
         accounts=gate,
+        line_auth=line_auth,
     )
 
 
@@ -175,3 +191,15 @@ async def test_allowed_numbers_are_enforced_for_every_trunk_kind(tmp_path: Path)
         403, "Calling Number Not Allowed On Trunk"
     )
     assert isinstance(await routed(invite("13800138000", "62880001"), carrier), Route)
+
+
+async def test_a_location_store_error_is_a_clean_503(trunks: TrunkTable) -> None:
+    holder = DialplanHolder.load([PROJECT_ROOT / "dialplans"], known_trunks=list(trunks.trunks))
+
+    async def contacts(number: str) -> list[Binding]:
+        raise LocationStoreError("redis: connection refused")
+
+    route = DialplanRouter(lambda: holder.plan, trunks, CallSettings(), contacts=contacts,
+                           clock=lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+    outcome = await route(invite("62880001", "60002"), LINE1)
+    assert outcome == Refused(503, "Location Service Unavailable", headers=(("Retry-After", "5"),))

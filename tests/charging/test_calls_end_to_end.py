@@ -34,7 +34,15 @@ from gateway.charging.consumer import BillingConsumer, ConsumerOptions
 from gateway.charging.events import CallClass, ChargingEvent, EndReason, EventType, Payer, PayerRole, decode
 from gateway.charging.sinks import STREAM_EVENT_FIELD
 from gateway.charging.spool import read_segment
-from tests.call.harness import TIMERS, free_port, screen, sipp_command, sipp_server, wait_for
+from tests.call.harness import (
+    TIMERS,
+    free_port,
+    line_credentials,
+    screen,
+    sipp_command,
+    sipp_server,
+    wait_for,
+)
 from tests.charging.helpers import DEMO_TARIFFS
 from tests.registrar.peers import register
 from tests.support.gateway import GatewayProcess, demo_trunks_file
@@ -179,16 +187,18 @@ def calls_file(path: Path, rows: list[tuple[str, str, int]]) -> Path:
 def caller_command(
     workdir: Path, gw: GatewayProcess, port: int, rows: list[tuple[str, str, int]], *, rate: float, tag: str
 ) -> list[str]:
-    """SIPp placing one call per row; Call-IDs are ``{tag}-{call number}@127.0.0.1``."""
+    """SIPp placing one call per row; Call-IDs are ``{tag}-{call number}@127.0.0.1``. From the
+    IAD's port the calls are line 62880001's, which answers the 407 with its credentials."""
     workdir.mkdir(parents=True, exist_ok=True)
     inf = calls_file(workdir / "calls.csv", rows)
+    credentials = line_credentials("62880001") if port == CALLER else []
     return sipp_command(
         str(SCENARIO),
         port=port,
         target=f"127.0.0.1:{gw.port}",
         calls=len(rows),
         rate=rate,
-        extra=["-inf", str(inf), "-cid_str", f"{tag}-%u@%s"],
+        extra=["-inf", str(inf), "-cid_str", f"{tag}-%u@%s", *credentials],
         timeout=60,
     )
 

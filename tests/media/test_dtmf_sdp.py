@@ -102,10 +102,11 @@ def test_media_level_connection_wins_and_static_types_need_no_rtpmap() -> None:
     [
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 18\r\n", 488),  # no G.711
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=video 4000 RTP/AVP 31\r\n", 488),  # no audio
-        (b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", 400),  # no connection address
+        # A malformed offer is 488 too (issue #16): the session description is not acceptable.
+        (b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n", 488),  # no connection address
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 0 RTP/AVP 0\r\n", 488),  # stream refused
-        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n", 400),
-        (b"\xff\xfe", 400),
+        (b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n", 488),
+        (b"\xff\xfe", 488),
     ],
 )
 def test_offers_we_cannot_answer(body: bytes, status: int) -> None:

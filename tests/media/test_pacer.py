@@ -1,5 +1,6 @@
 """The shared pacing loop on a fake loop clock: every session sends once per 20 ms period on
-its phase's schedule; after a stall the missed packets go out at once, without duplicates."""
+its phase's schedule; after a stall the missed packets go out at once, without duplicates; a
+failing leg never stops the others."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from gateway.media.endpoint import PERIOD, Pacer, RtpSession
+from gateway.media.g711 import Codec
+from gateway.media.sdp import Negotiated
 
 
 @dataclass
@@ -114,3 +117,35 @@ def test_the_last_session_leaving_stops_the_loop_handle() -> None:
     pacer.add(cast(RtpSession, sessions[0]))  # a new session restarts it
     loop.run_until(loop.now + 0.05)
     assert len(sessions[0].sent_at) >= 3
+
+
+class BrokenSession(FakeSession):
+    """A leg whose every send fails (a bug, or a destination the socket refuses)."""
+
+    port = 40000
+
+    def send_next(self) -> None:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_session_never_stops_the_pacer_or_the_other_sessions() -> None:
+    loop, pacer, sessions = setup(3)
+    broken = BrokenSession(loop)
+    pacer.add(cast(RtpSession, broken))
+    loop.run_until(100.0 + 1.0 - 1e-9)
+    assert all(len(s.sent_at) == 50 for s in sessions)
+
+
+class RefusingTransport:
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        raise OSError(101, "Network is unreachable")
+
+
+def test_an_rtp_send_error_is_counted_not_raised() -> None:
+    endpoint = cast(Any, type("Endpoint", (), {"loop": None})())
+    negotiated = Negotiated(Codec.PCMU, None, "192.0.2.1", 4000)
+    session = RtpSession(endpoint, 40002, negotiated, on_key=lambda key: None, on_prompt_end=lambda: None)
+    session.connection_made(cast(asyncio.DatagramTransport, RefusingTransport()))
+    for _ in range(3):
+        session.send_next()
+    assert (session.sent, session.send_errors) == (0, 3)

@@ -147,6 +147,30 @@ async def test_wrong_password_and_unknown_user_look_alike(registrar: Registrar) 
     assert registrar.failures.count(SRC.host, registrar.clock()) == 2
 
 
+async def test_failures_are_reported_and_a_locked_user_looks_like_a_wrong_password(clock: Clock) -> None:
+    """Every failed check of REGISTER is reported (source, user); a locked user's right
+    password gets the very 401 a wrong one gets (no oracle), and counts as a failure."""
+    failed: list[tuple[str, str]] = []
+
+    class Locks:
+        def auth_failed(self, source_host: str, username: str, now: float) -> None:
+            failed.append((source_host, username))
+
+        def user_locked(self, username: str, now: float) -> bool:
+            return username == "62880003"
+
+    trunks = load_trunks(ROOT / "config" / "trunks.yaml")
+    registrar = Registrar(RegistrarConfig(), trunks, MemoryLocationStore(), b"k" * 32, clock=clock,
+                          observer=Locks())
+    wrong = await Device(registrar, user="62880002", password="nope").register()
+    locked = await Device(registrar, user="62880003").register()
+    assert wrong.status == locked.status == 401
+    assert [h.lower() for h, _ in wrong.headers] == [h.lower() for h, _ in locked.headers]
+    assert all(not Challenge.parse(v).stale for v in locked.headers.get_all("WWW-Authenticate"))
+    assert failed == [(SRC.host, "62880002"), (SRC.host, "62880003")]
+    assert (await Device(registrar, user="62880004").register()).status == 200
+
+
 async def test_line_cannot_register_another_number(registrar: Registrar) -> None:
     dev = Device(registrar, user="62880002", username="62880001")
     response = await dev.register()

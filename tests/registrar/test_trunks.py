@@ -21,6 +21,7 @@ def test_demo_tenant() -> None:
         assert cred.numbers == {f"6288000{n}"}  # a line may register only itself
         assert cred.trunk.name == "acme-iad" and cred.trunk.group == "acme"
     assert table.credential("62880009") is None
+    assert table.trunks["acme-iad"].invite_auth == "always"  # lines authenticate their calls
     pbx = table.identify(Address("udp", "127.0.0.1", 5092))
     assert isinstance(pbx, PeerTrunk) and pbx.name == "acme-pbx" and "62881500" in pbx.dids[0]
     carrier = table.identify(Address("udp", "127.0.0.1", 5070))
@@ -108,6 +109,10 @@ def test_ambiguous_peers_are_located_errors(tmp_path: Path) -> None:
         ('  - {name: a, kind: peer, group: g, match: [{host: 1.2.3.4}], max_cps: 0}',
          "trunks[0].max_cps", "greater than 0"),
         ('  - {name: a, kind: voip, group: g}', "trunks[0].kind", "one of"),
+        ('  - {name: a, kind: registering, group: g, password: p, lines: [{numbers: "1"}], invite_auth: x}',
+         "trunks[0].invite_auth", "always"),
+        ('  - {name: a, kind: peer, group: g, match: [{host: 1.2.3.4}], max_international_calls: -1}',
+         "trunks[0].max_international_calls", "greater than or equal"),
         ('  - {name: a, kind: peer, group: g, match: [{host: 1.2.3.4}]}\n'
          '  - {name: a, kind: peer, group: g, match: [{host: 1.2.3.5}]}', "trunks[1].name", "twice"),
         ('  - {name: a, kind: registering, group: g, password: p, lines: [{numbers: "1-3"}]}\n'

@@ -25,7 +25,16 @@ from gateway.config import GatewayConfig, load_config
 from gateway.datafile import DataFileError
 from gateway.mgmt.dialplans import ActiveVersionFollower, DialplanVersions
 from gateway.routing.reload import DialplanHolder
-from tests.call.harness import TIMERS, Lane, free_port, gateway_for, screen, sipp_command, sipp_server
+from tests.call.harness import (
+    TIMERS,
+    Lane,
+    free_port,
+    gateway_for,
+    line_credentials,
+    screen,
+    sipp_command,
+    sipp_server,
+)
 from tests.registrar.peers import register
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import RedisServer, free_udp_tcp_ports
@@ -217,7 +226,8 @@ def test_a_registration_taken_by_one_worker_serves_a_call_through_the_other(
         for number, port in (("62880001", caller), ("62880002", callee)):
             answer = register(base, number, contact=f"sip:{number}@127.0.0.1:{port}", local_port=port)
             assert answer.status == 200, answer
-        command = sipp_command("call_uac.xml", port=caller, target=f"127.0.0.1:{base + 1}", service="60002")
+        command = sipp_command("call_uac.xml", port=caller, target=f"127.0.0.1:{base + 1}", service="60002",
+                               extra=line_credentials("62880001"))  # the line's INVITE is challenged
         with sipp_server(tmp_path / "uas", "call_uas.xml", callee) as uas:
             result = subprocess.run(
                 command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False

@@ -116,9 +116,59 @@ a=fmtp:101 0-15
     ]]>
   </send>
   <recv response="100" optional="true"/>
+  <!-- A registered line's INVITE is challenged (407, RFC 3261 §22.3): answered with -au / -ap. -->
+  <recv response="407" optional="true" auth="true" next="auth"/>
+  <recv response="200" next="answered">
+    <action><ereg regexp=";tag=[^;&gt;\\r\\n]*" search_in="hdr" header="To:" assign_to="totag"/></action>
+  </recv>
+  <label id="auth"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:[$calling]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[$calling]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 2 INVITE
+      [authentication]
+      Contact: <sip:[$calling]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+v=0
+o=caller 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio {rtp_port} RTP/AVP 0 8 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:8 PCMA/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+
+    ]]>
+  </send>
+  <!-- A late copy of the first INVITE's 407 (the gateway saw our retransmission). -->
+  <recv response="407" optional="true"/>
+  <recv response="100" optional="true"/>
   <recv response="200">
     <action><ereg regexp=";tag=[^;&gt;\\r\\n]*" search_in="hdr" header="To:" assign_to="totag"/></action>
   </recv>
+  <label id="answered"/>
   <send>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -126,7 +176,7 @@ a=fmtp:101 0-15
       From: <sip:[$calling]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[$totag]
       Call-ID: [call_id]
-      CSeq: 1 ACK
+      CSeq: [last_cseq_number] ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -148,7 +198,7 @@ _REFRESH = """\
       From: <sip:[$calling]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[$totag]
       Call-ID: [call_id]
-      CSeq: 2 INVITE
+      CSeq: 5 INVITE
       Contact: <sip:[$calling]@[local_ip]:[local_port]>
       Max-Forwards: 70
       Content-Type: application/sdp
@@ -173,7 +223,7 @@ a=rtpmap:101 telephone-event/8000
       From: <sip:[$calling]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[$totag]
       Call-ID: [call_id]
-      CSeq: 2 ACK
+      CSeq: 5 ACK
       Max-Forwards: 70
       Content-Length: 0
 
@@ -286,14 +336,13 @@ def caller_scenario(
     invite = _INVITE.format(rtp_port=rtp_port)
     if late_offer:  # the SDP moves from the INVITE to the ACK (RFC 3261 §13.2.1)
         sdp = invite.split("v=0", 1)[1].split("    ]]>")[0]
-        invite = invite.replace(
+        invite = invite.replace(  # both INVITEs: the first and the one with credentials
             "      Content-Type: application/sdp\n      Content-Length: [len]\n\nv=0" + sdp,
             "      Content-Length: 0\n\n",
-            1,
         ).replace(
-            "      CSeq: 1 ACK\n      Max-Forwards: 70\n      Content-Length: 0\n\n",
-            "      CSeq: 1 ACK\n      Max-Forwards: 70\n      Content-Type: application/sdp\n"
-            "      Content-Length: [len]\n\nv=0" + sdp,
+            "      CSeq: [last_cseq_number] ACK\n      Max-Forwards: 70\n      Content-Length: 0\n\n",
+            "      CSeq: [last_cseq_number] ACK\n      Max-Forwards: 70\n"
+            "      Content-Type: application/sdp\n      Content-Length: [len]\n\nv=0" + sdp,
             1,
         )
     body += invite
@@ -305,7 +354,7 @@ def caller_scenario(
     elif keys == "info":
         if refresh:  # a re-INVITE switching to PCMA while in the menu, answered by the IVR
             body += _REFRESH.format(rtp_port=rtp_port)
-        body += _INFO_KEY.format(key=info_key, cseq=3 if refresh else 2)
+        body += _INFO_KEY.format(key=info_key, cseq=6 if refresh else 4)
     if end == "caller_bye":  # stays in the menu for talk_ms, then hangs up
         body += _CALLER_BYE.format(talk_ms=talk_ms)
     elif end == "connected":

@@ -76,7 +76,8 @@ def test_a_call_that_is_not_the_switchboards_and_its_cancel_reach_call_control(
     """Line 62880001 calls PBX extension 61007 and CANCELs while it rings: the switchboard in
     front hands the INVITE and the CANCEL to the B2BUA's handlers, which CANCEL the PBX leg."""
     with sipp_server(tmp_path / "pbx", "call_uas_ring_cancel.xml", PBX, extra=["-trace_msg"]) as pbx:
-        result = run_caller(tmp_path / "call", "call_uac_cancel.xml", LINE, gw, service="61007")
+        result = run_caller(tmp_path / "call", "call_uac_cancel.xml", LINE, gw, service="61007",
+                            line="62880001")
         pbx.wait(timeout=10)
     assert result.returncode == 0, screen(tmp_path / "call") + gw.log()[-3000:]
     assert pbx.returncode == 0, screen(tmp_path / "pbx")

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.media.g711 import Codec
 from gateway.media.prompts import PromptLibrary, is_silent
-from tests.call.harness import free_port, screen, sipp_command, sipp_server, wait_idle
+from tests.call.harness import free_port, line_credentials, screen, sipp_command, sipp_server, wait_idle
 from tests.charging.test_calls_end_to_end import spooled, stops
 from tests.media.rtp_tools import RtpReceiver
 from tests.registrar.peers import register
@@ -80,7 +80,8 @@ def call(
                 port=caller_port,
                 target=f"127.0.0.1:{gw.port}",
                 service=called,
-                extra=["-mi", "127.0.0.1", "-mp", str(free_port() & ~1)],
+                # A registered line's INVITE is challenged (407): its credentials, unused otherwise.
+                extra=["-mi", "127.0.0.1", "-mp", str(free_port() & ~1), *line_credentials(calling)],
             )
             command[command.index("-sf") + 1] = str(scenario)
             result = subprocess.run(
