@@ -123,9 +123,8 @@ def through_the_gateway(seconds: float, calls: int, rate: float) -> None:
                 flood.stdin.write(datagram)
                 flood.stdin.close()
                 thread = threading.Thread(target=lambda: outcome.setdefault("uac", run_caller(
-                    workdir / "uac", "call_uac.xml", caller, gw, line="62880001", service="60002", calls=calls,
-                    rate=1.5,
-                    extra=["-d", "500"])))
+                    workdir / "uac", "call_uac.xml", caller, gw, line="62880001", service="60002",
+                    calls=calls, rate=1.5, extra=["-d", "500"])))
                 thread.start()
                 flood.wait(timeout=seconds + 30)
                 sent = int(flood.stdout.read().strip() or b"0")

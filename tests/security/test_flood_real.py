@@ -106,8 +106,8 @@ def test_a_flood_is_banned_while_a_registered_line_calls_without_failure(
     with sipp_server(tmp_path / "uas", "call_uas.xml", CALLEE, calls=calls):
         with Flood(FLOODER, gw.port) as flood:
             caller = threading.Thread(target=lambda: outcome.setdefault("uac", run_caller(
-                tmp_path / "uac", "call_uac.xml", CALLER, gw, line="62880001", service="60002", calls=calls, rate=1.5,
-                extra=["-d", "200"])))
+                tmp_path / "uac", "call_uac.xml", CALLER, gw, line="62880001", service="60002", calls=calls,
+                rate=1.5, extra=["-d", "200"])))
             caller.start()
             wait_until(lambda: any(b["host"] == FLOODER for b in api.get("/api/bans").body["bans"]))
             caller.join(timeout=60)
