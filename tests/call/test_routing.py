@@ -41,12 +41,17 @@ def invite(calling: str, called: str, preferred: str | None = None) -> Request:
     return Request("INVITE", f"sip:{called}@gw", headers)
 
 
-def demo_trunks(path: Path, invite_auth: str) -> TrunkTable:
-    """The demo trunk file with the IAD's ``invite_auth`` set."""
-    data = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text(encoding="utf-8"))
+def demo_trunks(
+    path: Path, invite_auth: str, *, source: str = "trunks.yaml", allowed: dict[str, str] | None = None
+) -> TrunkTable:
+    """A shipped trunk file (``config/<source>``) with the IAD's ``invite_auth`` set and the
+    ``allowed`` numbers of the named trunks."""
+    data = yaml.safe_load((PROJECT_ROOT / "config" / source).read_text(encoding="utf-8"))
     for trunk in data["trunks"]:
         if trunk["kind"] == "registering":
             trunk["invite_auth"] = invite_auth
+        if allowed and trunk["name"] in allowed:
+            trunk["allowed_numbers"] = allowed[trunk["name"]]
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_trunks(path)
 
@@ -119,8 +124,9 @@ async def test_unregistered_target_is_480(trunks: TrunkTable) -> None:
     assert isinstance(outcome, Refused) and outcome.status == 480
 
 
-async def test_a_call_whose_trunk_is_disabled_gets_503_with_a_q850_reason() -> None:
-    site = load_trunks(PROJECT_ROOT / "config" / "site-trunks.yaml")  # a survivable site: no breakout
+async def test_a_call_whose_trunk_is_disabled_gets_503_with_a_q850_reason(tmp_path: Path) -> None:
+    # A survivable site: no breakout.
+    site = demo_trunks(tmp_path / "site-trunks.yaml", "never", source="site-trunks.yaml")
     outcome = await router(site)(invite("62880001", "013800138000"), LINE1)
     assert outcome == Refused(503, "Service Unavailable", NO_CIRCUIT_REASON)
 
@@ -161,19 +167,11 @@ async def test_other_carrier_numbers_of_a_line_pass_only_when_approved(trunks: T
     assert isinstance(other_line, Route) and other_line.presented_calling == "+862162880001"
 
 
-def narrowed_trunks(tmp_path: Path, allowed: dict[str, str]) -> TrunkTable:
-    data = yaml.safe_load((PROJECT_ROOT / "config" / "trunks.yaml").read_text())
-    for trunk in data["trunks"]:
-        if trunk["name"] in allowed:
-            trunk["allowed_numbers"] = allowed[trunk["name"]]
-    path = tmp_path / "trunks.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return load_trunks(path)
-
-
 async def test_allowed_numbers_are_enforced_for_every_trunk_kind(tmp_path: Path) -> None:
-    trunks = narrowed_trunks(
-        tmp_path, {"acme-iad": "62880001-62880002", "carrier": "13800000000-13899999999"}
+    trunks = demo_trunks(
+        tmp_path / "trunks.yaml",
+        "never",
+        allowed={"acme-iad": "62880001-62880002", "carrier": "13800000000-13899999999"},
     )
     routed = router(trunks)
     # A line outside its IAD's allowed numbers calls out as the group's own (main) number.

@@ -185,13 +185,21 @@ def calls_file(path: Path, rows: list[tuple[str, str, int]]) -> Path:
 
 
 def caller_command(
-    workdir: Path, gw: GatewayProcess, port: int, rows: list[tuple[str, str, int]], *, rate: float, tag: str
+    workdir: Path,
+    gw: GatewayProcess,
+    port: int,
+    rows: list[tuple[str, str, int]],
+    *,
+    rate: float,
+    tag: str,
+    line: str | None = None,
 ) -> list[str]:
-    """SIPp placing one call per row; Call-IDs are ``{tag}-{call number}@127.0.0.1``. From the
-    IAD's port the calls are line 62880001's, which answers the 407 with its credentials."""
+    """SIPp placing one call per row; Call-IDs are ``{tag}-{call number}@127.0.0.1``. The calls
+    of ``line`` (from the IAD's port: line 62880001) answer the 407 with its credentials."""
     workdir.mkdir(parents=True, exist_ok=True)
     inf = calls_file(workdir / "calls.csv", rows)
-    credentials = line_credentials("62880001") if port == CALLER else []
+    line = line or ("62880001" if port == CALLER else None)
+    credentials = line_credentials(line) if line is not None else []
     return sipp_command(
         str(SCENARIO),
         port=port,

@@ -69,8 +69,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 def simple_call(gw: GatewayProcess, workdir: Path, *, port: int, dialled: str, calling: str,
                 callee_port: int, tag: str) -> None:
-    """One call of ~2 s through ``charged_uac.xml``, answered by a SIPp on ``callee_port``."""
-    command = caller_command(workdir / "uac", gw, port, [(dialled, calling, 2000)], rate=1, tag=tag)
+    """One call of ~2 s through ``charged_uac.xml``, answered by a SIPp on ``callee_port``; a
+    call from the line's port answers the 407 with the line's credentials."""
+    command = caller_command(workdir / "uac", gw, port, [(dialled, calling, 2000)], rate=1, tag=tag,
+                             line=calling if port == LINE else None)
     with sipp_server(workdir / "uas", "call_uas.xml", callee_port, calls=1):
         result = place_calls(command, workdir / "uac")
     assert result.returncode == 0, screen(workdir / "uac") + gw.log()[-3000:]

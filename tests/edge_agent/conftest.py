@@ -5,7 +5,7 @@ relay in front of the broker, and polling helpers (generous deadlines, never tim
 Topology (namespace names are unique per test and deleted by name in teardown)::
 
     core ns                          site ns (managed by the agent)          lan ns
-    lo 211.137.63.13/32              wan0 (agent adds 10.166.0.2/30)         srv0 192.168.10.10/24
+    lo 198.51.100.13/32              wan0 (agent adds 10.166.0.2/30)         srv0 192.168.10.10/24
     core0 10.166.0.1/30  <-- veth --> wan0          lan0  <-- veth -->        srv0
                                      br-lan (agent-created, 192.168.10.1/24)
 """
@@ -38,7 +38,7 @@ from edge_agent.netlink import NetlinkAdapter
 from edge_agent.reconcile import Observed
 from tests.support.servers import free_port
 
-CORE_ADDRESS = "211.137.63.13"
+CORE_ADDRESS = "198.51.100.13"
 PROTO = 190
 
 

@@ -98,9 +98,9 @@ def test_default_route_and_identity() -> None:
     state = DesiredState.model_validate(
         {
             "version": 2,
-            "links": [{"name": "t0", "kind": "vxlan", "vni": 9, "remote": "211.137.63.13"}],
+            "links": [{"name": "t0", "kind": "vxlan", "vni": 9, "remote": "198.51.100.13"}],
             "routes": [{"dst": "default", "dev": "t0"}],
         }
     )
     assert str(state.routes[0].dst) == "0.0.0.0/0"
-    assert state.links[0].identity == (("port", "4789"), ("remote", "211.137.63.13"), ("vni", "9"))
+    assert state.links[0].identity == (("port", "4789"), ("remote", "198.51.100.13"), ("vni", "9"))

@@ -96,12 +96,12 @@ async def test_removed_items_are_deleted_but_foreign_ones_survive(topology: Topo
             2,
             links=[{"name": "wan0", "mtu": 1400}],
             addresses=[{"ifname": "wan0", "address": "10.166.0.2/30"}],
-            routes=[{"dst": "211.137.63.13/32", "gateway": "10.166.0.1"}],
+            routes=[{"dst": "198.51.100.13/32", "gateway": "10.166.0.1"}],
         )
         await agent.set_desired(smaller, "test")
         observed = await observe(topology.site)
         assert "br-lan" not in observed.links and "tun0" not in observed.links
-        assert {r.dst.exploded for r in observed.routes if r.proto == PROTO} == {"211.137.63.13/32"}
+        assert {r.dst.exploded for r in observed.routes if r.proto == PROTO} == {"198.51.100.13/32"}
         assert foreign_intact(topology)
         # An address we did not create is never deleted, even when it was once in the desired state.
         assert (
@@ -155,7 +155,7 @@ async def test_refusals_change_nothing(topology: Topology, tmp_path: Path) -> No
         if not unsupported:
             pytest.skip("this kernel supports vlan and gre: nothing to refuse")
         kind = unsupported[0]
-        extra = {"vlan_id": 5, "parent": "wan0"} if kind == "vlan" else {"remote": "211.137.63.13"}
+        extra = {"vlan_id": 5, "parent": "wan0"} if kind == "vlan" else {"remote": "198.51.100.13"}
         links = [*site_desired().model_dump(mode="json")["links"], {"name": "x0", "kind": kind, **extra}]
         with pytest.raises(DesiredRefusedError, match=f"does not support link kind.*{kind}"):
             await agent.set_desired(site_desired(2, links=links), "test")

@@ -86,25 +86,25 @@ CASES: list[tuple[str, Observed, DesiredState, Owned, list[str], list[str]]] = [
         desired(
             links=[WAN],
             addresses=[{"ifname": "wan0", "address": "10.166.0.2/30"}],
-            routes=[{"dst": "211.137.63.13/32", "gateway": "10.166.0.1"}],
+            routes=[{"dst": "198.51.100.13/32", "gateway": "10.166.0.1"}],
         ),
         Owned(),
         [
             "set link wan0 up=True",
             "add address 10.166.0.2/30 on wan0",
-            "replace route 211.137.63.13/32 via 10.166.0.1 table 254 metric 0",
+            "replace route 198.51.100.13/32 via 10.166.0.1 table 254 metric 0",
         ],
         [],
     ),
     (
         "already converged: nothing to do",
         state(
-            [link("wan0")], [addr("wan0", "10.166.0.2/30")], [route("211.137.63.13/32", "10.166.0.1", "wan0")]
+            [link("wan0")], [addr("wan0", "10.166.0.2/30")], [route("198.51.100.13/32", "10.166.0.1", "wan0")]
         ),
         desired(
             links=[WAN],
             addresses=[{"ifname": "wan0", "address": "10.166.0.2/30"}],
-            routes=[{"dst": "211.137.63.13/32", "gateway": "10.166.0.1"}],
+            routes=[{"dst": "198.51.100.13/32", "gateway": "10.166.0.1"}],
         ),
         Owned(),
         [],

@@ -28,7 +28,7 @@ from edge_agent.agent import Agent
 from edge_agent.checks import open_socket
 from edge_agent.survivable import Phase
 from gateway.call.service import read_status
-from tests.call.harness import SIPP_DIR, TIMERS, screen
+from tests.call.harness import SIPP_DIR, TIMERS, line_credentials, screen
 from tests.edge_agent.conftest import CORE_ADDRESS, Topology, agent_config, eventually, ip, site_desired
 from tests.support.gateway import PROJECT_ROOT, options_request
 from tests.support.servers import require_binary, stop_process
@@ -106,7 +106,13 @@ def site_gateway_config(workdir: Path) -> Path:
         "api": {"enabled": False},
         "registrar": {**shipped["registrar"], "trunks": str(trunks)},
         "accounts": shipped["accounts"],
-        "call": {"status_socket": str(workdir / "call.sock"), "attempt_timeout": 1.0, "drain_grace": 30.0},
+        "security": shipped["security"],
+        "call": {
+            **shipped["call"],
+            "status_socket": str(workdir / "call.sock"),
+            "attempt_timeout": 1.0,
+            "drain_grace": 30.0,
+        },
         "charging": {
             "tariffs": str(PROJECT_ROOT / "config" / "tariffs.yaml"),
             "retry_interval_s": 0.2,
@@ -264,6 +270,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
                     f"{SITE_GW}:5060",
                     "-s",
                     "60002",
+                    *line_credentials("62880001"),
                 ),
                 cwd=caller_dir,
                 capture_output=True,
@@ -284,6 +291,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
                 f"{SITE_GW}:5060",
                 "-s",
                 "013800138000",
+                *line_credentials("62880001"),
                 "-trace_msg",
             ),
             cwd=pstn_dir,
@@ -312,6 +320,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
                     f"{SITE_GW}:5060",
                     "-s",
                     "60002",
+                    *line_credentials("62880001"),
                     "-d",
                     "12000",
                 ),
