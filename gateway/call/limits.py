@@ -13,6 +13,12 @@ Two back ends, registered by name (:func:`limiter`):
   refresh their slots every ``slot_ttl / 3``. Calls per second: one counter per scope and
   second, expiring after two seconds. Admission checks every scope and takes all slots in one
   Lua script, so two workers never both take the last slot.
+
+  Redis is on the call path here, so it is never waited for long: one admission round trip is
+  bounded by ``call_timeout`` and after a failure Redis is skipped for ``retry_after`` seconds
+  (:class:`gateway.redis_client.Breaker`); meanwhile calls are admitted against this process's
+  own counters and each scope's concurrency limit, so an outage neither delays calls (a caller
+  waiting on a dead Redis loses its next hop's Timer B) nor lets one process exceed a limit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from gateway.redis_client import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +175,9 @@ return 0
 class RedisLimiter(Limiter):
     """Slots shared by every worker through Redis; see the module docstring.
 
-    When Redis is unreachable a call is admitted against this process's own counters only
-    (failing open on a shared-state outage, logged), never refused for our own failure.
+    When Redis is unreachable, slow or erring, a call is admitted against this process's own
+    counters (failing open on a shared-state outage, logged once per outage), never refused for
+    our own failure nor kept waiting for it.
     """
 
     def __init__(
@@ -179,8 +188,13 @@ class RedisLimiter(Limiter):
         slot_ttl: float = 120.0,
         prefix: str = "gw:limit:",
         clock: Callable[[], float] | None = None,
+        call_timeout: float = 0.25,
+        retry_after: float = 1.0,
     ) -> None:
         self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._clock = clock
+        self._call_timeout = call_timeout
+        self._breaker = Breaker(retry_after)
         self._node = node
         self._ttl_ms = int(slot_ttl * 1000)
         self._slot_ttl = slot_ttl
@@ -206,11 +220,10 @@ class RedisLimiter(Limiter):
         for scope in scopes:
             keys.extend(self._keys(scope))
             args += [scope.max_calls, scope.max_cps]
-        try:
-            refused = int(await self._acquire(keys=keys, args=args))
-        except RedisError as exc:
-            log.warning("limits: Redis unavailable (%s); admitting on local counters", exc)
-            refused = 0
+        refused = await self._shared_admission(keys, args)
+        if refused is None:  # Redis not usable now: this process's own counters decide
+            local = self._local
+            refused = next((i for i, s in enumerate(scopes, 1) if local.get(s.key, 0) >= s.max_calls), 0)
         if refused:
             return scopes[refused - 1]
         self._held[call] = tuple(scopes)
@@ -218,11 +231,34 @@ class RedisLimiter(Limiter):
             self._local[scope.key] = self._local.get(scope.key, 0) + 1
         return None
 
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def _shared_admission(self, keys: list[str], args: list[str | int | float]) -> int | None:
+        """The Lua admission's answer (0 or the refusing scope), or None when Redis is skipped,
+        failed or did not answer within ``call_timeout``."""
+        now = self._now()
+        if not self._breaker.allows(now):
+            return None
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                refused = int(await self._acquire(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._breaker.failed(now):
+                log.warning("limits: Redis unavailable (%s); admitting on local counters, retrying "
+                            "Redis every %.1fs", exc or "no answer in time", self._breaker.retry_after)
+            return None
+        if self._breaker.succeeded():
+            log.info("limits: Redis reachable again; shared limits apply")
+        return refused
+
     def release(self, call: str, scopes: Sequence[Scope]) -> None:
         held = self._held.pop(call, None)
         if held is None:
             return
         release_slots(self._local, held)
+        if self._breaker.is_open:
+            return  # its slot expires by TTL; no connection attempt per call during an outage
         task = asyncio.get_running_loop().create_task(self._remove(call, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -234,7 +270,7 @@ class RedisLimiter(Limiter):
                 for scope in scopes:
                     pipe.zrem(self._keys(scope)[0], member)
                 await pipe.execute()
-        except RedisError as exc:  # the slot expires by itself after slot_ttl
+        except (RedisError, OSError) as exc:  # the slot expires by itself after slot_ttl
             log.warning("limits: cannot release %s in Redis (%s); it expires by TTL", call, exc)
 
     async def _refresh_loop(self) -> None:
