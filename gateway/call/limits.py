@@ -30,10 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.redis_client import Breaker
+from gateway.redis_client import Breaker, connect
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ class RedisLimiter(Limiter):
         call_timeout: float = 0.25,
         retry_after: float = 1.0,
     ) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._client = connect(url)
         self._clock = clock
         self._call_timeout = call_timeout
         self._breaker = Breaker(retry_after)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TextIO
 
 import pydantic
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.charging.consumer import (
@@ -43,6 +42,7 @@ from gateway.charging.settings import ChargingSettings
 from gateway.charging.spool import read_segment
 from gateway.config import GatewayConfig, load_config
 from gateway.datafile import DataFileError
+from gateway.redis_client import connect
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
@@ -214,7 +214,7 @@ async def _consume(
     count: int | None,
     idle_polls: int | None,
 ) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = connect(url, timeout=None)  # the consumer blocks in XREADGROUP
     try:
         consumer = BillingConsumer(client, options, output, totals)
         await consumer.setup()

@@ -42,6 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.charging.events import ChargingEvent, encode
 from gateway.charging.settings import ChargingSettings, StreamSettings
 from gateway.charging.spool import Spool, read_segment
+from gateway.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,13 @@ return (#ARGV - 1) / 2
 """
 
 
+class NotReplicatedError(RedisError):
+    """The master took a batch but its replicas did not confirm it in time (``wait_replicas``)."""
+
+
+REPLICA_CHECK_INTERVAL = 1.0
+"""Seconds between checks of how many replicas the master has (``ROLE``)."""
+
 LAG_CHECK_INTERVAL = 30.0
 """Seconds between checks of how far billing lags behind (XINFO GROUPS)."""
 
@@ -303,6 +311,8 @@ class StreamWriter:
         self.settings = settings
         self._xadd_batch = client.register_script(_XADD_BATCH)
         self._next_lag_check = 0.0
+        self._next_role_check = 0.0
+        self._replicas = 0
 
     async def ensure_group(self) -> None:
         await ensure_group(self.client, self.settings.key, self.settings.consumer_group)
@@ -314,6 +324,7 @@ class StreamWriter:
             args.append(event_id)
             args.append(payload)
         await self._xadd_batch(keys=[self.settings.key], args=args)
+        await self._confirm_replicated()
         now = asyncio.get_running_loop().time()
         if now >= self._next_lag_check:
             self._next_lag_check = now + LAG_CHECK_INTERVAL
@@ -321,6 +332,22 @@ class StreamWriter:
                 await self.check_lag()
             except RedisError as exc:  # the batch is in: a failed check must not re-send it
                 log.warning("charging: cannot check the billing group's lag (%s)", exc)
+
+    async def _confirm_replicated(self) -> None:
+        """``WAIT`` for ``wait_replicas`` of the replicas the master has (``ROLE``, rechecked every
+        ``REPLICA_CHECK_INTERVAL``); NotReplicatedError when they did not confirm in time."""
+        wanted = self.settings.wait_replicas
+        if not wanted:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_role_check:
+            role = await self.client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            self._replicas = len(role[2]) if role and role[0] in (b"master", "master") else 0
+            self._next_role_check = now + REPLICA_CHECK_INTERVAL
+        need = min(wanted, self._replicas)
+        if need and int(await self.client.wait(need, self.settings.wait_timeout_ms)) < need:
+            self._next_role_check = 0.0  # a replica may have gone: look again next time
+            raise NotReplicatedError(f"batch not confirmed by {need} replica(s) in time")
 
     async def check_lag(self) -> int | None:
         """How many entries billing has not read yet; logs an error when MAXLEN may trim them.
@@ -356,9 +383,7 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
 def redis_client(url: str, socket_timeout: float) -> aioredis.Redis:
     """A client that fails fast, so an outage turns into spooling within about a second."""
     # One immediate retry replaces a pooled connection that died with a Redis restart.
-    return aioredis.Redis.from_url(
-        url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 1)
-    )
+    return connect(url, timeout=socket_timeout, retry=Retry(NoBackoff(), 1))
 
 
 async def spool_append(spool: Spool, batch: Sequence[Record]) -> None:
