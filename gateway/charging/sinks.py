@@ -92,6 +92,8 @@ class SinkContext:
     settings: ChargingSettings
     state_dir: Path
     redis_url: str | None
+    adopt: tuple[Path, ...] = ()
+    """Spool directories of processes that no longer run: their segments join this spool."""
 
 
 SinkFactory = Callable[[SinkContext], Sink]
@@ -386,6 +388,13 @@ def redis_client(url: str, socket_timeout: float) -> aioredis.Redis:
     return connect(url, timeout=socket_timeout, retry=Retry(NoBackoff(), 1))
 
 
+def open_spool(spool: Spool, adopt: Sequence[Path]) -> None:
+    """Open ``spool`` and take over the segments left in ``adopt`` (blocking: run in a thread)."""
+    spool.open()
+    for directory in adopt:
+        spool.adopt(directory)
+
+
 async def spool_append(spool: Spool, batch: Sequence[Record]) -> None:
     """Write and fsync a batch in a worker thread (the event loop keeps running meanwhile)."""
     now = asyncio.get_running_loop().time()
@@ -397,12 +406,13 @@ class SpoolSink(BatchingSink):
 
     name = "spool"
 
-    def __init__(self, spool: Spool, policy: BatchPolicy) -> None:
+    def __init__(self, spool: Spool, policy: BatchPolicy, adopt: Sequence[Path] = ()) -> None:
         super().__init__(policy)
         self.spool = spool
+        self.adopt = tuple(adopt)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.spool.open)
+        await asyncio.to_thread(open_spool, self.spool, self.adopt)
         await super().start()
 
     async def _deliver(self, batch: Sequence[Record]) -> None:
@@ -445,10 +455,13 @@ class FailoverSink(BatchingSink):
 
     name = "failover"
 
-    def __init__(self, writer: StreamWriter, spool: Spool, policy: BatchPolicy) -> None:
+    def __init__(
+        self, writer: StreamWriter, spool: Spool, policy: BatchPolicy, adopt: Sequence[Path] = ()
+    ) -> None:
         super().__init__(policy)
         self.writer = writer
         self.spool = spool
+        self.adopt = tuple(adopt)
         self.replay_chunk = policy.max_events
         self._degraded = False
         self._group_ready = False
@@ -466,7 +479,7 @@ class FailoverSink(BatchingSink):
         return self._degraded
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.spool.open)
+        await asyncio.to_thread(open_spool, self.spool, self.adopt)
         if self.spool.sealed_segments():
             log.warning("charging: spooled events from a previous run; replaying them to Redis first")
             self._enter_degraded()
@@ -566,7 +579,7 @@ def _writer_for(context: SinkContext) -> StreamWriter:
 
 @register_sink("spool")
 def _spool_sink(context: SinkContext) -> Sink:
-    return SpoolSink(_spool_for(context), BatchPolicy.from_settings(context.settings))
+    return SpoolSink(_spool_for(context), BatchPolicy.from_settings(context.settings), context.adopt)
 
 
 @register_sink("redis_streams")
@@ -577,4 +590,4 @@ def _redis_sink(context: SinkContext) -> Sink:
 @register_sink("failover")
 def _failover_sink(context: SinkContext) -> Sink:
     policy = BatchPolicy.from_settings(context.settings)
-    return FailoverSink(_writer_for(context), _spool_for(context), policy)
+    return FailoverSink(_writer_for(context), _spool_for(context), policy, context.adopt)
