@@ -21,6 +21,7 @@ from gateway.collector import GcSettings
 from gateway.datafile import DataFileError, Problem, load_model
 from gateway.edge.config import EdgeOpsConfig
 from gateway.mgmt.settings import ApiConfig
+from gateway.redis_client import SENTINEL_SCHEME, parse_hostport, sentinel_url
 from gateway.registrar.settings import RegistrarConfig
 from gateway.security.settings import SecuritySettings
 from gateway.switchboard.settings import SwitchboardSettings
@@ -163,9 +164,38 @@ class SipConfig(Section):
 
 
 class RedisConfig(Section):
-    """Shared state. Without a URL the gateway runs on its embedded in-memory defaults."""
+    """Shared state. Without a URL the gateway runs on its embedded in-memory defaults.
+
+    ``url`` names one server; ``sentinels`` (``host:port`` each) with ``service_name`` (and
+    ``db``) a master watched by Redis Sentinel instead, which every Redis user then reaches
+    through the sentinels (:mod:`gateway.redis_client`; ``url`` becomes its
+    ``redis+sentinel://`` form).
+    """
 
     url: str | None = None
+    sentinels: list[str] = Field(default_factory=list)
+    service_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    db: int = Field(default=0, ge=0, le=15)
+
+    @model_validator(mode="after")
+    def _sentinel_url(self) -> RedisConfig:
+        if not self.sentinels:
+            if self.service_name is not None:
+                raise ValueError("service_name needs sentinels (host:port of each Redis Sentinel)")
+            return self
+        if self.url is not None and not self.url.startswith(f"{SENTINEL_SCHEME}://"):
+            raise ValueError("give either url or sentinels + service_name, not both")
+        if self.service_name is None:
+            raise ValueError("sentinels need service_name (the master's name in the sentinels)")
+        addresses = []
+        for index, item in enumerate(self.sentinels):
+            try:
+                addresses.append(parse_hostport(item))
+            except ValueError as exc:
+                raise ValueError(f"sentinels[{index}]: {exc}") from None
+        # Frozen model: set the derived URL once, here, where it is validated.
+        object.__setattr__(self, "url", sentinel_url(addresses, self.service_name, self.db))
+        return self
 
 
 class LoggingConfig(Section):

@@ -91,8 +91,15 @@ async def start_charging(config: GatewayConfig) -> ChargingService | None:
     if not config.charging.tariffs.is_file():
         log.warning("charging disabled: tariff file %s not found", config.charging.tariffs)
         return None
+    from gateway.charging.spool import abandoned_spools  # noqa: PLC0415
+
+    # Segments of workers that no longer run (the worker count shrank, or went to or from one)
+    # are taken over by the single process or worker 0, so no spooled event is left behind.
+    own = config.state_dir / config.charging.spool.directory
+    adopt = abandoned_spools(own, workers=config.node.workers, worker_index=config.node.worker_index)
     service = ChargingService.from_settings(
-        config.charging, node_id=config.node.id, state_dir=config.state_dir, redis_url=config.redis.url
+        config.charging, node_id=config.node.id, state_dir=config.state_dir, redis_url=config.redis.url,
+        adopt=adopt,
     )
     await service.start()
     return service

@@ -17,13 +17,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountStore, RedisAccountStore, Scope
 from gateway.charging.cli import DEFAULT_CONFIG, load_optional_config
 from gateway.datafile import DataFileError
+from gateway.redis_client import connect
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +66,7 @@ def account_command(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> str:
-        store = RedisAccountStore(aioredis.Redis.from_url(url), config.accounts.key_prefix)
+        store = RedisAccountStore(connect(url), config.accounts.key_prefix)
         try:
             return await run_account_command(store, args)
         finally:

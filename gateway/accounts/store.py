@@ -28,6 +28,7 @@ from gateway.accounts.policy import (
     Refusal,
     most_restrictive,
 )
+from gateway.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ StoreFactory = Callable[[str | None, str, float], AccountStore]
 _REGISTRY: dict[str, StoreFactory] = {
     "memory": lambda url, prefix, timeout: MemoryAccountStore(),
     "redis": lambda url, prefix, timeout: RedisAccountStore(
-        aioredis.Redis.from_url(url or "", socket_timeout=timeout, socket_connect_timeout=timeout), prefix
+        connect(url or "", timeout=timeout), prefix
     ),
 }
 

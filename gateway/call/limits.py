@@ -13,6 +13,12 @@ Two back ends, registered by name (:func:`limiter`):
   refresh their slots every ``slot_ttl / 3``. Calls per second: one counter per scope and
   second, expiring after two seconds. Admission checks every scope and takes all slots in one
   Lua script, so two workers never both take the last slot.
+
+  Redis is on the call path here, so it is never waited for long: one admission round trip is
+  bounded by ``call_timeout`` and after a failure Redis is skipped for ``retry_after`` seconds
+  (:class:`gateway.redis_client.Breaker`); meanwhile calls are admitted against this process's
+  own counters and each scope's concurrency limit, so an outage neither delays calls (a caller
+  waiting on a dead Redis loses its next hop's Timer B) nor lets one process exceed a limit.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from gateway.redis_client import Breaker, connect
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +176,11 @@ return 0
 class RedisLimiter(Limiter):
     """Slots shared by every worker through Redis; see the module docstring.
 
-    When Redis is unreachable the limits still hold, on this process's own counters: each of
-    the ``workers`` processes enforces its share of every limit (concurrent calls rounded up,
-    calls per second divided), counting the calls it already holds (logged).
+    When Redis is unreachable, slow or erring (no answer within ``call_timeout``; a breaker then
+    skips it for ``retry_after`` seconds, so no call waits on it), the limits still hold on this
+    process's own counters: each of the ``workers`` processes enforces its share of every limit
+    (concurrent calls rounded up, calls per second divided), counting the calls it already
+    holds (logged once per outage).
     """
 
     def __init__(
@@ -183,8 +192,13 @@ class RedisLimiter(Limiter):
         prefix: str = "gw:limit:",
         clock: Callable[[], float] | None = None,
         workers: int = 1,
+        call_timeout: float = 0.25,
+        retry_after: float = 1.0,
     ) -> None:
-        self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._client = connect(url)
+        self._clock = clock
+        self._call_timeout = call_timeout
+        self._breaker = Breaker(retry_after)
         self._workers = max(1, workers)
         # Calls per second of this process's share while Redis is away (concurrency: _local).
         self._outage_rate = MemoryLimiter(clock or time.monotonic)
@@ -213,10 +227,8 @@ class RedisLimiter(Limiter):
         for scope in scopes:
             keys.extend(self._keys(scope))
             args += [scope.max_calls, scope.max_cps]
-        try:
-            refused = int(await self._acquire(keys=keys, args=args))
-        except RedisError as exc:
-            log.warning("limits: Redis unavailable (%s); this worker enforces its share locally", exc)
+        refused = await self._shared_admission(keys, args)
+        if refused is None:  # Redis not usable now: this worker's share of each limit decides
             local = self._local_share(call, scopes)
             if local is not None:
                 return local
@@ -239,11 +251,34 @@ class RedisLimiter(Limiter):
         self._outage_rate.release(call, rates)  # only the tokens matter here
         return None if refused is None else next(s for s in scopes if s.key == refused.key)
 
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def _shared_admission(self, keys: list[str], args: list[str | int | float]) -> int | None:
+        """The Lua admission's answer (0 or the refusing scope), or None when Redis is skipped,
+        failed or did not answer within ``call_timeout``."""
+        now = self._now()
+        if not self._breaker.allows(now):
+            return None
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                refused = int(await self._acquire(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._breaker.failed(now):
+                log.warning("limits: Redis unavailable (%s); admitting on local counters, retrying "
+                            "Redis every %.1fs", exc or "no answer in time", self._breaker.retry_after)
+            return None
+        if self._breaker.succeeded():
+            log.info("limits: Redis reachable again; shared limits apply")
+        return refused
+
     def release(self, call: str, scopes: Sequence[Scope]) -> None:
         held = self._held.pop(call, None)
         if held is None:
             return
         release_slots(self._local, held)
+        if self._breaker.is_open:
+            return  # its slot expires by TTL; no connection attempt per call during an outage
         task = asyncio.get_running_loop().create_task(self._remove(call, held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -255,7 +290,7 @@ class RedisLimiter(Limiter):
                 for scope in scopes:
                     pipe.zrem(self._keys(scope)[0], member)
                 await pipe.execute()
-        except RedisError as exc:  # the slot expires by itself after slot_ttl
+        except (RedisError, OSError) as exc:  # the slot expires by itself after slot_ttl
             log.warning("limits: cannot release %s in Redis (%s); it expires by TTL", call, exc)
 
     async def _refresh_loop(self) -> None:

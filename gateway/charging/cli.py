@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TextIO
 
 import pydantic
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.billing import cli as billing_cli
@@ -47,6 +46,7 @@ from gateway.charging.settings import ChargingSettings
 from gateway.charging.spool import read_segment
 from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError
+from gateway.redis_client import connect
 
 DEFAULT_CONFIG = Path("config/gateway.yaml")
 
@@ -248,7 +248,7 @@ async def _consume(
     idle_polls: int | None,
     resilient: bool = False,
 ) -> None:
-    client = aioredis.Redis.from_url(url)
+    client = connect(url, timeout=None)  # the consumer blocks in XREADGROUP
     try:
         consumer = BillingConsumer(client, options, output, totals)
         await consumer.setup()

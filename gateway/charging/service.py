@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,10 +68,17 @@ class ChargingService:
 
     @classmethod
     def from_settings(
-        cls, settings: ChargingSettings, *, node_id: str, state_dir: Path, redis_url: str | None
+        cls,
+        settings: ChargingSettings,
+        *,
+        node_id: str,
+        state_dir: Path,
+        redis_url: str | None,
+        adopt: Sequence[Path] = (),
     ) -> ChargingService:
-        """Build from the ``charging`` config section (``settings.tariffs`` must be resolved already)."""
-        sink = create_sink(SinkContext(settings, state_dir, redis_url))
+        """Build from the ``charging`` config section (``settings.tariffs`` must be resolved already).
+        ``adopt``: spool directories of processes that no longer run (their events are replayed)."""
+        sink = create_sink(SinkContext(settings, state_dir, redis_url, tuple(adopt)))
         interim = timedelta(minutes=settings.interim_minutes) if settings.interim_minutes else None
         return cls(node_id=node_id, rater=load_tariffs(settings.tariffs), sink=sink, interim=interim)
 

@@ -38,6 +38,13 @@ class StreamSettings(_Section):
     the stream is trimmed only below what every consumer group has acknowledged."""
     consumer_group: Name = "billing"
     socket_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    wait_replicas: int = Field(default=0, ge=0, le=16)
+    """With replicas (Redis Sentinel): a batch counts as delivered only once this many of the
+    master's connected replicas hold it (``WAIT``), so a master lost right after acknowledging it
+    cannot take events along; a batch not confirmed within ``wait_timeout_ms`` is spooled too
+    (replayed later; consumers drop the copies). A master with fewer replicas (one just promoted)
+    is waited on for those it has."""
+    wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
 
 
 class ChargingSettings(_Section):

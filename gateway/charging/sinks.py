@@ -45,6 +45,7 @@ from redis.exceptions import RedisError, ResponseError
 from gateway.charging.events import ChargingEvent, encode
 from gateway.charging.settings import ChargingSettings, StreamSettings
 from gateway.charging.spool import Spool, read_segment
+from gateway.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class SinkContext:
     settings: ChargingSettings
     state_dir: Path
     redis_url: str | None
+    adopt: tuple[Path, ...] = ()
+    """Spool directories of processes that no longer run: their segments join this spool."""
 
 
 SinkFactory = Callable[[SinkContext], Sink]
@@ -306,6 +309,13 @@ return #ARGV / 2
 """
 
 
+class NotReplicatedError(RedisError):
+    """The master took a batch but its replicas did not confirm it in time (``wait_replicas``)."""
+
+
+REPLICA_CHECK_INTERVAL = 1.0
+"""Seconds between checks of how many replicas the master has (``ROLE``)."""
+
 LAG_CHECK_INTERVAL = 30.0
 """Seconds between checks of how far billing lags behind (XINFO GROUPS)."""
 TRIM_INTERVAL = 5.0
@@ -344,6 +354,8 @@ class StreamWriter:
         self._xadd_batch = client.register_script(_XADD_BATCH)
         self._next_lag_check = 0.0
         self._next_trim = 0.0
+        self._next_role_check = 0.0
+        self._replicas = 0
 
     async def ensure_group(self) -> None:
         await ensure_group(self.client, self.settings.key, self.settings.consumer_group)
@@ -355,6 +367,7 @@ class StreamWriter:
             args.append(event_id)
             args.append(payload)
         await self._xadd_batch(keys=[self.settings.key], args=args)
+        await self._confirm_replicated()
         now = asyncio.get_running_loop().time()
         try:
             if now >= self._next_trim:
@@ -389,6 +402,22 @@ class StreamWriter:
         trimmed = await self.client.xtrim(key, minid=f"{floor[0]}-{floor[1]}", approximate=True)
         return int(trimmed)
 
+    async def _confirm_replicated(self) -> None:
+        """``WAIT`` for ``wait_replicas`` of the replicas the master has (``ROLE``, rechecked every
+        ``REPLICA_CHECK_INTERVAL``); NotReplicatedError when they did not confirm in time."""
+        wanted = self.settings.wait_replicas
+        if not wanted:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_role_check:
+            role = await self.client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            self._replicas = len(role[2]) if role and role[0] in (b"master", "master") else 0
+            self._next_role_check = now + REPLICA_CHECK_INTERVAL
+        need = min(wanted, self._replicas)
+        if need and int(await self.client.wait(need, self.settings.wait_timeout_ms)) < need:
+            self._next_role_check = 0.0  # a replica may have gone: look again next time
+            raise NotReplicatedError(f"batch not confirmed by {need} replica(s) in time")
+
     async def check_lag(self) -> int | None:
         """How many entries billing has not read yet; logs an error beyond ``maxlen``: nothing is
         lost (the stream is not trimmed below what billing still needs), but Redis memory grows
@@ -420,9 +449,14 @@ async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
 def redis_client(url: str, socket_timeout: float) -> aioredis.Redis:
     """A client that fails fast, so an outage turns into spooling within about a second."""
     # One immediate retry replaces a pooled connection that died with a Redis restart.
-    return aioredis.Redis.from_url(
-        url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 1)
-    )
+    return connect(url, timeout=socket_timeout, retry=Retry(NoBackoff(), 1))
+
+
+def open_spool(spool: Spool, adopt: Sequence[Path]) -> None:
+    """Open ``spool`` and take over the segments left in ``adopt`` (blocking: run in a thread)."""
+    spool.open()
+    for directory in adopt:
+        spool.adopt(directory)
 
 
 async def spool_append(spool: Spool, batch: Sequence[Record]) -> None:
@@ -436,12 +470,13 @@ class SpoolSink(BatchingSink):
 
     name = "spool"
 
-    def __init__(self, spool: Spool, policy: BatchPolicy) -> None:
+    def __init__(self, spool: Spool, policy: BatchPolicy, adopt: Sequence[Path] = ()) -> None:
         super().__init__(policy)
         self.spool = spool
+        self.adopt = tuple(adopt)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.spool.open)
+        await asyncio.to_thread(open_spool, self.spool, self.adopt)
         await super().start()
 
     async def _deliver(self, batch: Sequence[Record]) -> None:
@@ -484,10 +519,13 @@ class FailoverSink(BatchingSink):
 
     name = "failover"
 
-    def __init__(self, writer: StreamWriter, spool: Spool, policy: BatchPolicy) -> None:
+    def __init__(
+        self, writer: StreamWriter, spool: Spool, policy: BatchPolicy, adopt: Sequence[Path] = ()
+    ) -> None:
         super().__init__(policy)
         self.writer = writer
         self.spool = spool
+        self.adopt = tuple(adopt)
         self.replay_chunk = policy.max_events
         self._degraded = False
         self._group_ready = False
@@ -505,7 +543,7 @@ class FailoverSink(BatchingSink):
         return self._degraded
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.spool.open)
+        await asyncio.to_thread(open_spool, self.spool, self.adopt)
         if self.spool.sealed_segments():
             log.warning("charging: spooled events from a previous run; replaying them to Redis first")
             self._enter_degraded()
@@ -605,7 +643,7 @@ def _writer_for(context: SinkContext) -> StreamWriter:
 
 @register_sink("spool")
 def _spool_sink(context: SinkContext) -> Sink:
-    return SpoolSink(_spool_for(context), BatchPolicy.from_settings(context.settings))
+    return SpoolSink(_spool_for(context), BatchPolicy.from_settings(context.settings), context.adopt)
 
 
 @register_sink("redis_streams")
@@ -616,4 +654,4 @@ def _redis_sink(context: SinkContext) -> Sink:
 @register_sink("failover")
 def _failover_sink(context: SinkContext) -> Sink:
     policy = BatchPolicy.from_settings(context.settings)
-    return FailoverSink(_writer_for(context), _spool_for(context), policy)
+    return FailoverSink(_writer_for(context), _spool_for(context), policy, context.adopt)

@@ -88,13 +88,26 @@ class Spool:
         if existing:
             self._next_seq = int(existing[-1].stem) + 1
 
+    def adopt(self, directory: Path) -> int:
+        """Move the segments another spool left in ``directory`` (a worker that no longer runs)
+        into this one, after its own and in their order, so they are replayed like ours; returns
+        how many. Call after ``open``, before writing. A rename is atomic: after a crash each
+        segment is in one place or the other, never lost or in both."""
+        if not directory.is_dir() or directory.resolve() == self.directory.resolve():
+            return 0
+        theirs = _segments(directory)
+        for path in theirs:
+            os.rename(path, self.directory / f"{self._next_seq:016d}{_SUFFIX}")
+            self._next_seq += 1
+        if theirs:
+            self._sync_directory()
+            _sync_directory(directory, self.fsync)
+            log.warning("spool: adopted %d segments left in %s", len(theirs), directory)
+        return len(theirs)
+
     def sealed_segments(self) -> list[Path]:
         """Segments not being written to, oldest first."""
-        return sorted(
-            p
-            for p in self.directory.iterdir()
-            if p.suffix == _SUFFIX and p.stem.isdigit() and p != self._active
-        )
+        return [p for p in _segments(self.directory) if p != self._active]
 
     @property
     def active_has_data(self) -> bool:
@@ -156,10 +169,40 @@ class Spool:
         self._sync_directory()
 
     def _sync_directory(self) -> None:
-        if not self.fsync:
-            return
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync_directory(self.directory, self.fsync)
+
+
+def _segments(directory: Path) -> list[Path]:
+    """The segment files directly in ``directory``, oldest first."""
+    return sorted(p for p in directory.iterdir() if p.suffix == _SUFFIX and p.stem.isdigit() and p.is_file())
+
+
+def _sync_directory(directory: Path, fsync: bool) -> None:
+    """fsync a directory, so renames and new names in it survive a power cut."""
+    if not fsync:
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def abandoned_spools(own: Path, *, workers: int, worker_index: int | None) -> list[Path]:
+    """Spool directories no running process writes to, which ``own`` takes over (see
+    ``Spool.adopt``): the single process takes every ``w<N>`` left by earlier worker processes;
+    worker 0 (its spool is ``<base>/w0``) takes the segments a single process left in ``<base>``
+    and ``<base>/w<N>`` for each N the current worker count no longer runs. Other workers: none."""
+    if worker_index:
+        return []
+
+    def worker_dirs(base: Path) -> list[tuple[int, Path]]:
+        if not base.is_dir():
+            return []
+        found = [(int(d.name[1:]), d) for d in base.iterdir() if d.name[:1] == "w" and d.name[1:].isdigit()]
+        return sorted(item for item in found if item[1].is_dir())
+
+    if worker_index is None:
+        return [path for _, path in worker_dirs(own)]
+    base = own.parent
+    return [base, *(path for index, path in worker_dirs(base) if index >= workers)]

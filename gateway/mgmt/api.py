@@ -60,6 +60,7 @@ from gateway.mgmt.dialplans import (
 )
 from gateway.mgmt.monitor import Monitor, call_class
 from gateway.mgmt.openapi import document
+from gateway.redis_client import connect
 from gateway.registrar.location import Binding, ContactChange, LocationStoreError, RegisterUpdate
 from gateway.registrar.trunks import (
     CarrierTrunk,
@@ -1180,8 +1181,7 @@ async def start_api(
     """Start the API on ``api.host:api.port`` (see the module docstring); close with ``close()``."""
     settings = config.api
     redis = (
-        aioredis.Redis.from_url(config.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        if config.redis.url else None
+        connect(config.redis.url) if config.redis.url else None
     )
     owned: AccountStore | None = None
     if accounts is None:

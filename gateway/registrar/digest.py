@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.redis_client import connect
 from gateway.registrar.trunks import Credential, TrunkTable
 from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
 from gateway.sip.address import Address
@@ -142,7 +142,7 @@ class RedisNonceCounts:
 
     def __init__(self, url: str, lifetime: float) -> None:
         self._lifetime = lifetime
-        self._client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._client = connect(url)
 
     def accept_now(self, nonce: str, nc: int, issued: float, now: float) -> None:
         return None

@@ -31,13 +31,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
+from gateway.redis_client import connect
 from gateway.sip.address import Address
 
 
@@ -381,16 +381,13 @@ class RedisLocationStore(LocationStore):
         if client is None:
             # A blocking pool: a burst of REGISTERs waits for a free connection instead of
             # failing with "Too many connections" (the plain pool's behaviour at its limit).
-            pool = aioredis.BlockingConnectionPool.from_url(
+            client = connect(
                 url,
                 max_connections=max_connections,
-                timeout=2.0,
+                pool_timeout=2.0,
                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                socket_timeout=2.0,
-                socket_connect_timeout=2.0,
             )
-            client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._redis: Any = client
         self._prefix = prefix
         self._index = f"{prefix}index"

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway import redis_client
 from gateway.accounts.store import AccountGate
 from gateway.config import GatewayConfig
 from gateway.registrar.digest import NonceCounts, nonce_counts
@@ -183,7 +183,7 @@ async def nonce_key(config: GatewayConfig) -> bytes:
     if config.registrar.nonce_secret is not None:
         return config.registrar.nonce_secret.encode("utf-8")
     if config.redis.url:
-        client = aioredis.Redis.from_url(config.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        client = redis_client.connect(config.redis.url)
         try:
             await client.set(NONCE_KEY_NAME, secrets.token_hex(32), nx=True)
             shared = await client.get(NONCE_KEY_NAME)

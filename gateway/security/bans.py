@@ -19,6 +19,7 @@ from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 
+from gateway.redis_client import connect
 from gateway.security.flood import Ban, BanReason
 
 
@@ -88,7 +89,7 @@ class RedisBanStore:
     name = "redis"
 
     def __init__(self, url: str, key: str = "gw:bans", *, timeout: float = 2.0) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._redis = connect(url, timeout=timeout)
         self._key = key
         self._info = f"{key}:info"
         self._locks = f"{key}:locked-users"

@@ -660,16 +660,27 @@ def _has_tag(request: Request, to_value: str) -> bool:
         return _TAG_RE.search(to_value) is not None
 
 
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
 def make_response(
     request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
 ) -> Response:
     """A response to ``request`` per RFC 3261 §8.2.6: Via (all, in order), From, To, Call-ID and
     CSeq copied (Timestamp too for 100, §8.2.6.1); ``to_tag`` is added to To when it has none.
-    ``reason`` (e.g. a SipParseError's) is %-escaped where the Reason-Phrase grammar requires."""
+    ``reason`` (e.g. a SipParseError's) is %-escaped where the Reason-Phrase grammar requires.
+    A response that may create a dialog (101-299 to a dialog-creating request) carries the
+    request's Record-Route in order (§12.1.1), so a record-routing proxy in front (Kamailio)
+    stays on the route of the caller's in-dialog requests."""
     items: list[tuple[str, str, str]] = []
+    keep_record_route = 100 < status < 300 and request.method in _DIALOG_CREATING
     for item in request.headers._items:
         key = item[0]
-        if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == 100):
+        if (
+            key in ("via", "from", "call-id", "cseq")
+            or (key == "timestamp" and status == 100)
+            or (key == "record-route" and keep_record_route)
+        ):
             items.append(item)
         elif key == "to":
             if to_tag is not None and not _has_tag(request, item[2]):

@@ -1,13 +1,22 @@
 """Concurrent-call and calls-per-second limits: the memory back end with a fake clock, the
 Redis back end against a real redis-server (shared between two limiters = two workers, slots of
-a dead process expiring by themselves)."""
+a dead process expiring by themselves; a stopped and a hung (SIGSTOP) redis-server neither
+delay admission nor lift the limits)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
 
 from gateway.call.limits import MemoryLimiter, RedisLimiter, Scope, limiter
 from gateway.call.state import CALL_TABLE, CallInput, CallState, CallStateError, transition
+from gateway.redis_client import Breaker
+from tests.support.servers import redis_server
 
 TRUNK = Scope("trunk:t", max_calls=2, max_cps=100)
 GROUP = Scope("group:g", max_calls=3, max_cps=100)
@@ -102,6 +111,66 @@ async def test_with_redis_unreachable_each_worker_enforces_its_share() -> None:
         assert await limits.acquire("r5", [rate]) is None
     finally:
         await limits.close()
+
+
+def test_breaker_opens_on_failure_and_lets_one_probe_through_after_retry_after() -> None:
+    breaker = Breaker(retry_after=1.0)
+    assert breaker.allows(0.0) and not breaker.is_open
+    assert breaker.failed(0.0) is True  # opened: the one log line of the outage
+    assert not breaker.allows(0.5)
+    assert breaker.allows(1.0)  # the probe
+    assert breaker.failed(1.0) is False  # still down: no new log line, closed for another second
+    assert not breaker.allows(1.5)
+    assert breaker.succeeded() is True and breaker.allows(1.5)
+    assert breaker.succeeded() is False
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "Redis unavailable" in r.getMessage()]
+
+
+async def test_redis_hung_or_stopped_admits_on_local_limits_without_waiting_per_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.call.limits")
+    clock = Clock()
+    scope = Scope("trunk:h", max_calls=2, max_cps=100)
+    with redis_server(tmp_path) as server:
+        assert server.proc is not None
+        limits = RedisLimiter(server.url, node="w", clock=clock, call_timeout=0.2, retry_after=1.0)
+        try:
+            assert await limits.acquire("c1", [scope]) is None  # shared slot in Redis
+            os.kill(server.proc.pid, signal.SIGSTOP)  # hung: connections accepted, never answered
+            try:
+                # One call probes and gives up after call_timeout, then Redis is skipped: the
+                # others make no attempt at all (one warning for the outage), and this process's
+                # own counters still hold the scope to its max_calls.
+                assert await limits.acquire("c2", [scope]) is None
+                assert await limits.acquire("c3", [scope]) == scope
+                limits.release("c2", [scope])
+                assert await limits.acquire("c4", [scope]) is None
+                assert len(outage_warnings(caplog)) == 1
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            server.stop()  # down: refused
+            clock.now = 1.0
+            limits.release("c4", [scope])
+            assert await limits.acquire("c5", [scope]) is None  # the probe fails: local again
+            assert len(outage_warnings(caplog)) == 1  # same outage, no new line
+            server.start()
+            clock.now = 2.0
+            limits.release("c1", [scope])
+            limits.release("c5", [scope])
+            # Back: shared limits apply again (two calls of a fresh Redis; the third refused there).
+            assert await limits.acquire("c6", [scope]) is None
+            assert "Redis reachable again" in caplog.text
+            assert await limits.acquire("c7", [scope]) is None
+            assert await limits.acquire("c8", [scope]) == scope
+            limits.release("c6", [scope])
+            limits.release("c7", [scope])
+            assert limits.snapshot() == {}
+        finally:
+            await limits.close()
 
 
 def test_call_state_table_is_total_over_its_rows() -> None:

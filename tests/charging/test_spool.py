@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.charging.events import encode
-from gateway.charging.spool import Spool, read_segment
+from gateway.charging.spool import Spool, abandoned_spools, read_segment
 from tests.charging.helpers import synthetic_event
 
 
@@ -96,3 +96,41 @@ def test_a_segment_older_than_the_age_limit_is_sealed_after_the_next_write(tmp_p
     spool.append(_lines(1, 2), now=3700.0)  # an hour after the segment was opened
     (sealed,) = spool.sealed_segments()
     assert len(read_segment(sealed).records) == 3 and not spool.active_has_data
+
+
+def test_adopt_moves_another_spools_segments_behind_ours_in_their_order(tmp_path: Path) -> None:
+    mine, theirs = tmp_path / "w0", tmp_path / "w3"
+    left = Spool(theirs)
+    left.open()
+    left.append(_lines(2, first=10))
+    left.rotate()
+    left.append(_lines(1, first=20))
+    left.close()
+    spool = Spool(mine)
+    spool.open()
+    spool.append(_lines(1))
+    spool.close()
+    spool = Spool(mine)
+    spool.open()
+    assert spool.adopt(theirs) == 2
+    assert spool.adopt(theirs) == 0 and spool.adopt(tmp_path / "absent") == 0 and spool.adopt(mine) == 0
+    assert list(theirs.iterdir()) == []
+    segments = [read_segment(p).records for p in spool.sealed_segments()]
+    calls = [[event_id.split(":")[1] for event_id, _ in records] for records in segments]
+    assert calls == [["load000000"], ["load000010", "load000011"], ["load000020"]]
+    spool.append(_lines(1, first=30))  # the next segment comes after the adopted ones
+    assert spool.sealed_segments()[-1].stem < sorted(mine.iterdir())[-1].stem
+
+
+def test_abandoned_spools_are_those_no_current_process_writes(tmp_path: Path) -> None:
+    base = tmp_path / "charging-spool"
+    for name in ("w0", "w1", "w2", "w10", "wx"):
+        (base / name).mkdir(parents=True)
+    (base / "w5").write_text("")  # a file, not a spool
+    # One process now: every worker spool of an earlier multi-worker run.
+    every = [base / "w0", base / "w1", base / "w2", base / "w10"]
+    assert abandoned_spools(base, workers=1, worker_index=None) == every
+    # Two workers now: worker 0 takes what one process left in the base and w2, w10.
+    assert abandoned_spools(base / "w0", workers=2, worker_index=0) == [base, base / "w2", base / "w10"]
+    assert abandoned_spools(base / "w1", workers=2, worker_index=1) == []
+    assert abandoned_spools(tmp_path / "none", workers=1, worker_index=None) == []

@@ -39,8 +39,6 @@ def reply(req: Request, status: int, *, contact: str | None = "sip:bob@198.51.10
     for line in extra:
         name, _, value = line.partition(": ")
         resp.headers.add(name, value)
-    for rr in req.headers.get_lines("Record-Route"):
-        resp.headers.add("Record-Route", rr)
     parsed = parse_message(resp.to_bytes())
     assert isinstance(parsed, Response)
     return parsed
@@ -284,3 +282,13 @@ def test_response_of_another_fork_is_refused() -> None:
     with pytest.raises(ValueError, match="fork-2"):
         d.receive_response(req, reply(req, 200, tag="fork-2"))
     assert state_of(d) is DialogState.EARLY
+
+
+def test_dialog_creating_responses_carry_the_record_route_in_order() -> None:
+    """RFC 3261 §12.1.1: the UAS copies the request's Record-Route into 101-299 responses."""
+    req = invite(RR)
+    for status in (180, 200):
+        assert make_response(req, status, to_tag="b").headers.get_lines("Record-Route") == \
+            req.headers.get_lines("Record-Route")
+    assert make_response(req, 100).headers.get_lines("Record-Route") == []
+    assert make_response(req, 486, to_tag="b").headers.get_lines("Record-Route") == []

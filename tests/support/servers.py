@@ -97,6 +97,7 @@ class RedisServer:
     port: int
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more redis-server options (e.g. --replicaof)
 
     @property
     def url(self) -> str:
@@ -108,6 +109,7 @@ class RedisServer:
             [
                 binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.workdir),
                 "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
