@@ -44,7 +44,7 @@ EVENT_COLUMNS: Final = (
     "event_id", "event_type", "call_id", "seq", "node_id", "event_time", "group_id", "payer_role",
     "payer_number", "payer_group", "direction", "call_class", "calling_number", "called_number",
     "off_net_group", "answer_time", "end_time", "duration_ms", "billable_seconds", "tariff_id", "units",
-    "amount_fen", "raw",
+    "amount_fen", "raw", "product", "service_number",
 )
 
 Row = tuple[Any, ...]
@@ -91,7 +91,7 @@ def event_row(event: ChargingEvent, raw: bytes) -> Row:
         payer.group if payer else event.group, event.direction.value, event.call_class.value,
         event.calling.normalised, event.called.normalised, int(event.off_net_group), event.times.answer,
         event.times.end, event.duration_ms, event.billable_seconds, rating.tariff_id, rating.units,
-        rating.amount_fen, raw.decode("utf-8"),
+        rating.amount_fen, raw.decode("utf-8"), event.product, event.service_number,
     )
 
 

@@ -36,6 +36,8 @@ class ChargeSpec:
     terminating: str | None
     payer: Payer | None = None
     off_net_group: bool = False
+    product: str | None = None
+    service_number: str | None = None
 
 
 _END_REASONS = {
@@ -74,6 +76,8 @@ class ChargingObserver:
             terminating=spec.terminating,
             payer=spec.payer,
             off_net_group=spec.off_net_group,
+            product=spec.product,
+            service_number=spec.service_number,
         )
         try:
             self._open[call.uid] = self._service.open_call(info)

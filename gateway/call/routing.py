@@ -453,6 +453,8 @@ class DialplanRouter:
             terminating=decision.targets[0].member if decision.targets else outbound,
             payer=payer_of(charging, calling=calling_number.normalised, called=called_number.normalised),
             off_net_group=charging.off_net_group,
+            product=charging.product,
+            service_number=charging.service_number,
         )
 
     async def _check_accounts(self, decision: Decision, origin: Origin) -> Refused | None:

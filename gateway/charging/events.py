@@ -34,7 +34,7 @@ __all__ = [
     "decode", "encode", "format_time", "json_schema", "parse_time",
 ]
 
-SCHEMA_VERSION: Final = "1.1"
+SCHEMA_VERSION: Final = "1.2"
 SCHEMA_ID: Final = "https://ims-fusion-gateway.example/schemas/charging-event.schema.json"
 
 _STRICT = ConfigDict(extra="forbid", use_attribute_docstrings=True)
@@ -163,8 +163,9 @@ class ChargingEvent:
 
     __pydantic_config__ = _STRICT
 
-    schema_version: Literal["1.0", "1.1"]
-    """1.1 added ``payer`` and ``off_net_group``; 1.0 events (older spools) lack them."""
+    schema_version: Literal["1.0", "1.1", "1.2"]
+    """1.1 added ``payer`` and ``off_net_group``, 1.2 ``product`` and ``service_number``; older
+    events (spools written before) lack them."""
     event_id: str
     """``{node_id}:{call_id}:{seq}``: unique and identical on every re-delivery."""
     event_type: EventType
@@ -203,6 +204,13 @@ class ChargingEvent:
     null only in schema 1.0 events."""
     off_net_group: bool = False
     """The called number is in the group's off-net number group (网外号码组: discounted)."""
+    product: str | None = None
+    """The product the call belongs to: ``call_centre`` (呼叫中心直连), ``400`` (移动400),
+    ``other_carrier`` (an approved other carrier's number presented), ``virtual_fixed``,
+    ``one_number`` or ``legacy_vpmn``; null for plain calls."""
+    service_number: str | None = None
+    """The product's number (national form): the special or 400 number dialled, the virtual
+    fixed or one-number number called, or the number presented (agent, other carrier)."""
 
 
 _ADAPTER: Final = TypeAdapter(ChargingEvent)

@@ -124,6 +124,8 @@ class CallInfo:
     payer: Payer | None = None
     """Who pays; None: the calling line, or nobody here for an inbound call (``default_payer``)."""
     off_net_group: bool = False
+    product: str | None = None
+    service_number: str | None = None
 
     def resolved_payer(self) -> Payer:
         """``payer``, or the rule's default: the caller pays, receiving is free (``payer_of``)."""
@@ -160,6 +162,8 @@ class CallInfo:
             group=charging.group,
             payer=payer_of(charging, calling=calling.normalised, called=called.normalised),
             off_net_group=charging.off_net_group,
+            product=charging.product,
+            service_number=charging.service_number,
         )
 
     @classmethod
@@ -348,4 +352,6 @@ class CallRecorder:
             rating=rating,
             payer=payer,
             off_net_group=info.off_net_group,
+            product=info.product,
+            service_number=info.service_number,
         )

@@ -25,11 +25,11 @@ def rows(first: int, count: int) -> list[tuple[object, ...]]:
 
 
 def test_migrations_are_applied_once_in_order(store: BillingStore) -> None:
-    assert store.schema_version() == len(migrations()) == 2
+    assert store.schema_version() == len(migrations()) == 3
     again = open_store(store.url)  # a second process starting: nothing applied twice
     try:
-        assert again.schema_version() == 2
-        assert store.query("SELECT count(*) FROM schema_version")[0][0] == 2
+        assert again.schema_version() == 3
+        assert store.query("SELECT count(*) FROM schema_version")[0][0] == 3
     finally:
         again.close()
 

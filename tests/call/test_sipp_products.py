@@ -380,3 +380,6 @@ def test_service_calls_are_charged_to_the_owning_group(
     event = found[-1]
     assert (event["call_class"], event["direction"], event["group"]) == ("400", "terminating", "acme")
     assert event["called"]["normalised"] == "4008200123"
+    # The product and its number, and the group pays (集团统付) for its 400 number's callers.
+    assert (event["product"], event["service_number"]) == ("400", "4008200123"), event
+    assert event["payer"]["role"] == "group_paid_inbound" and event["payer"]["group"] == "acme", event
