@@ -9,6 +9,7 @@ on a dialog where we already sent SDP (§8: same origin, version + 1).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.media.g711 import Codec
@@ -84,6 +85,14 @@ def _check_media(value: str) -> None:
             raise SdpError(f"bad media format {fmt[:16]!r}")
 
 
+def _fields(text: str) -> Iterator[tuple[str, str]]:
+    """The ``type=value`` lines of an SDP body (RFC 4566 §5), as (type, value); others skipped."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if len(line) >= 2 and line[1] == "=":
+            yield line[0], line[2:]
+
+
 def validate(body: bytes) -> None:
     """Raise :class:`SdpError` (488) unless every connection and media line of ``body`` is
     sane: ``c=`` an IP literal of its family, ``m=`` a port 0-65535 and valid formats, every
@@ -94,11 +103,7 @@ def validate(body: bytes) -> None:
         raise SdpError("SDP is not UTF-8") from None
     session_connection = False
     streams: list[bool] = []  # per m= line: has its own connection
-    for raw in text.splitlines():
-        line = raw.strip()
-        if len(line) < 2 or line[1] != "=":
-            continue
-        kind, value = line[0], line[2:]
+    for kind, value in _fields(text):
         if kind == "m":
             _check_media(value)
             streams.append(False)
@@ -127,11 +132,7 @@ def parse_offer(body: bytes) -> AudioOffer:
     rtpmap: dict[int, str] = {}
     direction = "sendrecv"
     ptime: int | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if len(line) < 2 or line[1] != "=":
-            continue
-        kind, value = line[0], line[2:]
+    for kind, value in _fields(text):
         if kind == "m":
             if seen_audio:
                 in_audio = False
