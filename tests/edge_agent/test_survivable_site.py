@@ -7,8 +7,9 @@ try their primary registrar (the core), get no answer, fail over to the site add
 with a secondary registrar, and call each other by short number; a call to the PSTN is refused
 with 503 and a Q.850 Reason (this site has no local breakout). A call is up when the link is
 restored: the agent sees the core again, lets the local gateway replay its charging spool to the
-core's Redis and drains it; the call up finishes, the local gateway exits, and the core's
-billing stream holds both calls' events exactly once.
+core's Redis and drains it; a new call to it then gets 503 with Retry-After; the call up
+finishes, the local gateway exits, and the core's billing stream holds both calls' events
+exactly once.
 
 The second test adds the core's own gateway (the real ``gateway`` package on the core address in
 the core namespace) to show the return: before the cut the devices register and call by short
@@ -204,6 +205,30 @@ def sipp(
     )
 
 
+def refused_call(topology: Topology, workdir: Path, port: int, dialled: str) -> str:
+    """62880001 dials ``dialled`` at the site address from ``port`` and is refused with 503
+    (answering a 407 first if one comes); SIPp's message trace."""
+    done = subprocess.run(
+        sipp(
+            topology.lan,
+            workdir,
+            "call_uac_503.xml",
+            port,
+            f"{SITE_GW}:5060",
+            "-s",
+            dialled,
+            *line_credentials("62880001"),
+            "-trace_msg",
+        ),
+        cwd=workdir,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, screen(workdir)
+    return "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
+
+
 def start_background(command: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     """A SIPp answering side, stopped by its PID afterwards (``ip netns exec`` execs SIPp)."""
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -357,28 +382,10 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
         # 62880001 dials the short number of 62880002; the PSTN is refused with a reason.
         status, out = await short_call(topology, tmp_path / "site-call", SITE_GW)
         assert status == 0, out + gateway_log(agent)
-        pstn_dir = tmp_path / "pstn"
         pstn = await asyncio.to_thread(
-            subprocess.run,
-            sipp(
-                topology.lan,
-                pstn_dir,
-                "call_uac_503.xml",
-                LINES["62880001"],
-                f"{SITE_GW}:5060",
-                "-s",
-                "013800138000",
-                *line_credentials("62880001"),
-                "-trace_msg",
-            ),
-            cwd=pstn_dir,
-            capture_output=True,
-            timeout=60,
-            check=False,
+            refused_call, topology, tmp_path / "pstn", LINES["62880001"], "013800138000"
         )
-        assert pstn.returncode == 0, screen(pstn_dir) + gateway_log(agent)
-        trace = "".join(p.read_text(errors="replace") for p in pstn_dir.glob("*_messages.log"))
-        assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in trace, trace[-2000:]
+        assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in pstn, pstn[-2000:]
 
         # A call is up when the core comes back: it goes on while the local gateway drains.
         status_socket = site_dir / "call.sock"
@@ -420,6 +427,13 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             await eventually(draining, "local gateway told to drain", within=30)
             snap = await asyncio.to_thread(read_status, status_socket)
             assert snap["calls"] == 1, snap  # the call up is not cut by the return to the core
+            # A new call to the draining local gateway is refused with 503 and Retry-After
+            # (RFC 3261 §21.5.4): the device goes back to its primary, the core. (Another port:
+            # the long call's SIPp holds the line's own.)
+            late = await asyncio.to_thread(
+                refused_call, topology, tmp_path / "late", LINES["62880001"] + 10, "60002"
+            )
+            assert "SIP/2.0 503 Shutting Down" in late and "Retry-After:" in late, late[-2000:]
             assert await asyncio.to_thread(long_call.wait, 60) == 0, screen(tmp_path / "uac-long")
         finally:
             stop_process(callee)
