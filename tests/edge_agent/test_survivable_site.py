@@ -7,8 +7,16 @@ try their primary registrar (the core), get no answer, fail over to the site add
 with a secondary registrar, and call each other by short number; a call to the PSTN is refused
 with 503 and a Q.850 Reason (this site has no local breakout). A call is up when the link is
 restored: the agent sees the core again, lets the local gateway replay its charging spool to the
-core's Redis and drains it; the call up finishes, the local gateway exits, and the core's
-billing stream holds both calls' events exactly once."""
+core's Redis and drains it; a new call to it then gets 503 with Retry-After; the call up
+finishes, the local gateway exits, and the core's billing stream holds both calls' events
+exactly once.
+
+The second test adds the core's own gateway (the real ``gateway`` package on the core address in
+the core namespace) to show the return: before the cut the devices register and call by short
+number through the core, during it through the site, and after it through the core again, while
+the drained local gateway no longer answers a REGISTER or an INVITE on the site address. The
+devices' failover is scripted (SIPp to the primary first, then the secondary), as IADs do with a
+secondary registrar configured."""
 
 from __future__ import annotations
 
@@ -16,8 +24,10 @@ import asyncio
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -72,6 +82,46 @@ def core_billing(topology: Topology, tmp_path: Path) -> Iterator[None]:
         stop_process(proc)  # `ip netns exec` execs redis-server: this PID is the server's
 
 
+@dataclass(frozen=True)
+class CoreGateway:
+    """The core's gateway as the site's devices see it: their primary proxy and registrar."""
+
+    status_socket: Path
+    log: Path
+
+    def completed(self) -> int:
+        """Calls it connected and saw end (its B2BUA's counter, from the status socket)."""
+        return cast(int, read_status(self.status_socket)["completed"])
+
+    def tail(self) -> str:
+        return "\n--- core gateway log\n" + self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def core_gateway(topology: Topology, tmp_path: Path, core_billing: None) -> Iterator[CoreGateway]:
+    """A real ``python -m gateway run`` on the core address in the core namespace, built like the
+    site's configuration (same lines, dialplan and trunks) and charging to the core's Redis."""
+    workdir = tmp_path / "core"
+    workdir.mkdir()
+    config = site_gateway_config(workdir, host=CORE_ADDRESS, node="core-acme")
+    log = workdir / "gateway.log"
+    # The devices reach it through the box, which routes its LAN toward the core (a router
+    # forwards; the agent manages the box's links, addresses and routes, not this switch).
+    subprocess.run(netns_exec(topology.site, "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            netns_exec(topology.core, sys.executable, "-m", "gateway", "run", "--config", str(config)),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        yield CoreGateway(workdir / "call.sock", log)
+    finally:
+        stop_process(proc, timeout=10)  # `ip netns exec` execs the gateway: this PID is its own
+
+
 def redis_cli(topology: Topology, *args: str) -> str:
     out = subprocess.run(
         netns_exec(
@@ -84,20 +134,21 @@ def redis_cli(topology: Topology, *args: str) -> str:
     return out.stdout
 
 
-def site_gateway_config(workdir: Path) -> Path:
+def site_gateway_config(workdir: Path, host: str = SITE_GW, node: str = "site-acme") -> Path:
     """The shipped site configuration (config/site-gateway.yaml: the group's dialplan cached on
     the box, the site's IAD lines and PBX from config/site-trunks.yaml, no breakout, charging to
     the core's Redis with the box's spool while it is unreachable), with short timers and the
-    test's directories."""
+    test's directories. With ``host`` the core address, it stands for the core's gateway serving
+    the same lines (the same dialplan and trunks, so a call's routing is the same at both)."""
     shipped = yaml.safe_load((PROJECT_ROOT / "config" / "site-gateway.yaml").read_text())
     assert shipped["sip"]["listen"][0]["host"] == SITE_GW and CORE_ADDRESS in shipped["redis"]["url"]
     trunks = PROJECT_ROOT / shipped["registrar"]["trunks"]
     config = {
-        "node": {"id": "site-acme"},
+        "node": {"id": node},
         "sip": {
             "listen": [
-                {"transport": "udp", "host": SITE_GW, "port": 5060},
-                {"transport": "tcp", "host": SITE_GW, "port": 5060},
+                {"transport": "udp", "host": host, "port": 5060},
+                {"transport": "tcp", "host": host, "port": 5060},
             ],
             "timers": TIMERS,
             "shutdown_grace": 0.5,
@@ -154,6 +205,30 @@ def sipp(
     )
 
 
+def refused_call(topology: Topology, workdir: Path, port: int, dialled: str) -> str:
+    """62880001 dials ``dialled`` at the site address from ``port`` and is refused with 503
+    (answering a 407 first if one comes); SIPp's message trace."""
+    done = subprocess.run(
+        sipp(
+            topology.lan,
+            workdir,
+            "call_uac_503.xml",
+            port,
+            f"{SITE_GW}:5060",
+            "-s",
+            dialled,
+            *line_credentials("62880001"),
+            "-trace_msg",
+        ),
+        cwd=workdir,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, screen(workdir)
+    return "".join(p.read_text(errors="replace") for p in workdir.glob("*_messages.log"))
+
+
 def start_background(command: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     """A SIPp answering side, stopped by its PID afterwards (``ip netns exec`` execs SIPp)."""
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -186,13 +261,14 @@ async def answers_options(ns: str, host: str) -> bool:
         sock.close()
 
 
-@pytest.mark.netns
-async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
-    topology: Topology, tmp_path: Path, core_billing: None
-) -> None:
+# The site's two IAD lines and the SIPp port each device uses.
+LINES = {"62880001": 25061, "62880002": 25062}
+
+
+def survivable_agent(topology: Topology, tmp_path: Path) -> Agent:
+    """The agent probing the core every 0.3 s, with the local gateway of ``tmp_path/site``."""
     site_dir = tmp_path / "site"
     site_dir.mkdir()
-    gateway_yaml = site_gateway_config(site_dir)
     config = agent_config(
         topology,
         tmp_path / "agent",
@@ -203,7 +279,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             "targets": [{"name": "core", "role": "core", "address": CORE_ADDRESS, "probes": ["icmp"]}],
         },
         survivable={
-            "gateway_config": str(gateway_yaml),
+            "gateway_config": str(site_gateway_config(site_dir)),
             "enter_after": 2,
             "leave_after": 2,
             "check_interval_s": 0.3,
@@ -212,101 +288,109 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             "replay_wait_s": 20,
         },
     )
-    agent = Agent(config)
+    return Agent(config)
+
+
+def cut_core_link(topology: Topology) -> None:
+    """The operator side of the interconnect goes down."""
+    ip("-n", topology.core, "link", "set", "core0", "down")
+
+
+def restore_core_link(topology: Topology) -> None:
+    """The link comes back, and with it the core's route back to the site."""
+    ip("-n", topology.core, "link", "set", "core0", "up")
+    ip("-n", topology.core, "route", "replace", "192.168.10.0/24", "via", "10.166.0.2")
+
+
+async def register_line(
+    topology: Topology, workdir: Path, number: str, registrar: str, give_up_s: int
+) -> int:
+    return await asyncio.to_thread(
+        register, topology.lan, workdir, number, port=LINES[number], registrar=registrar, timeout=give_up_s
+    )
+
+
+async def serving_locally(agent: Agent, topology: Topology) -> None:
+    """The core link is cut: wait for the agent's local gateway to answer on the site address."""
+
+    async def local_gateway_serves() -> bool:
+        return agent.survival.phase is Phase.SURVIVING and await answers_options(topology.lan, SITE_GW)
+
+    await eventually(local_gateway_serves, "local gateway answering on the site address", within=30)
+    state = agent.state()["survivable"]
+    assert state["active"] is True and state["phase"] == "surviving"
+
+
+async def fail_over(agent: Agent, topology: Topology, workdir: Path) -> None:
+    """Each device tries its primary registrar (the core) first: no answer; then the secondary,
+    the site address. Scripted here, as an IAD does with a secondary registrar configured."""
+    for number in LINES:
+        primary = await register_line(topology, workdir / f"reg-core-{number}", number, CORE_ADDRESS, 2)
+        assert primary != 0  # no route to the core: SIPp gives up
+        site = workdir / f"reg-site-{number}"
+        secondary = await register_line(topology, site, number, SITE_GW, 10)
+        assert secondary == 0, screen(site) + gateway_log(agent)
+
+
+async def short_call(topology: Topology, workdir: Path, proxy: str) -> tuple[int, str]:
+    """62880001 dials 62880002 by short number (60002) through ``proxy``, answering the 407 its
+    INVITE gets as a registered line; SIPp's exit status and screen."""
+    callee_dir, caller_dir = workdir / "uas", workdir / "uac"
+    callee = start_background(
+        sipp(topology.lan, callee_dir, "call_uas.xml", LINES["62880002"], None), callee_dir
+    )
+    try:
+        await asyncio.sleep(0.3)  # let it bind (a miss would only cost a retransmission)
+        call = await asyncio.to_thread(
+            subprocess.run,
+            sipp(
+                topology.lan,
+                caller_dir,
+                "call_uac.xml",
+                LINES["62880001"],
+                f"{proxy}:5060",
+                "-s",
+                "60002",
+                *line_credentials("62880001"),
+            ),
+            cwd=caller_dir,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop_process(callee)
+    return call.returncode, screen(caller_dir)
+
+
+@pytest.mark.netns
+async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
+    topology: Topology, tmp_path: Path, core_billing: None
+) -> None:
+    site_dir = tmp_path / "site"
+    agent = survivable_agent(topology, tmp_path)
     await agent.start()
     try:
         await agent.set_desired(site_desired(), "test")
         await asyncio.to_thread(wait_for_core_redis, topology)
         assert agent.survival.phase is Phase.CORE
 
-        # The core link is cut (the operator side of the interconnect goes down).
-        ip("-n", topology.core, "link", "set", "core0", "down")
-
-        async def local_gateway_serves() -> bool:
-            return agent.survival.phase is Phase.SURVIVING and await answers_options(topology.lan, SITE_GW)
-
-        await eventually(local_gateway_serves, "local gateway answering on the site address", within=30)
-        state = agent.state()["survivable"]
-        assert state["active"] is True and state["phase"] == "surviving"
-
-        # Each device tries its primary registrar (the core) first: no answer; then the secondary.
-        lines = {"62880001": 25061, "62880002": 25062}
-        for number, port in lines.items():
-            primary = await asyncio.to_thread(
-                register,
-                topology.lan,
-                tmp_path / f"reg-core-{number}",
-                number,
-                port=port,
-                registrar=CORE_ADDRESS,
-                timeout=2,
-            )
-            assert primary != 0  # no route to the core: SIPp gives up
-            secondary = await asyncio.to_thread(
-                register,
-                topology.lan,
-                tmp_path / f"reg-site-{number}",
-                number,
-                port=port,
-                registrar=SITE_GW,
-                timeout=10,
-            )
-            assert secondary == 0, screen(tmp_path / f"reg-site-{number}") + gateway_log(agent)
+        cut_core_link(topology)
+        await serving_locally(agent, topology)
+        await fail_over(agent, topology, tmp_path)
 
         # 62880001 dials the short number of 62880002; the PSTN is refused with a reason.
-        callee_dir, caller_dir = tmp_path / "uas", tmp_path / "uac"
-        callee = start_background(
-            sipp(topology.lan, callee_dir, "call_uas.xml", lines["62880002"], None), callee_dir
-        )
-        try:
-            await asyncio.sleep(0.3)  # let it bind (a miss would only cost a retransmission)
-            call = await asyncio.to_thread(
-                subprocess.run,
-                sipp(
-                    topology.lan,
-                    caller_dir,
-                    "call_uac.xml",
-                    lines["62880001"],
-                    f"{SITE_GW}:5060",
-                    "-s",
-                    "60002",
-                    *line_credentials("62880001"),
-                ),
-                cwd=caller_dir,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            assert call.returncode == 0, screen(caller_dir) + gateway_log(agent)
-        finally:
-            stop_process(callee)
-        pstn_dir = tmp_path / "pstn"
+        status, out = await short_call(topology, tmp_path / "site-call", SITE_GW)
+        assert status == 0, out + gateway_log(agent)
         pstn = await asyncio.to_thread(
-            subprocess.run,
-            sipp(
-                topology.lan,
-                pstn_dir,
-                "call_uac_503.xml",
-                lines["62880001"],
-                f"{SITE_GW}:5060",
-                "-s",
-                "013800138000",
-                *line_credentials("62880001"),
-                "-trace_msg",
-            ),
-            cwd=pstn_dir,
-            capture_output=True,
-            timeout=60,
-            check=False,
+            refused_call, topology, tmp_path / "pstn", LINES["62880001"], "013800138000"
         )
-        assert pstn.returncode == 0, screen(pstn_dir) + gateway_log(agent)
-        trace = "".join(p.read_text(errors="replace") for p in pstn_dir.glob("*_messages.log"))
-        assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in trace, trace[-2000:]
+        assert 'Reason: Q.850;cause=34;text="No circuit/channel available"' in pstn, pstn[-2000:]
 
         # A call is up when the core comes back: it goes on while the local gateway drains.
         status_socket = site_dir / "call.sock"
         callee = start_background(
-            sipp(topology.lan, tmp_path / "uas-long", "call_uas.xml", lines["62880002"], None),
+            sipp(topology.lan, tmp_path / "uas-long", "call_uas.xml", LINES["62880002"], None),
             tmp_path / "uas-long",
         )
         try:
@@ -316,7 +400,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
                     topology.lan,
                     tmp_path / "uac-long",
                     "call_uac.xml",
-                    lines["62880001"],
+                    LINES["62880001"],
                     f"{SITE_GW}:5060",
                     "-s",
                     "60002",
@@ -334,9 +418,7 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
 
             await eventually(answered, "the long call answered by the local gateway")
 
-            # The link is restored: the core's route back to the site comes with it.
-            ip("-n", topology.core, "link", "set", "core0", "up")
-            ip("-n", topology.core, "route", "replace", "192.168.10.0/24", "via", "10.166.0.2")
+            restore_core_link(topology)
 
             async def draining() -> bool:
                 assert agent.local_gateway is not None
@@ -345,6 +427,13 @@ async def test_core_cut_site_calls_locally_and_charging_reaches_the_core_once(
             await eventually(draining, "local gateway told to drain", within=30)
             snap = await asyncio.to_thread(read_status, status_socket)
             assert snap["calls"] == 1, snap  # the call up is not cut by the return to the core
+            # A new call to the draining local gateway is refused with 503 and Retry-After
+            # (RFC 3261 §21.5.4): the device goes back to its primary, the core. (Another port:
+            # the long call's SIPp holds the line's own.)
+            late = await asyncio.to_thread(
+                refused_call, topology, tmp_path / "late", LINES["62880001"] + 10, "60002"
+            )
+            assert "SIP/2.0 503 Shutting Down" in late and "Retry-After:" in late, late[-2000:]
             assert await asyncio.to_thread(long_call.wait, 60) == 0, screen(tmp_path / "uac-long")
         finally:
             stop_process(callee)
@@ -392,3 +481,92 @@ def gateway_log(agent: Agent) -> str:
     return "\n--- local gateway log\n" + (
         path.read_text(errors="replace")[-4000:] if path.exists() else "(none)"
     )
+
+
+@pytest.mark.netns
+async def test_devices_return_to_the_core_gateway_when_the_link_is_back(
+    topology: Topology, tmp_path: Path, core_gateway: CoreGateway
+) -> None:
+    """Before the cut the devices register and call at the core's gateway; during it at the
+    site's; once the link is back they register and call at the core again, and the drained
+    local gateway no longer answers on the site address."""
+    agent = survivable_agent(topology, tmp_path)
+    await agent.start()
+    try:
+        await agent.set_desired(site_desired(), "test")
+        await eventually(
+            lambda: answers_options(topology.lan, CORE_ADDRESS), "core gateway answering through the box"
+        )
+        assert agent.survival.phase is Phase.CORE
+
+        # The core serves the site: both lines register at their primary and call through it.
+        for number in LINES:
+            before = tmp_path / f"reg-before-{number}"
+            assert await register_line(topology, before, number, CORE_ADDRESS, 10) == 0, (
+                screen(before) + core_gateway.tail()
+            )
+        status, out = await short_call(topology, tmp_path / "core-call-before", CORE_ADDRESS)
+        assert status == 0, out + core_gateway.tail()
+
+        async def core_connected(calls: int) -> bool:
+            return await asyncio.to_thread(core_gateway.completed) == calls
+
+        await eventually(lambda: core_connected(1), "the first call connected by the core gateway")
+
+        # The cut: the devices fail over to the site's local gateway, which connects their call.
+        cut_core_link(topology)
+        await serving_locally(agent, topology)
+        await fail_over(agent, topology, tmp_path)
+        status, out = await short_call(topology, tmp_path / "site-call", SITE_GW)
+        assert status == 0, out + gateway_log(agent)
+        site_status = await asyncio.to_thread(read_status, tmp_path / "site" / "call.sock")
+        assert site_status["completed"] == 1, site_status
+        assert await asyncio.to_thread(core_gateway.completed) == 1  # not through the core
+
+        # The link is back: the agent drains the local gateway and it exits.
+        restore_core_link(topology)
+
+        async def back_to_core() -> bool:
+            assert agent.local_gateway is not None
+            return agent.survival.phase is Phase.CORE and agent.local_gateway.pid is None
+
+        await eventually(back_to_core, "local gateway drained and stopped", within=40)
+
+        # The devices return to their primary (scripted, as an IAD's next registration goes to
+        # its primary registrar first) and call through the core again.
+        for number in LINES:
+            after = tmp_path / f"reg-after-{number}"
+            assert await register_line(topology, after, number, CORE_ADDRESS, 10) == 0, (
+                screen(after) + core_gateway.tail()
+            )
+        status, out = await short_call(topology, tmp_path / "core-call-after", CORE_ADDRESS)
+        assert status == 0, out + core_gateway.tail()
+        await eventually(lambda: core_connected(2), "the call after the return connected by the core")
+
+        # The local gateway takes nothing new: a REGISTER or an INVITE to the site address is
+        # not answered (it has exited and its port is closed), so a device cannot stay on it.
+        stale = tmp_path / "reg-site-after"
+        assert await register_line(topology, stale, "62880001", SITE_GW, 2) != 0, screen(stale)
+        invite_dir = tmp_path / "invite-site-after"
+        invite = await asyncio.to_thread(
+            subprocess.run,
+            sipp(
+                topology.lan,
+                invite_dir,
+                "call_uac.xml",
+                LINES["62880001"],
+                f"{SITE_GW}:5060",
+                "-s",
+                "60002",
+                *line_credentials("62880001"),
+                timeout=2,
+            ),
+            cwd=invite_dir,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert invite.returncode != 0, screen(invite_dir)
+        assert not await answers_options(topology.lan, SITE_GW)
+    finally:
+        await agent.stop()
