@@ -227,14 +227,8 @@ def silent_udp_socket() -> socket.socket:
     return sock
 
 
-_HANDED_OUT: set[int] = set()
-
-
 def free_port() -> int:
-    """A free UDP+TCP port not handed out before in this session (the kernel may offer a port
-    again once its probe socket is closed; two lanes on one port make the trunk file ambiguous)."""
-    while True:
-        port = free_udp_tcp_port()
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+    """A SIP peer's port: free for UDP and TCP, never handed out twice (tests.support.servers)."""
+    return free_udp_tcp_port()
+
+

@@ -18,45 +18,48 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free now (for TCP, or UDP with ``socket.SOCK_DGRAM``)."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP (SIP listens on both)."""
-    for _ in range(100):
-        port = free_port(socket.SOCK_DGRAM, host)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both UDP and TCP")
+# Test ports are drawn below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by
+# default): a port from inside it could be taken by any outgoing connection (a Redis client, SIPp)
+# between the draw and the bind. No port is handed out twice in one test session, so two
+# fixtures never get the same one (the kernel would offer a closed probe's port again).
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
 
 
-def free_udp_tcp_ports(count: int, host: str = "127.0.0.1") -> int:
-    """The first of ``count`` consecutive ports free for both UDP and TCP (a worker port base).
-
-    Drawn below the kernel's ephemeral range (``ip_local_port_range``): a port from inside it
-    could be taken by any outgoing connection (a Redis client) before the gateway binds it."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
+def _draw(count: int, kinds: tuple[int, ...], host: str) -> int:
+    """The first of ``count`` consecutive ports free now for each socket kind in ``kinds``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(1000):
+        base = random.randrange(_PORT_RANGE[0], _PORT_RANGE[1] - count)
+        ports = range(base, base + count)
+        if not _handed_out.isdisjoint(ports):
+            continue
         try:
             with contextlib.ExitStack() as held:
-                for port in range(base, base + count):
-                    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                        sock = held.enter_context(socket.socket(socket.AF_INET, kind))
+                for port in ports:
+                    for kind in kinds:
+                        sock = held.enter_context(socket.socket(family, kind))
                         sock.bind((host, port))
         except OSError:
             continue
+        _handed_out.update(ports)
         return base
-    raise RuntimeError(f"no {count} consecutive ports free for both UDP and TCP")
+    raise RuntimeError(f"no {count} consecutive free ports in {_PORT_RANGE}")
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port free now for TCP (or UDP with ``socket.SOCK_DGRAM``), not handed out before."""
+    return _draw(1, (kind,), host)
+
+
+def free_udp_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (SIP listens on both), not handed out before."""
+    return _draw(1, (socket.SOCK_DGRAM, socket.SOCK_STREAM), host)
+
+
+def free_udp_tcp_ports(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports free for both UDP and TCP (a worker port base)."""
+    return _draw(count, (socket.SOCK_DGRAM, socket.SOCK_STREAM), host)
 
 
 def wait_for_tcp(host: str, port: int, timeout: float = 10.0) -> None:
