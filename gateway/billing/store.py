@@ -27,7 +27,7 @@ import abc
 import contextlib
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,24 @@ def _statements(sql: str) -> list[str]:
     """A migration file's statements (``;`` at a line end separates them; no procedures here)."""
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     return [part.strip() for part in re.split(r";\s*$", body, flags=re.MULTILINE) if part.strip()]
+
+
+def _apply_migrations(execute: Callable[..., Any], placeholder: str) -> None:
+    """Create the version table and apply, in order, the migrations not applied yet, inside the
+    caller's transaction. ``execute(sql[, params])`` runs one statement and returns a cursor;
+    ``placeholder`` is the driver's parameter mark (``?`` for SQLite, ``%s`` for psycopg)."""
+    execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in execute("SELECT version FROM schema_version").fetchall()}
+    record = f"INSERT INTO schema_version VALUES ({placeholder}, {placeholder}, {placeholder})"
+    for migration in migrations():
+        if migration.version in done:
+            continue
+        for statement in _statements(migration.sql):
+            execute(statement)
+        execute(record, (migration.version, migration.name, format_time(datetime.now(UTC))))
 
 
 def event_row(event: ChargingEvent, raw: bytes) -> Row:
@@ -140,20 +158,7 @@ class SqliteStore(BillingStore):
         db = self._db
         db.execute("BEGIN IMMEDIATE")  # one migrating process at a time
         try:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {row[0] for row in db.execute("SELECT version FROM schema_version")}
-            for migration in migrations():
-                if migration.version in done:
-                    continue
-                for statement in _statements(migration.sql):
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (migration.version, migration.name, format_time(datetime.now(UTC))),
-                )
+            _apply_migrations(lambda sql, params=(): db.execute(sql, params), "?")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -220,21 +225,7 @@ class PostgresStore(BillingStore):
         db = self._ensure()
         with db.transaction(), db.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
-            cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            cur.execute("SELECT version FROM schema_version")
-            done = {row[0] for row in cur.fetchall()}
-            for migration in migrations():
-                if migration.version in done:
-                    continue
-                for statement in _statements(migration.sql):
-                    cur.execute(statement)
-                cur.execute(
-                    "INSERT INTO schema_version VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, format_time(datetime.now(UTC))),
-                )
+            _apply_migrations(lambda sql, params=None: cur.execute(sql, params), "%s")
 
     def write(self, rows: Sequence[Row]) -> int:
         if not rows:
