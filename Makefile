@@ -19,7 +19,7 @@ run: deps-run venv
 	$(PY) -m gateway run --config $(CONFIG)
 
 test: deps-test venv lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: venv
 	$(VENV)/bin/ruff check gateway edge_agent tests bench

@@ -22,8 +22,24 @@ from pathlib import Path
 # default): a port from inside it could be taken by any outgoing connection (a Redis client, SIPp)
 # between the draw and the bind. No port is handed out twice in one test session, so two
 # fixtures never get the same one (the kernel would offer a closed probe's port again).
-_PORT_RANGE = (20000, 32000)
+_ALL_TEST_PORTS = (20000, 32000)
 _handed_out: set[int] = set()
+
+
+def _worker_slice(span: tuple[int, int], worker: str | None, workers: str | None) -> tuple[int, int]:
+    """The part of ``span`` one pytest-xdist worker draws from (``gw0`` ... of ``workers``): the
+    workers are separate processes, so each gets ports no other worker can draw between its probe
+    and its bind. Without xdist (``worker`` unset) the whole span."""
+    if not worker or not workers:
+        return span
+    index, count = int(worker.removeprefix("gw")), int(workers)
+    width = (span[1] - span[0]) // count
+    return span[0] + index * width, span[0] + (index + 1) * width
+
+
+_PORT_RANGE = _worker_slice(
+    _ALL_TEST_PORTS, os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+)
 
 
 def _draw(count: int, kinds: tuple[int, ...], host: str) -> int:
