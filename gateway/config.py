@@ -58,8 +58,16 @@ class NodeConfig(Section):
     @property
     def first(self) -> bool:
         """The single process, or worker 0: the one that runs what must run once per gateway
-        (the operations API, outbound registration with the carrier)."""
+        (the operations API)."""
         return not self.worker_index
+
+    @property
+    def machine(self) -> str:
+        """The node's id as configured, the same in each of its workers (``id`` itself gets a
+        ``-wN`` suffix per worker, see ``GatewayConfig.for_worker``)."""
+        if self.worker_index is None:
+            return self.id
+        return self.id.removesuffix(f"-w{self.worker_index}")
 
 
 class ListenConfig(Section):

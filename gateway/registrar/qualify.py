@@ -10,6 +10,13 @@ response counts as alive (a 4xx / 5xx still proves a SIP stack answers, as Kamai
 ``ds_ping_reply_codes`` default), only silence or a transport error counts as a failure.
 :meth:`Qualifier.is_up` is what routing asks (a down carrier destination is skipped);
 :meth:`Qualifier.snapshot` is for the operations API and metrics.
+
+One process per node probes (the holder of the node's qualify lease, see
+:mod:`gateway.cluster.lease`): N workers sending N copies of every OPTIONS would only load the
+peers. It writes what it found to a :class:`HealthBoard` after each round; the node's other
+workers :meth:`Qualifier.follow` the board, so every worker routes by the same view. The view is
+per node, not per cluster: whether a carrier destination answers depends on the node's own
+network path to it.
 """
 
 from __future__ import annotations
@@ -18,8 +25,12 @@ import asyncio
 import enum
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from gateway.registrar.outbound import NoResponseError, RequestSender
 from gateway.sip.address import Address
@@ -90,6 +101,48 @@ class Target:
     reach: Reachability = field(default_factory=Reachability)
 
 
+def _text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode()
+
+
+def _board_key(address: Address) -> str:
+    return f"{address.transport}:{address.hostport()}"
+
+
+class HealthBoard(Protocol):
+    """Where the probing worker leaves the node's view for the others (field: ``transport:host:port``)."""
+
+    async def publish(self, states: dict[str, Health], ttl: float) -> None: ...
+    async def read(self) -> dict[str, Health]: ...
+
+
+@dataclass
+class RedisHealthBoard:
+    """The view in one Redis hash, expiring when nobody has written it for ``ttl`` seconds (a
+    board left by a dead prober is not followed for ever: the followers then keep what they had)."""
+
+    client: aioredis.Redis
+    key: str
+
+    async def publish(self, states: dict[str, Health], ttl: float) -> None:
+        if not states:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, mapping={name: state.value for name, state in states.items()})
+            pipe.pexpire(self.key, max(1, round(ttl * 1000)))
+            await pipe.execute()
+
+    async def read(self) -> dict[str, Health]:
+        raw = await self.client.hgetall(self.key)
+        states: dict[str, Health] = {}
+        for name, value in raw.items():
+            try:
+                states[_text(name)] = Health(_text(value))
+            except ValueError:
+                continue  # written by a newer release: not ours to interpret
+        return states
+
+
 class Qualifier:
     """Probes targets with OPTIONS every ``interval`` seconds; ``await run()`` until cancelled."""
 
@@ -106,6 +159,7 @@ class Qualifier:
         self._failures_to_down = failures_to_down
         self._successes_to_up = successes_to_up
         self.targets: dict[Address, Target] = {}
+        self.board: HealthBoard | None = None
 
     def watch(self, targets: Iterable[tuple[str, Address]]) -> None:
         """Set the targets (kept state survives for addresses still watched)."""
@@ -131,7 +185,38 @@ class Qualifier:
     async def run(self) -> None:
         while True:
             await asyncio.gather(*(self.probe(t) for t in list(self.targets.values())))
+            await self._publish()
             await asyncio.sleep(self.interval)
+
+    async def follow(self, probing: Callable[[], bool]) -> None:
+        """Take the node's view from the board every half interval while another worker probes
+        (``probing()`` false); until cancelled. An unreadable board keeps the last view."""
+        while True:
+            if not probing() and self.board is not None:
+                try:
+                    states = await self.board.read()
+                except (RedisError, OSError) as exc:
+                    log.warning("qualify: cannot read the node's view: %s", exc)
+                else:
+                    self.adopt(states)
+            await asyncio.sleep(self.interval / 2)
+
+    def adopt(self, states: dict[str, Health]) -> None:
+        """Take the probing worker's verdicts (targets it has not judged keep theirs)."""
+        for target in self.targets.values():
+            state = states.get(_board_key(target.address))
+            if state is not None and state is not target.reach.state:
+                target.reach.state = state
+                target.reach.streak = 0
+
+    async def _publish(self) -> None:
+        if self.board is None:
+            return
+        states = {_board_key(t.address): t.reach.state for t in self.targets.values()}
+        try:
+            await self.board.publish(states, ttl=3 * self.interval)
+        except (RedisError, OSError) as exc:
+            log.warning("qualify: cannot share the node's view: %s", exc)
 
     async def probe(self, target: Target) -> Health:
         now = asyncio.get_running_loop().time

@@ -14,7 +14,10 @@ nonce counts in memory or Redis).
 
 When the gateway originates requests (its UAC side, adapted by :class:`GatewaySender`),
 ``service.start(config)`` — once the gateway listens — starts outbound carrier registrations
-and OPTIONS qualify as tracked tasks.
+and OPTIONS qualify as tracked tasks. With Redis, each runs under a lease
+(:mod:`gateway.cluster.lease`): outbound registration in one process of the cluster (the carrier
+sees one registration, re-made by another process within ``registrar.lease_ttl`` when its
+holder dies), qualify in one process per node, whose view the node's other workers follow.
 
 The nonce key is shared by every gateway process so each accepts the nonces of the others:
 ``registrar.nonce_secret`` when configured, else a random key stored once in Redis
@@ -33,15 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway import redis_client
 from gateway.accounts.store import AccountGate
+from gateway.cluster.lease import Leadership, Lease, RedisLease, SoleLease
 from gateway.config import GatewayConfig
 from gateway.registrar.digest import NonceCounts, nonce_counts
 from gateway.registrar.location import Binding, LocationStore, LocationStoreError, location_store
 from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
-from gateway.registrar.qualify import Qualifier
+from gateway.registrar.qualify import Qualifier, RedisHealthBoard
 from gateway.registrar.registrar import Registrar
 from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk, TrunkTable, load_trunks
 from gateway.security.auth_events import AuthFailureObserver
@@ -51,6 +56,8 @@ from gateway.sip.message import Request, Response
 log = logging.getLogger(__name__)
 
 NONCE_KEY_NAME = "gw:auth:nonce-key"
+LEASE_PREFIX = "gw:lease:"
+QUALIFY_BOARD_PREFIX = "gw:qualify:"
 
 
 Handler = Callable[[Request, Address], Response | Awaitable[Response | None] | None]
@@ -115,6 +122,8 @@ class RegistrarService:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sender: RequestSender | None = None
     """The gateway's UAC side, when it has one (outbound registration and qualify use it)."""
+    leases: aioredis.Redis | None = None
+    """The client of the role leases and the qualify board, when Redis is configured."""
 
     def start(self, config: GatewayConfig) -> None:
         """Start outbound registrations and OPTIONS qualify. Call it once the gateway listens:
@@ -158,6 +167,8 @@ class RegistrarService:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.leases is not None:
+            await self.leases.aclose()
         await self.store.close()
         await self.registrar.verifier.counts.close()
 
@@ -229,13 +240,23 @@ async def install(
 
 def start_client_side(service: RegistrarService, sender: RequestSender, config: GatewayConfig) -> None:
     """Start outbound registrations and OPTIONS qualify of static peers and carrier destinations,
-    as tracked tasks (cancelled by :meth:`RegistrarService.close`)."""
+    as tracked tasks (cancelled by :meth:`RegistrarService.close`), each under its lease."""
 
     def track(coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         service.tasks.add(task)
         task.add_done_callback(service.tasks.discard)
 
+    if config.redis.url:
+        service.leases = redis_client.connect(config.redis.url, timeout=1.0)
+    holder = config.node.id  # a worker started again after a crash takes its own role back at once
+
+    def lease(key: str) -> Lease:
+        if service.leases is None:
+            return SoleLease(holder)
+        return RedisLease(service.leases, f"{LEASE_PREFIX}{key}", holder)
+
+    ttl = config.registrar.lease_ttl
     targets: list[tuple[str, Address]] = []
     for trunk in service.trunks.trunks.values():
         if not trunk.enabled:
@@ -244,22 +265,27 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
             for d in trunk.destinations:
                 address = Address(d.transport or trunk.transport, d.host, d.port)
                 targets.append((f"{trunk.name}/{address.hostport()}", address))
-                # Once per gateway: worker 0 registers the Contact all workers share.
-                if d.registration is not None and config.node.first:
-                    outbound = OutboundRegistrar(trunk.name, d, sender)
-                    service.outbound.append(outbound)
-                    track(outbound.run())
+                if d.registration is not None:
+                    service.outbound.append(OutboundRegistrar(trunk.name, d, sender))
         elif isinstance(trunk, PeerTrunk):
             for m in trunk.match:
                 if m.host is not None and m.port is not None:  # a network range has no one address
                     targets.append((trunk.name, Address(m.transport or trunk.transport, m.host, m.port)))
+    if service.outbound:
+        registering = Leadership(lease("outbound-registration"), "outbound registration", ttl,
+                                 [registrar.run for registrar in service.outbound])
+        track(registering.run())
     qualify = config.registrar.qualify
     if qualify.enabled and (targets or qualify.contacts):
         qualifier = service.qualifier = Qualifier(sender, interval=qualify.interval,
                                                   failures_to_down=qualify.failures_to_down,
                                                   successes_to_up=qualify.successes_to_up)
         qualifier.watch(targets)
-        track(qualifier.run())
+        probing = Leadership(lease(f"qualify:{config.node.machine}"), "qualify", ttl, [qualifier.run])
+        track(probing.run())
+        if service.leases is not None:  # other workers may probe: follow their view meanwhile
+            qualifier.board = RedisHealthBoard(service.leases, f"{QUALIFY_BOARD_PREFIX}{config.node.machine}")
+            track(qualifier.follow(lambda: probing.leading))
         if qualify.contacts:
             track(_watch_contacts(service, qualifier, targets, qualify.interval))
 

@@ -51,6 +51,10 @@ class RegistrarConfig(BaseModel):
     # through another worker; a Redis error then refuses the request (fail closed).
     nonce_count_store: Literal["memory", "redis"] | None = None
     qualify: QualifyConfig = QualifyConfig()
+    # Outbound registration runs in one process of the cluster, qualify in one process of each
+    # node, chosen by a lease in Redis (gateway.cluster.lease): a holder that dies is replaced
+    # within this many seconds plus a third of it. Without Redis the one process does both.
+    lease_ttl: float = Field(default=15.0, ge=1, le=300)
 
     @model_validator(mode="after")
     def _expiry_bounds(self) -> RegistrarConfig:
