@@ -76,15 +76,16 @@ def _owner(name: str, known: dict[str, Path]) -> str:
 
 
 def edges(packages: Iterable[str], root: Path = ROOT) -> list[Edge]:
-    """Every import edge out of the modules of ``packages`` (self-imports left out)."""
+    """Every import edge out of the modules of ``packages``, once per statement (self-imports
+    left out)."""
     known = modules(packages, root)
-    found: list[Edge] = []
+    found: dict[Edge, None] = {}
     for module, path in known.items():
         for name, line in _imported(module, path, known):
             target = _owner(name, known)
             if target != module:
-                found.append(Edge(module, target, path, line))
-    return found
+                found[Edge(module, target, path, line)] = None
+    return list(found)
 
 
 def cycles(graph_edges: Iterable[Edge]) -> list[list[Edge]]:
