@@ -6,7 +6,7 @@ what its factories may need, always with the ``redis_url`` of the process, or No
 returns the plug-in. Implementations register at their definition::
 
     LOCATION_STORES: Registry[LocationContext, LocationStore] = Registry(
-        "location store", "registrar.location_store", names=get_args(LocationStoreName))
+        "location store", "registrar.location_store", names=get_args(StoreName))
 
     @LOCATION_STORES.register("redis", needs_redis=True)
     def _redis(context: LocationContext) -> LocationStore: ...
