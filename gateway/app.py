@@ -93,7 +93,7 @@ from gateway.sip.address import Address
 from gateway.sip.errors import SipParseError
 from gateway.sip.framing import FramingError
 from gateway.sip.headers import Via, header_key, parse_via
-from gateway.sip.message import Request, Response, make_response, parse_message
+from gateway.sip.message import AnswerableParseError, Request, Response, make_response, parse_message
 from gateway.sip.timers import TimerName
 from gateway.sip.transactions import (
     AckReceived,
@@ -443,11 +443,13 @@ class Gateway:
             return None
 
     def _framing_answer(self, error: FramingError, source: Address) -> bytes | None:
-        message: Request | Response | None
+        message: Request | Response
         try:
             message = parse_message(error.head + b"\r\n\r\n")
-        except SipParseError as exc:
+        except AnswerableParseError as exc:
             message = exc.request
+        except SipParseError:
+            return None
         if not isinstance(message, Request) or message.method == "ACK":
             return None
         try:
@@ -461,12 +463,12 @@ class Gateway:
 
     # -- stateless answers ---------------------------------------------------------------------------
     def _parse_failed(self, exc: SipParseError, data: bytes, source: Address) -> None:
-        request = exc.request
-        if request is None:
+        if not isinstance(exc, AnswerableParseError):
             reason = DropReason.INVALID_RESPONSE if data.startswith(b"SIP/") else DropReason.UNPARSEABLE
             self.metrics.dropped(reason)
             log.debug("dropped %s from %s: %s %s", reason, source.hostport(), exc.status, exc.reason)
             return
+        request = exc.request
         self._received[source.transport, "request"].inc()
         if request.method == "ACK":
             self.metrics.dropped(DropReason.UNPARSEABLE)  # an ACK is never answered (RFC 3261 §17)

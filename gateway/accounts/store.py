@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import get_args
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,10 +25,12 @@ from gateway.accounts.policy import (
     AccountPolicy,
     AccountsSettings,
     AccountState,
+    AccountStoreName,
     Party,
     Refusal,
     most_restrictive,
 )
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -149,31 +152,34 @@ class RedisAccountStore(AccountStore):
         await self.client.aclose()
 
 
-StoreFactory = Callable[[str | None, str, float], AccountStore]
-_REGISTRY: dict[str, StoreFactory] = {
-    "memory": lambda url, prefix, timeout: MemoryAccountStore(),
-    "redis": lambda url, prefix, timeout: RedisAccountStore(
-        connect(url or "", timeout=timeout), prefix
-    ),
-}
+@dataclass(frozen=True, slots=True)
+class AccountStoreContext:
+    """What an account store factory may need (:mod:`gateway.plugins`)."""
+
+    redis_url: str | None
+    key_prefix: str = "accounts"
+    timeout_s: float = 0.5
 
 
-def store_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+ACCOUNT_STORES: Registry[AccountStoreContext, AccountStore] = Registry(
+    "accounts store", "accounts.store", names=get_args(AccountStoreName)
+)
 
 
-def create_store(
-    name: str, redis_url: str | None, prefix: str = "accounts", timeout: float = 0.5
-) -> AccountStore:
-    """``auto``: Redis when a URL is configured, else memory."""
-    if name == "auto":
-        name = "redis" if redis_url else "memory"
-    if name == "redis" and not redis_url:
-        raise ValueError("accounts store 'redis' needs redis.url or REDIS_URL")
-    try:
-        return _REGISTRY[name](redis_url, prefix, timeout)
-    except KeyError:
-        raise ValueError(f"unknown accounts store {name!r}; one of auto, {', '.join(_REGISTRY)}") from None
+@ACCOUNT_STORES.register("memory")
+def _memory_store(context: AccountStoreContext) -> AccountStore:
+    return MemoryAccountStore()
+
+
+@ACCOUNT_STORES.register("redis", needs_redis=True)
+def _redis_store(context: AccountStoreContext) -> AccountStore:
+    return RedisAccountStore(connect(needed_url(context), timeout=context.timeout_s), context.key_prefix)
+
+
+def account_store(settings: AccountsSettings, redis_url: str | None) -> AccountStore:
+    """The store the ``accounts`` section names (close it when done)."""
+    context = AccountStoreContext(redis_url, settings.key_prefix, settings.timeout_s)
+    return ACCOUNT_STORES.create(settings.store, context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +213,8 @@ class AccountGate:
     @classmethod
     def from_settings(cls, settings: AccountsSettings, redis_url: str | None) -> AccountGate:
         """The gate the ``accounts`` config section describes (close it with ``store.close()``)."""
-        store = create_store(settings.store, redis_url, settings.key_prefix, settings.timeout_s)
-        return cls(store, AccountPolicy(settings.policy), fail_open=settings.on_store_error == "allow")
+        fail_open = settings.on_store_error == "allow"
+        return cls(account_store(settings, redis_url), AccountPolicy(settings.policy), fail_open=fail_open)
 
     def _store_failed(self, exc: Exception, *, is_emergency: bool, party: Party) -> Refusal | None:
         self.store_errors += 1

@@ -4,7 +4,8 @@ A call takes one *slot* in every scope it crosses (its inbound trunk, its outbou
 groups) when it is admitted, and gives every slot back when it ends, however it ends: the B2BUA
 releases in the one place a call is finalised (tested: no counter survives a call).
 
-Two back ends, registered by name (:func:`limiter`):
+Two back ends, registered by name in :data:`LIMITERS` (:mod:`gateway.plugins`; unset or ``auto``:
+redis with a Redis URL):
 
 * ``memory`` — one process: counters and a token bucket per scope;
 * ``redis`` — shared by every worker: one sorted set per scope whose members are call ids
@@ -30,10 +31,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import get_args
 
 from redis.exceptions import RedisError
 
+from gateway.call.settings import LimitsBackendName
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import Breaker, connect
 
 log = logging.getLogger(__name__)
@@ -69,30 +72,10 @@ class Limiter(abc.ABC):
         """Release resources (connections, background tasks)."""
 
 
-_LIMITERS: dict[str, Callable[..., Limiter]] = {}
-
-
-def register_limiter(name: str) -> Callable[[type[Limiter]], type[Limiter]]:
-    def add(cls: type[Limiter]) -> type[Limiter]:
-        cls.name = name
-        _LIMITERS[name] = cls
-        return cls
-
-    return add
-
-
-def limiter(name: str, **options: Any) -> Limiter:
-    """The limiter registered as ``name`` (``memory`` or ``redis``)."""
-    try:
-        factory = _LIMITERS[name]
-    except KeyError:
-        raise ValueError(f"unknown limits back end {name!r}; known: {sorted(_LIMITERS)}") from None
-    return factory(**options)
-
-
-@register_limiter("memory")
 class MemoryLimiter(Limiter):
     """Counters and token buckets of one process. ``clock`` is the loop's monotonic clock."""
+
+    name = "memory"
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -172,7 +155,6 @@ return 0
 """
 
 
-@register_limiter("redis")
 class RedisLimiter(Limiter):
     """Slots shared by every worker through Redis; see the module docstring.
 
@@ -182,6 +164,8 @@ class RedisLimiter(Limiter):
     (concurrent calls rounded up, calls per second divided), counting the calls it already
     holds (logged once per outage).
     """
+
+    name = "redis"
 
     def __init__(
         self,
@@ -335,3 +319,33 @@ def release_slots(counts: dict[str, int], scopes: Sequence[Scope]) -> None:
             counts[scope.key] = left
         else:
             del counts[scope.key]
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterContext:
+    """What a limiter factory may need (:mod:`gateway.plugins`): ``clock`` is the loop's
+    monotonic clock (the memory back end's), ``node`` / ``workers`` / ``slot_ttl`` the Redis
+    back end's identity of this process, its share of a limit, and a dead process's slot life."""
+
+    redis_url: str | None
+    clock: Callable[[], float]
+    node: str
+    workers: int = 1
+    slot_ttl: float = 120.0
+
+
+LIMITERS: Registry[LimiterContext, Limiter] = Registry(
+    "limits back end", "call.limits_backend", names=get_args(LimitsBackendName)
+)
+
+
+@LIMITERS.register("memory")
+def _memory_limiter(context: LimiterContext) -> Limiter:
+    return MemoryLimiter(context.clock)
+
+
+@LIMITERS.register("redis", needs_redis=True)
+def _redis_limiter(context: LimiterContext) -> Limiter:
+    return RedisLimiter(
+        needed_url(context), node=context.node, slot_ttl=context.slot_ttl, workers=context.workers
+    )

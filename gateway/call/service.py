@@ -31,7 +31,7 @@ from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallObserver
 from gateway.call.charging import ChargingObserver
 from gateway.call.fraud import SpendAlarm, SpendVelocity
-from gateway.call.limits import Limiter, limiter
+from gateway.call.limits import LIMITERS, Limiter, LimiterContext
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
 from gateway.charging.service import ChargingService, wall_clock
 from gateway.config import GatewayConfig
@@ -104,15 +104,9 @@ class CallService:
 
 
 def limiter_for(config: GatewayConfig) -> Limiter:
-    settings = config.call
-    name = settings.limits_backend or ("redis" if config.redis.url else "memory")
-    if name == "redis":
-        if not config.redis.url:
-            raise ValueError("call.limits_backend is redis but no redis.url / REDIS_URL is set")
-        return limiter("redis", url=config.redis.url, node=config.node.id, slot_ttl=settings.slot_ttl,
-                       workers=config.node.workers)
-    loop = asyncio.get_running_loop()
-    return limiter("memory", clock=loop.time)
+    settings, node, clock = config.call, config.node, asyncio.get_running_loop().time
+    context = LimiterContext(config.redis.url, clock, node.id, node.workers, settings.slot_ttl)
+    return LIMITERS.create(settings.limits_backend, context)
 
 
 async def install(

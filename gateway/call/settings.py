@@ -8,6 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+LimitsBackendName = Literal["auto", "memory", "redis"]
+"""The names ``call.limits_backend`` accepts (the factories: ``gateway.call.limits.LIMITERS``)."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,7 +74,7 @@ class CallSettings(_Section):
     attempt_timeout: float = Field(default=4.0, gt=0, le=64)
     retry_after: int = Field(default=5, ge=1, le=3600)  # with 503 for a limit (RFC 3261 §20.33)
     # Limits back end: memory (one process) or redis (shared by workers; slots expire by TTL).
-    limits_backend: Literal["memory", "redis"] | None = None  # None: redis when redis.url is set
+    limits_backend: LimitsBackendName | None = None  # None or auto: redis when redis.url is set
     slot_ttl: float = Field(default=120.0, ge=10, le=3600)  # a dead process's slots vanish after this
     # Shutdown: live calls get this long to end by themselves, then are released with BYE.
     drain_grace: float = Field(default=30.0, ge=0, le=3600)

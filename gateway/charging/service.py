@@ -29,7 +29,7 @@ from gateway.charging.events import CallClass, ChargingEvent, EndReason, Release
 from gateway.charging.rating import Rater, load_tariffs
 from gateway.charging.recorder import CallInfo, CallRecorder, Phase
 from gateway.charging.settings import ChargingSettings
-from gateway.charging.sinks import Sink, SinkContext, create_sink
+from gateway.charging.sinks import SINKS, Sink, SinkContext
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ChargingService:
     ) -> ChargingService:
         """Build from the ``charging`` config section (``settings.tariffs`` must be resolved already).
         ``adopt``: spool directories of processes that no longer run (their events are replayed)."""
-        sink = create_sink(SinkContext(settings, state_dir, redis_url, tuple(adopt)))
+        sink = SINKS.create(settings.sink, SinkContext(settings, state_dir, redis_url, tuple(adopt)))
         interim = timedelta(minutes=settings.interim_minutes) if settings.interim_minutes else None
         return cls(node_id=node_id, rater=load_tariffs(settings.tariffs), sink=sink, interim=interim)
 

@@ -8,9 +8,9 @@ Relative paths: ``tariffs`` is relative to the project root, ``spool.directory``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9:._-]+$")]
 
@@ -47,8 +47,13 @@ class StreamSettings(_Section):
     wait_timeout_ms: int = Field(default=500, ge=1, le=60_000)
 
 
+SinkName = Literal["auto", "memory", "spool", "redis_streams", "failover"]
+"""The names ``charging.sink`` accepts; ``auto``: failover with a Redis URL, else the spool (the
+factories: ``gateway.charging.sinks.SINKS``)."""
+
+
 class ChargingSettings(_Section):
-    sink: str = "auto"
+    sink: SinkName = "auto"
     tariffs: Path = Path("config/tariffs.yaml")
     interim_minutes: int | None = Field(default=5, ge=1, le=1440)
     """Interim events every N minutes of an answered call (null: off), so a crash of the gateway
@@ -62,13 +67,3 @@ class ChargingSettings(_Section):
     billing_database: str | None = Field(default=None, pattern=r"^(sqlite:|postgresql://|postgres://)")
     """Where ``gateway billing consume`` loads the events: ``postgresql://user@host/db`` in
     production; default ``sqlite:///{state_dir}/billing.sqlite3`` (embedded)."""
-
-    @field_validator("sink")
-    @classmethod
-    def _known_sink(cls, value: str) -> str:
-        from gateway.charging.sinks import sink_names  # noqa: PLC0415 - the registry imports this module
-
-        known = ("auto", *sink_names())
-        if value not in known:
-            raise ValueError(f"unknown sink {value!r}; one of {', '.join(known)}")
-        return value

@@ -6,7 +6,8 @@ in-memory batch. A tracked worker task writes a batch when it holds ``batch_max_
 ``backlog`` grows instead. ``flush()`` returns when everything submitted before it is durable
 (fsync'd into the spool, or acknowledged by Redis); ``close()`` flushes, then stops.
 
-Sinks register by name (``register_sink``):
+Sinks register by name in :data:`SINKS` (:mod:`gateway.plugins`; ``auto`` is ``failover`` with a
+Redis URL, else ``spool``):
 
 - ``memory``: keeps events in a list (tests).
 - ``spool``: the local spool alone (the embedded default without Redis).
@@ -31,11 +32,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -43,8 +44,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.charging.events import ChargingEvent, encode
-from gateway.charging.settings import ChargingSettings, StreamSettings
+from gateway.charging.settings import ChargingSettings, SinkName, StreamSettings
 from gateway.charging.spool import Spool, read_segment
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -105,32 +107,9 @@ class SinkContext:
     """Spool directories of processes that no longer run: their segments join this spool."""
 
 
-SinkFactory = Callable[[SinkContext], Sink]
-_REGISTRY: dict[str, SinkFactory] = {}
-
-
-def register_sink(name: str) -> Callable[[SinkFactory], SinkFactory]:
-    def decorator(factory: SinkFactory) -> SinkFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def sink_names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def create_sink(context: SinkContext) -> Sink:
-    """The sink the settings name; ``auto`` is failover with a Redis URL, else the spool."""
-    name = context.settings.sink
-    if name == "auto":
-        name = "failover" if context.redis_url else "spool"
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown charging sink {name!r}") from None
-    return factory(context)
+SINKS: Registry[SinkContext, Sink] = Registry(
+    "charging sink", "charging.sink", names=get_args(SinkName), shared="failover", local="spool"
+)
 
 
 class SinkClosedError(RuntimeError):
@@ -618,7 +597,7 @@ class FailoverSink(BatchingSink):
         await self.writer.client.aclose()
 
 
-@register_sink("memory")
+@SINKS.register("memory")
 def _memory(context: SinkContext) -> Sink:
     return MemorySink()
 
@@ -635,23 +614,21 @@ def _spool_for(context: SinkContext) -> Spool:
 
 
 def _writer_for(context: SinkContext) -> StreamWriter:
-    if not context.redis_url:
-        raise ValueError("charging sink needs Redis: set redis.url or REDIS_URL")
     streams = context.settings.redis_streams
-    return StreamWriter(redis_client(context.redis_url, streams.socket_timeout_s), streams)
+    return StreamWriter(redis_client(needed_url(context), streams.socket_timeout_s), streams)
 
 
-@register_sink("spool")
+@SINKS.register("spool")
 def _spool_sink(context: SinkContext) -> Sink:
     return SpoolSink(_spool_for(context), BatchPolicy.from_settings(context.settings), context.adopt)
 
 
-@register_sink("redis_streams")
+@SINKS.register("redis_streams", needs_redis=True)
 def _redis_sink(context: SinkContext) -> Sink:
     return RedisStreamsSink(_writer_for(context), BatchPolicy.from_settings(context.settings))
 
 
-@register_sink("failover")
+@SINKS.register("failover", needs_redis=True)
 def _failover_sink(context: SinkContext) -> Sink:
     policy = BatchPolicy.from_settings(context.settings)
     return FailoverSink(_writer_for(context), _spool_for(context), policy, context.adopt)

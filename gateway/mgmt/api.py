@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from gateway.accounts.policy import AccountState
-from gateway.accounts.store import AccountStore, Scope, create_store
+from gateway.accounts.store import AccountStore, Scope, account_store
 from gateway.billing import statement as billing_statement
 from gateway.billing.cli import billing_database
 from gateway.billing.store import StoreError, open_store
@@ -1185,8 +1185,7 @@ async def start_api(
     )
     owned: AccountStore | None = None
     if accounts is None:
-        s = config.accounts
-        accounts = owned = create_store(s.store, config.redis.url, s.key_prefix, s.timeout_s)
+        accounts = owned = account_store(config.accounts, config.redis.url)
     versions = None
     if dialplan is not None:
         versions = DialplanVersions(dialplan, config.state_dir, keep=settings.dialplan_versions, redis=redis)

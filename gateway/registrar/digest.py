@@ -31,11 +31,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
 from redis.exceptions import RedisError
 
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
+from gateway.registrar.settings import StoreName
 from gateway.registrar.trunks import Credential, TrunkTable
 from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
 from gateway.sip.address import Address
@@ -161,15 +163,27 @@ class RedisNonceCounts:
         await self._client.aclose()
 
 
-def nonce_counts(name: str, *, lifetime: float, url: str | None = None) -> NonceCounts:
-    """The nonce-count store named ``memory`` or ``redis`` (which needs ``url``)."""
-    if name == "redis":
-        if not url:
-            raise ValueError("the redis nonce-count store needs redis.url / REDIS_URL")
-        return RedisNonceCounts(url, lifetime)
-    if name == "memory":
-        return MemoryNonceCounts(lifetime)
-    raise ValueError(f"unknown nonce-count store {name!r}; known: memory, redis")
+@dataclass(frozen=True, slots=True)
+class NonceCountsContext:
+    """What a nonce-count store factory may need (:mod:`gateway.plugins`)."""
+
+    redis_url: str | None
+    lifetime: float
+
+
+NONCE_COUNTS: Registry[NonceCountsContext, NonceCounts] = Registry(
+    "nonce-count store", "registrar.nonce_count_store", names=get_args(StoreName)
+)
+
+
+@NONCE_COUNTS.register("memory")
+def _memory_counts(context: NonceCountsContext) -> NonceCounts:
+    return MemoryNonceCounts(context.lifetime)
+
+
+@NONCE_COUNTS.register("redis", needs_redis=True)
+def _redis_counts(context: NonceCountsContext) -> NonceCounts:
+    return RedisNonceCounts(needed_url(context), context.lifetime)
 
 
 # --- verification -------------------------------------------------------------------------------

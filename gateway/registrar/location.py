@@ -1,6 +1,7 @@
 """Location service (RFC 3261 §10.3): bindings of an address-of-record to contacts.
 
-One interface, :class:`LocationStore`, and two plug-ins registered by name:
+One interface, :class:`LocationStore`, and two plug-ins registered by name in
+:data:`LOCATION_STORES` (:mod:`gateway.plugins`; unset or ``auto``: redis with a Redis URL):
 
 ``memory``
     :class:`MemoryLocationStore`, the embedded default (one process).
@@ -27,9 +28,9 @@ import abc
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -37,7 +38,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
+from gateway.registrar.settings import StoreName
 from gateway.sip.address import Address
 
 
@@ -169,7 +172,7 @@ def ordered(bindings: list[Binding]) -> list[Binding]:
 
 
 class LocationStore(abc.ABC):
-    """The location service's storage. Implementations register by name (:func:`location_store`)."""
+    """The location service's storage. Implementations register by name (:data:`LOCATION_STORES`)."""
 
     name: ClassVar[str]
 
@@ -195,32 +198,22 @@ class LocationStore(abc.ABC):
         """Release connections."""
 
 
-_REGISTRY: dict[str, Callable[..., LocationStore]] = {}
+@dataclass(frozen=True, slots=True)
+class LocationContext:
+    """What a location store factory may need (:mod:`gateway.plugins`)."""
+
+    redis_url: str | None
 
 
-def register_location_store(name: str) -> Callable[[type[LocationStore]], type[LocationStore]]:
-    """Class decorator: make a LocationStore implementation available under ``name``."""
-
-    def add(cls: type[LocationStore]) -> type[LocationStore]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return add
+LOCATION_STORES: Registry[LocationContext, LocationStore] = Registry(
+    "location store", "registrar.location_store", names=get_args(StoreName)
+)
 
 
-def location_store(name: str, **options: Any) -> LocationStore:
-    """Create the store registered as ``name`` (``memory``, ``redis`` ...)."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown location store {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-    return factory(**options)
-
-
-@register_location_store("memory")
 class MemoryLocationStore(LocationStore):
     """Bindings in a dict; expired ones are dropped when their AOR is touched or by :meth:`purge`."""
+
+    name = "memory"
 
     def __init__(self) -> None:
         self._aors: dict[str, list[Binding]] = {}
@@ -367,9 +360,10 @@ return reply
 """
 
 
-@register_location_store("redis")
 class RedisLocationStore(LocationStore):
     """Bindings in Redis, shared by every gateway process using the same Redis and ``prefix``."""
+
+    name = "redis"
 
     def __init__(
         self,
@@ -469,3 +463,13 @@ class RedisLocationStore(LocationStore):
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+@LOCATION_STORES.register("memory")
+def _memory_store(context: LocationContext) -> LocationStore:
+    return MemoryLocationStore()
+
+
+@LOCATION_STORES.register("redis", needs_redis=True)
+def _redis_store(context: LocationContext) -> LocationStore:
+    return RedisLocationStore(needed_url(context))

@@ -43,8 +43,14 @@ from gateway import redis_client
 from gateway.accounts.store import AccountGate
 from gateway.cluster.lease import Leadership, Lease, RedisLease, SoleLease
 from gateway.config import GatewayConfig
-from gateway.registrar.digest import NonceCounts, nonce_counts
-from gateway.registrar.location import Binding, LocationStore, LocationStoreError, location_store
+from gateway.registrar.digest import NONCE_COUNTS, NonceCounts, NonceCountsContext
+from gateway.registrar.location import (
+    LOCATION_STORES,
+    Binding,
+    LocationContext,
+    LocationStore,
+    LocationStoreError,
+)
 from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
 from gateway.registrar.qualify import Qualifier, RedisHealthBoard
 from gateway.registrar.registrar import Registrar
@@ -175,18 +181,13 @@ class RegistrarService:
 
 def store_for(config: GatewayConfig) -> LocationStore:
     """The location store the config names (see the module docstring)."""
-    name = config.registrar.location_store or ("redis" if config.redis.url else "memory")
-    if name == "redis":
-        if not config.redis.url:
-            raise ValueError("registrar.location_store is redis but no redis.url / REDIS_URL is set")
-        return location_store("redis", url=config.redis.url)
-    return location_store(name)
+    return LOCATION_STORES.create(config.registrar.location_store, LocationContext(config.redis.url))
 
 
 def counts_for(config: GatewayConfig) -> NonceCounts:
     """The nonce-count store the config names (``registrar.nonce_count_store``)."""
-    name = config.registrar.nonce_count_store or ("redis" if config.redis.url else "memory")
-    return nonce_counts(name, lifetime=config.registrar.nonce_lifetime, url=config.redis.url)
+    context = NonceCountsContext(config.redis.url, config.registrar.nonce_lifetime)
+    return NONCE_COUNTS.create(config.registrar.nonce_count_store, context)
 
 
 async def nonce_key(config: GatewayConfig) -> bytes:

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DigestAlgorithmName = Literal["SHA-256", "MD5", "SHA-256-sess", "MD5-sess"]
+StoreName = Literal["auto", "memory", "redis"]
+"""The names ``location_store`` and ``nonce_count_store`` accept (unset is ``auto``); the
+factories: ``gateway.registrar.location.LOCATION_STORES``, ``gateway.registrar.digest.NONCE_COUNTS``."""
 _DEFAULT_ALGORITHMS: tuple[DigestAlgorithmName, ...] = ("MD5",)
 
 
@@ -45,11 +48,11 @@ class RegistrarConfig(BaseModel):
     max_expires: int = Field(default=3600, ge=1, le=86_400)
     default_expires: int = Field(default=3600, ge=1, le=86_400)
     max_contacts: int = Field(default=10, ge=1, le=1000)  # per address-of-record
-    location_store: Literal["memory", "redis"] | None = None  # None: redis if redis.url, else memory
-    # Digest nonce counts seen (replay protection, RFC 7616 §3.4); None: redis if redis.url, else
-    # memory. In Redis every worker sees every count, so a captured request cannot be replayed
+    location_store: StoreName | None = None  # None or auto: redis if redis.url, else memory
+    # Digest nonce counts seen (replay protection, RFC 7616 §3.4); None or auto: redis if
+    # redis.url, else memory. In Redis every worker sees every count, so a captured request cannot be replayed
     # through another worker; a Redis error then refuses the request (fail closed).
-    nonce_count_store: Literal["memory", "redis"] | None = None
+    nonce_count_store: StoreName | None = None
     qualify: QualifyConfig = QualifyConfig()
     # Outbound registration runs in one process of the cluster, qualify in one process of each
     # node, chosen by a lease in Redis (gateway.cluster.lease): a holder that dies is replaced

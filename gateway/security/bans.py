@@ -15,12 +15,15 @@ reads first.
 from __future__ import annotations
 
 import json
-from typing import Protocol, cast
+from dataclasses import dataclass
+from typing import Protocol, cast, get_args
 
 import redis.asyncio as aioredis
 
+from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
 from gateway.security.flood import Ban, BanReason
+from gateway.security.settings import BanStoreName
 
 
 class BanStoreError(Exception):
@@ -162,3 +165,26 @@ class RedisBanStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class BanStoreContext:
+    """What a ban store factory may need (:mod:`gateway.plugins`)."""
+
+    redis_url: str | None
+    key: str = "gw:bans"
+
+
+BAN_STORES: Registry[BanStoreContext, BanStore] = Registry(
+    "ban store", "security.store", names=get_args(BanStoreName)
+)
+
+
+@BAN_STORES.register("memory")
+def _memory_store(context: BanStoreContext) -> BanStore:
+    return MemoryBanStore()
+
+
+@BAN_STORES.register("redis", needs_redis=True)
+def _redis_store(context: BanStoreContext) -> BanStore:
+    return RedisBanStore(needed_url(context), context.key)

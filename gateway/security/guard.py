@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.registrar.digest import AuthFailures
 from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
-from gateway.security.bans import BanStore, BanStoreError, MemoryBanStore, RedisBanStore
+from gateway.security.bans import BAN_STORES, BanStore, BanStoreContext, BanStoreError
 from gateway.security.flood import Ban, BanList, BanReason, Budget, ScannerMatcher, SourceBudgets
 from gateway.security.settings import SecuritySettings
 from gateway.sip.address import Address
@@ -151,12 +151,8 @@ class SecurityMetrics:
 
 
 def ban_store_for(settings: SecuritySettings, redis_url: str | None) -> BanStore:
-    """The configured store: Redis when ``store`` says so, or ``auto`` with a Redis URL."""
-    if settings.store == "redis" or (settings.store == "auto" and redis_url):
-        if not redis_url:
-            raise ValueError("security.store is redis but no redis.url / REDIS_URL is set")
-        return RedisBanStore(redis_url, settings.redis_key)
-    return MemoryBanStore()
+    """The store ``security.store`` names (the one rule of :mod:`gateway.plugins`)."""
+    return BAN_STORES.create(settings.store, BanStoreContext(redis_url, settings.redis_key))
 
 
 class EdgeGuard:

@@ -53,6 +53,10 @@ class UserLockSettings(_Section):
     duration: float = Field(default=900.0, gt=0, le=30 * 86_400)
 
 
+BanStoreName = Literal["auto", "memory", "redis"]
+"""The names ``security.store`` accepts (the factories: ``gateway.security.bans.BAN_STORES``)."""
+
+
 class SecuritySettings(_Section):
     """Flood and scan defence before parsing; bans shared by every worker."""
 
@@ -71,7 +75,7 @@ class SecuritySettings(_Section):
     # (the kernel drops martian loopback sources on other interfaces).
     exempt: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Where bans live: redis (shared by every worker and gateway) when redis.url is set.
-    store: Literal["auto", "memory", "redis"] = "auto"
+    store: BanStoreName = "auto"
     redis_key: str = Field(default="gw:bans", min_length=1, max_length=100)
     # Seconds between two reads of the shared store (a ban or lift reaches every worker within it).
     sync_interval: float = Field(default=1.0, gt=0, le=60)

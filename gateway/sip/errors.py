@@ -7,10 +7,6 @@ or a message to drop and count. :class:`SipParseError` carries both decisions.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from gateway.sip.message import Request
 
 
 class SipParseError(ValueError):
@@ -18,22 +14,16 @@ class SipParseError(ValueError):
 
     ``status`` is the response a server should send (400, 413, 505, 513 ...), ``reason`` says
     precisely what was wrong (one printable line; ``make_response`` escapes what a Reason-Phrase
-    may not contain). ``request`` is
-    the partially parsed request when its start line and the fields needed to answer it (Via,
-    From, To, Call-ID, CSeq) parsed; it is ``None`` when the message cannot be answered (a broken
-    response, or a request missing those fields): the caller drops it and counts it.
+    may not contain). A whole message that fails to parse but can still be answered raises the
+    subclass :class:`gateway.sip.message.AnswerableParseError`, which carries the partial
+    request; this class alone means the message cannot be answered (a broken response, or a
+    request missing the fields a response copies): the caller drops it and counts it.
     """
 
-    def __init__(self, status: int, reason: str, request: Request | None = None) -> None:
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
-        self.request = request
-
-    @property
-    def answerable(self) -> bool:
-        """True when a response can be built from :attr:`request` (RFC 3261 §8.2.6)."""
-        return self.request is not None
 
 
 # reason-phrase = *(reserved / unreserved / escaped / UTF8-NONASCII / UTF8-CONT / SP / HTAB)

@@ -59,6 +59,7 @@ from gateway.sip.uri import Uri, parse_uri
 
 __all__ = [
     "REASON_PHRASES",
+    "AnswerableParseError",
     "AuthHeader",
     "CSeq",
     "Headers",
@@ -517,6 +518,20 @@ def _check_essentials(msg: Message) -> None:
     cache["to"] = parse_name_addr(first["to"], "To")
 
 
+class AnswerableParseError(SipParseError):
+    """A malformed request that can still be answered (RFC 3261 §8.2.6): its start line and the
+    fields a response copies (Via, From, To, Call-ID, CSeq) parsed. ``request`` is that partial
+    request, for the error response (``status``, ``reason``) to be built from.
+
+    It lives here rather than in :mod:`gateway.sip.errors` because it carries a :class:`Request`:
+    the field parsers below this module raise the plain :class:`SipParseError`.
+    """
+
+    def __init__(self, status: int, reason: str, request: Request) -> None:
+        super().__init__(status, reason)
+        self.request = request
+
+
 def _answerable(request: Request) -> bool:
     """Can a response be built (RFC 3261 §8.2.6)? Needs a routable top Via, a CSeq, Call-ID,
     From and To. A malformed Via parameter is tolerated so a 400 can still go back."""
@@ -541,7 +556,8 @@ def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
 
     A missing Content-Length means the body is the rest of the datagram; octets after the
     Content-Length are discarded (RFC 3261 §18.3, RFC 4475 §3.1.1.8). Raises
-    :class:`SipParseError` with the status to answer and, when answerable, the partial request.
+    :class:`AnswerableParseError` (status to answer, partial request) for a malformed request
+    that can be answered, else :class:`SipParseError` (drop and count).
     """
     if type(data) is not bytes:
         data = bytes(data)  # bytearray / memoryview from a buffer: the body must be immutable bytes
@@ -645,7 +661,9 @@ def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     status, reason = error
     if isinstance(msg, Response):
         raise SipParseError(status, f"response dropped: {reason}")
-    raise SipParseError(status, reason, msg if _answerable(msg) else None)
+    if _answerable(msg):
+        raise AnswerableParseError(status, reason, msg)
+    raise SipParseError(status, reason)
 
 
 # --- building responses -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.accounts import cli as accounts_cli
-from gateway.accounts.policy import AccountState
+from gateway.accounts.policy import AccountsSettings, AccountState
 from gateway.accounts.store import (
     AccountGate,
     AccountStore,
@@ -19,7 +19,7 @@ from gateway.accounts.store import (
     RedisAccountStore,
     Scope,
     Subscriber,
-    create_store,
+    account_store,
 )
 from gateway.cli import build_parser
 
@@ -99,11 +99,12 @@ async def test_redis_changes_by_another_process_apply_to_the_next_call(redis_url
         await operator_side.close()
 
 
-def test_create_store() -> None:
-    assert isinstance(create_store("auto", None), MemoryAccountStore)
-    assert isinstance(create_store("auto", "redis://127.0.0.1:1/0"), RedisAccountStore)
-    with pytest.raises(ValueError, match=r"needs redis\.url"):
-        create_store("redis", None)
+def test_account_store_follows_the_one_rule() -> None:
+    auto = AccountsSettings()
+    assert isinstance(account_store(auto, None), MemoryAccountStore)
+    assert isinstance(account_store(auto, "redis://127.0.0.1:1/0"), RedisAccountStore)
+    with pytest.raises(ValueError, match=r"accounts\.store: the redis accounts store needs redis\.url"):
+        account_store(AccountsSettings(store="redis"), None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,8 +178,9 @@ async def test_an_unreachable_store_refuses_with_503_by_default_or_fails_open() 
     from tests.support.servers import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    allow = AccountGate(create_store("redis", url, timeout=0.5), fail_open=True)
-    refuse = AccountGate(create_store("redis", url, timeout=0.5))  # fail closed: the default
+    settings = AccountsSettings(store="redis", timeout_s=0.5)
+    allow = AccountGate(account_store(settings, url), fail_open=True)
+    refuse = AccountGate(account_store(settings, url))  # fail closed: the default
     try:
         assert await allow.check_call(IAD_LINE, None) is None
         assert await allow.check_registration(IAD_LINE) is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.call.limits import MemoryLimiter, RedisLimiter, Scope, limiter
+from gateway.call.limits import MemoryLimiter, RedisLimiter, Scope
 from gateway.call.state import CALL_TABLE, CallInput, CallState, CallStateError, transition
 from gateway.redis_client import Breaker
 from tests.support.servers import redis_server
@@ -80,7 +80,7 @@ async def test_redis_slots_are_shared_and_expire_when_a_process_dies(redis_url: 
 
 
 async def test_redis_calls_per_second(redis_url: str) -> None:
-    limits = limiter("redis", url=redis_url, node="w", slot_ttl=5)
+    limits = RedisLimiter(redis_url, node="w", slot_ttl=5)
     scope = Scope("trunk:cps", max_calls=100, max_cps=3)
     try:
         outcomes = [await limits.acquire(f"c{i}", [scope]) for i in range(5)]

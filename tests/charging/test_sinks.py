@@ -17,6 +17,7 @@ from gateway.charging.consumer import BillingConsumer, ConsumerOptions
 from gateway.charging.events import ChargingEvent
 from gateway.charging.settings import ChargingSettings, StreamSettings
 from gateway.charging.sinks import (
+    SINKS,
     BatchPolicy,
     FailoverSink,
     Record,
@@ -24,7 +25,6 @@ from gateway.charging.sinks import (
     SinkContext,
     SpoolSink,
     StreamWriter,
-    create_sink,
     redis_client,
 )
 from gateway.charging.spool import Spool, read_segment
@@ -226,16 +226,16 @@ async def test_events_accepted_before_a_sigkill_are_delivered_after_restart(
 
 
 def test_sink_registry_and_auto_choice(tmp_path: Path) -> None:
-    settings = ChargingSettings()
-    assert type(create_sink(SinkContext(settings, tmp_path, None))).__name__ == "SpoolSink"
-    with_redis = SinkContext(settings, tmp_path, "redis://127.0.0.1:1/0")
-    assert type(create_sink(with_redis)).__name__ == "FailoverSink"
-    memory = ChargingSettings(sink="memory")
-    assert type(create_sink(SinkContext(memory, tmp_path, None))).__name__ == "MemorySink"
-    with pytest.raises(ValueError, match="unknown sink 'kafka'"):
-        ChargingSettings(sink="kafka")
-    with pytest.raises(ValueError, match="needs Redis"):
-        create_sink(SinkContext(ChargingSettings(sink="redis_streams"), tmp_path, None))
+    def create(settings: ChargingSettings, redis_url: str | None) -> str:
+        return type(SINKS.create(settings.sink, SinkContext(settings, tmp_path, redis_url))).__name__
+
+    assert create(ChargingSettings(), None) == "SpoolSink"
+    assert create(ChargingSettings(), "redis://127.0.0.1:1/0") == "FailoverSink"
+    assert create(ChargingSettings(sink="memory"), None) == "MemorySink"
+    with pytest.raises(ValueError, match="Input should be 'auto', 'memory', 'spool'"):
+        ChargingSettings.model_validate({"sink": "kafka"})
+    with pytest.raises(ValueError, match=r"charging\.sink: the redis_streams charging sink needs redis\.url"):
+        create(ChargingSettings(sink="redis_streams"), None)
 
 
 async def test_a_single_event_is_written_within_one_batch_interval_without_flush(tmp_path: Path) -> None:

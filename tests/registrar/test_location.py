@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.registrar.location import (
+    LOCATION_STORES,
     ContactChange,
+    LocationContext,
     LocationStore,
     OutOfOrderError,
     RedisLocationStore,
     RegisterUpdate,
-    location_store,
 )
 from gateway.sip.address import Address
 from tests.support.servers import RedisServer
@@ -33,10 +34,8 @@ def contact(n: int, expires: int = 60, **kw: object) -> ContactChange:
 
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[LocationStore]:
-    if request.param == "memory":
-        s = location_store("memory")
-    else:
-        s = location_store("redis", url=request.getfixturevalue("redis_url"))
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    s = LOCATION_STORES.create(request.param, LocationContext(url))
     yield s
     await s.close()
 

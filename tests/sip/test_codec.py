@@ -18,7 +18,14 @@ from gateway.sip.headers import (
     split_list,
     unquote_string,
 )
-from gateway.sip.message import Request, Response, SipParseError, make_response, parse_message
+from gateway.sip.message import (
+    AnswerableParseError,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    parse_message,
+)
 from gateway.sip.uri import AbsoluteUri, SipUri, TelUri, parse_uri
 
 BASE = (
@@ -85,7 +92,7 @@ def test_leading_crlf_is_ignored_and_buffers_accepted() -> None:
 def test_bad_status_lines_are_dropped(start: str, status: int) -> None:
     data = BASE.replace("OPTIONS sip:bob@example.com SIP/2.0", start) + "\r\n"
     exc = parse_error(data.encode())
-    assert exc.status == status and not exc.answerable
+    assert exc.status == status and not isinstance(exc, AnswerableParseError)
 
 
 def test_version_is_case_insensitive_and_kept_for_validation() -> None:
@@ -109,12 +116,12 @@ def test_body_framing_by_content_length() -> None:
 def test_bad_content_length_is_answerable_400(length: str, reason: str) -> None:
     exc = parse_error((BASE + f"Content-Length: {length}\r\n\r\nxy").encode())
     assert exc.status == 400 and reason in exc.reason
-    assert exc.request is not None and exc.request.call_id == "c1@192.0.2.1"
+    assert isinstance(exc, AnswerableParseError) and exc.request.call_id == "c1@192.0.2.1"
 
 
 def test_two_content_lengths() -> None:
     exc = parse_error((BASE + "Content-Length: 1\r\nl: 1\r\n\r\nx").encode())
-    assert exc.status == 400 and "2 times" in exc.reason and exc.answerable
+    assert exc.status == 400 and "2 times" in exc.reason and isinstance(exc, AnswerableParseError)
 
 
 @pytest.mark.parametrize(
@@ -131,7 +138,7 @@ def test_two_content_lengths() -> None:
 )
 def test_garbage_is_not_answerable(data: bytes) -> None:
     exc = parse_error(data)
-    assert exc.status == 400 and not exc.answerable
+    assert exc.status == 400 and not isinstance(exc, AnswerableParseError)
 
 
 @pytest.mark.parametrize(
@@ -142,31 +149,31 @@ def test_missing_essential_header(drop: str, reason: str) -> None:
     lines = [line for line in BASE.split("\r\n") if not line.startswith(drop + ":")]
     exc = parse_error(("\r\n".join(lines) + "\r\n").encode())
     assert exc.status == 400 and reason in exc.reason
-    assert not exc.answerable
+    assert not isinstance(exc, AnswerableParseError)
 
 
 def test_broken_ack_is_never_answerable() -> None:
     data = BASE.replace("OPTIONS", "ACK") + "Content-Length: 9\r\n\r\n"
     exc = parse_error(data.encode())
-    assert exc.status == 400 and not exc.answerable
+    assert exc.status == 400 and not isinstance(exc, AnswerableParseError)
 
 
 def test_missing_empty_line_is_answerable() -> None:
     exc = parse_error(BASE.encode())
-    assert exc.status == 400 and "empty line" in exc.reason and exc.answerable
+    assert exc.status == 400 and "empty line" in exc.reason and isinstance(exc, AnswerableParseError)
 
 
 def test_limits() -> None:
     many = "".join(f"X-H{i}: v\r\n" for i in range(limits.MAX_HEADER_COUNT + 1))
     exc = parse_error((BASE + many + "\r\n").encode())
-    assert exc.status == 400 and "header fields" in exc.reason and exc.answerable
+    assert exc.status == 400 and "header fields" in exc.reason and isinstance(exc, AnswerableParseError)
     exc = parse_error((BASE + "X-Long: " + "a" * limits.MAX_LINE_LENGTH + "\r\n\r\n").encode())
-    assert exc.status == 400 and exc.answerable
+    assert exc.status == 400 and isinstance(exc, AnswerableParseError)
     huge_head = (BASE + "X-Pad: " + "a" * 4000 + "\r\n") * 9
     assert parse_error(huge_head.encode() + b"\r\n").status == 513
     big_body = b"x" * limits.MAX_MESSAGE_SIZE
     exc = parse_error((BASE + f"Content-Length: {len(big_body)}\r\n\r\n").encode() + big_body)
-    assert exc.status == 513 and exc.answerable
+    assert exc.status == 513 and isinstance(exc, AnswerableParseError)
     vias = "".join(f"Via: SIP/2.0/UDP h{i};branch=z9hG4bK{i}\r\n" for i in range(limits.MAX_VIA_COUNT))
     assert parse_error((BASE + vias + "\r\n").encode()).status == 400
 
@@ -405,7 +412,7 @@ def test_only_the_top_via_is_parsed_eagerly() -> None:
     with pytest.raises(SipParseError, match="Via"):
         msg.vias  # noqa: B018
     exc = parse_error((BASE.replace("Via: SIP", "Via: SIP/2.0/UDP bad:x, SIP") + "\r\n").encode())
-    assert exc.status == 400 and not exc.answerable
+    assert exc.status == 400 and not isinstance(exc, AnswerableParseError)
 
 
 def test_typed_cache_follows_header_changes() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.sip.message import Request, Response, SipParseError, parse_message
+from gateway.sip.message import AnswerableParseError, Request, Response, SipParseError, parse_message
 from gateway.sip.uri import AbsoluteUri, SipUri, parse_uri
 from gateway.sip.validation import DEFAULT_POLICY, Policy, validate_request
 from tests.conftest import RFC4475_DIR
@@ -118,8 +118,8 @@ def test_rfc4475_message(name: str) -> None:
         exc = info.value
         assert exc.status == expect.parse
         assert exc.reason and "\n" not in exc.reason and "\r" not in exc.reason
-        assert exc.answerable == expect.answerable
-        if exc.request is not None:
+        assert isinstance(exc, AnswerableParseError) == expect.answerable
+        if isinstance(exc, AnswerableParseError):
             # The partial request carries what an error response needs (RFC 3261 §8.2.6).
             exc.request.top_via  # noqa: B018
             exc.request.cseq  # noqa: B018

@@ -16,7 +16,7 @@ from gateway.sip.transactions import (
     TransactionKind,
     TransactionState,
 )
-from gateway.sip.transactions.machines import TABLES, Input
+from gateway.sip.transactions.tables import TABLES, Input
 from tests.sip.test_transaction_support import PEER, Driver, request, response, state_of
 
 S = TransactionState

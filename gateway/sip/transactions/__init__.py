@@ -8,40 +8,37 @@ calls ``send_request`` / ``send_response`` / ``cancel`` / ``send_ack`` / ``send_
 
 
 * :mod:`.layer` — :class:`TransactionLayer`, the object a transport adapter drives;
-* :mod:`.machines` — the four state machines, each one transition table;
-* :mod:`.events` — :class:`Transmit` and the TU events;
+* :mod:`.tables` — the four state machines as data, each one transition table;
+* :mod:`.machines` — the transactions that walk those tables, :class:`Transmit` and the TU events;
 * :mod:`.matching` — §17.1.3 / §17.2.3 keys, ``received``/``rport`` stamping, response routing;
 * :mod:`.builders` — the ACK for non-2xx finals and CANCEL.
 """
 
 from gateway.sip.timers import TimerConfig, TimerName
 from gateway.sip.transactions.builders import build_ack, build_cancel
-from gateway.sip.transactions.events import (
+from gateway.sip.transactions.layer import TransactionLayer
+from gateway.sip.transactions.machines import (
     AckReceived,
     CancelReceived,
+    ClientTransaction,
+    Counters,
+    ProtocolError,
     RequestReceived,
     ResponseReceived,
+    ServerTransaction,
     TimeoutEvent,
+    Transaction,
     TransactionEvent,
     TransactionTerminated,
     Transmit,
     TransportErrorEvent,
-)
-from gateway.sip.transactions.layer import TransactionLayer
-from gateway.sip.transactions.machines import (
-    ClientTransaction,
-    Counters,
-    ProtocolError,
-    ServerTransaction,
-    Transaction,
-    TransactionKind,
-    TransactionState,
 )
 from gateway.sip.transactions.matching import (
     MAGIC_COOKIE,
     response_destination,
     stamp_received,
 )
+from gateway.sip.transactions.tables import TransactionKind, TransactionState
 
 __all__ = [
     "MAGIC_COOKIE",

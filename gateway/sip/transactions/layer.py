@@ -35,23 +35,19 @@ from gateway.sip.errors import SipParseError
 from gateway.sip.message import Request, Response
 from gateway.sip.timers import TimerConfig, TimerHeap
 from gateway.sip.transactions.builders import build_cancel
-from gateway.sip.transactions.events import (
-    AckReceived,
-    CancelReceived,
-    RequestReceived,
-    TransactionEvent,
-    TransactionTerminated,
-    Transmit,
-)
 from gateway.sip.transactions.machines import (
     AckMatch,
+    AckReceived,
+    CancelReceived,
     ClientTransaction,
     Context,
     Counters,
-    Input,
+    RequestReceived,
     ServerTransaction,
     Transaction,
-    classify,
+    TransactionEvent,
+    TransactionTerminated,
+    Transmit,
 )
 from gateway.sip.transactions.matching import (
     ClientKey,
@@ -65,6 +61,7 @@ from gateway.sip.transactions.matching import (
     server_key,
     stamp_received,
 )
+from gateway.sip.transactions.tables import Input, classify
 
 log = logging.getLogger(__name__)
 
