@@ -4,6 +4,7 @@ small Digest-capable REGISTER client over a real UDP socket."""
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -43,7 +44,6 @@ def register(port: int, user: str, password: str = PASSWORD, *, username: str | 
     call_id = uuid.uuid4().hex
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((host, local_port))
-        sock.settimeout(3.0)
         lport = sock.getsockname()[1]
         if contact == "auto":
             contact = f"sip:{user}@{host}:{lport}"
@@ -66,10 +66,23 @@ def register(port: int, user: str, password: str = PASSWORD, *, username: str | 
             if authorization is not None:
                 lines.append(f"Authorization: {authorization}")
             lines.append("Content-Length: 0")
-            sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), (host, port))
-            answer = parse_message(sock.recv(65535))
-            assert isinstance(answer, Response)
-            return answer
+            datagram = ("\r\n".join(lines) + "\r\n\r\n").encode()
+            # Retransmitted like any UDP client's request (RFC 3261 §17.1.2.2: Timer E from
+            # T1 = 0.5 s doubling up to T2 = 4 s, given up after Timer F = 32 s): a gateway
+            # worker still warming up on a loaded machine may answer only the second copy.
+            interval, deadline = 0.5, time.monotonic() + 32.0
+            while True:
+                sock.sendto(datagram, (host, port))
+                sock.settimeout(min(interval, max(0.01, deadline - time.monotonic())))
+                try:
+                    answer = parse_message(sock.recv(65535))
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    interval = min(2 * interval, 4.0)
+                    continue
+                assert isinstance(answer, Response)
+                return answer
 
         first = send(1, None)
         if first.status != 401:
