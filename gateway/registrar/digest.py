@@ -36,7 +36,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from gateway.redis_client import connect
-from gateway.registrar.trunks import Credential, TrunkTable
+from gateway.registrar.trunks import Credential, TrunkLookup
 from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.auth import (
@@ -212,7 +212,7 @@ class DigestVerifier:
         self,
         realm: str,
         algorithms: Sequence[Algorithm],
-        trunks: TrunkTable,
+        trunks: TrunkLookup,
         nonce_key: bytes,
         *,
         nonce_lifetime: float,

@@ -1,10 +1,12 @@
 """Wiring of the registrar into the running gateway.
 
-``await install(gateway, config)`` loads the trunk file, opens the location store chosen by the
-config (``registrar.location_store``; by default ``redis`` when ``redis.url`` / ``REDIS_URL`` is
-set, else ``memory``), agrees on the nonce key and serves REGISTER. The returned
-:class:`RegistrarService` is what the rest of the gateway uses: ``trunks`` (peer identification,
-limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
+``await install(gateway, settings, trunks=holder, redis_url=...)`` opens the location store
+chosen by the ``registrar`` section (``location_store``; by default ``redis`` when a Redis URL is
+given, else ``memory``), agrees on the nonce key and serves REGISTER. The trunks come in a
+:class:`~gateway.registrar.holder.TrunkHolder` built by the composition root (:mod:`gateway.node`),
+which swaps tables on reload; the registrar reads through it. The returned
+:class:`RegistrarService` is what the rest of the gateway uses: ``trunks`` (the holder: peer
+identification, limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
 registering PBX included), :meth:`RegistrarService.destinations` (a carrier's destinations in
 priority / weight order, those qualified down skipped), ``qualifier.snapshot()`` (up/down of
 trunk destinations), ``registrar.failures`` (failed authentications per source) and
@@ -13,7 +15,7 @@ nonce counts in memory or Redis).
 ``await service.close()`` after the gateway has stopped.
 
 When the gateway originates requests (its UAC side, adapted by :class:`GatewaySender`),
-``service.start(config)`` — once the gateway listens — starts outbound carrier registrations
+``service.start(first=...)`` — once the gateway listens — starts outbound carrier registrations
 and OPTIONS qualify as tracked tasks.
 
 The nonce key is shared by every gateway process so each accepts the nonces of the others:
@@ -30,20 +32,20 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from redis.exceptions import RedisError
 
 from gateway import redis_client
 from gateway.accounts.store import AccountGate
-from gateway.config import GatewayConfig
 from gateway.registrar.digest import NonceCounts, nonce_counts
+from gateway.registrar.holder import TrunkHolder
 from gateway.registrar.location import Binding, LocationStore, LocationStoreError, location_store
 from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
 from gateway.registrar.qualify import Qualifier
 from gateway.registrar.registrar import Registrar
-from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk, TrunkTable, load_trunks
+from gateway.registrar.settings import RegistrarConfig
+from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk
 from gateway.security.auth_events import AuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.message import Request, Response
@@ -108,21 +110,23 @@ class GatewaySender:
 @dataclass
 class RegistrarService:
     registrar: Registrar
-    trunks: TrunkTable
+    trunks: TrunkHolder
     store: LocationStore
+    settings: RegistrarConfig
     qualifier: Qualifier | None = None
     outbound: list[OutboundRegistrar] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sender: RequestSender | None = None
     """The gateway's UAC side, when it has one (outbound registration and qualify use it)."""
 
-    def start(self, config: GatewayConfig) -> None:
+    def start(self, *, first: bool = True) -> None:
         """Start outbound registrations and OPTIONS qualify. Call it once the gateway listens:
-        our Via and Contact name the listening addresses."""
+        our Via and Contact name the listening addresses. ``first``: the single process or
+        worker 0, the one that registers with carriers (``node.first``)."""
         if self.sender is None:
             log.info("this host originates no requests: no outbound registration or qualify")
             return
-        start_client_side(self, self.sender, config)
+        start_client_side(self, self.sender, first=first)
 
     def destinations(
         self, carrier: CarrierTrunk, rng: random.Random | None = None
@@ -144,14 +148,6 @@ class RegistrarService:
                 bindings = await self.store.lookup(pilot, now)
         return bindings
 
-    def reload_trunks(self, path: Path) -> TrunkTable:
-        """Load the trunk file again and swap it in at once; on any problem (DataFileError) the
-        running table stays. Qualify targets and outbound registrations follow on restart."""
-        table = load_trunks(path)
-        self.trunks = self.registrar.trunks = table
-        self.registrar.clear_credential_cache()
-        return table
-
     async def close(self) -> None:
         """Stop outbound registration and qualify, then release the store."""
         for task in self.tasks:
@@ -162,28 +158,28 @@ class RegistrarService:
         await self.registrar.verifier.counts.close()
 
 
-def store_for(config: GatewayConfig) -> LocationStore:
-    """The location store the config names (see the module docstring)."""
-    name = config.registrar.location_store or ("redis" if config.redis.url else "memory")
+def store_for(settings: RegistrarConfig, redis_url: str | None) -> LocationStore:
+    """The location store the section names (see the module docstring)."""
+    name = settings.location_store or ("redis" if redis_url else "memory")
     if name == "redis":
-        if not config.redis.url:
+        if not redis_url:
             raise ValueError("registrar.location_store is redis but no redis.url / REDIS_URL is set")
-        return location_store("redis", url=config.redis.url)
+        return location_store("redis", url=redis_url)
     return location_store(name)
 
 
-def counts_for(config: GatewayConfig) -> NonceCounts:
-    """The nonce-count store the config names (``registrar.nonce_count_store``)."""
-    name = config.registrar.nonce_count_store or ("redis" if config.redis.url else "memory")
-    return nonce_counts(name, lifetime=config.registrar.nonce_lifetime, url=config.redis.url)
+def counts_for(settings: RegistrarConfig, redis_url: str | None) -> NonceCounts:
+    """The nonce-count store the section names (``registrar.nonce_count_store``)."""
+    name = settings.nonce_count_store or ("redis" if redis_url else "memory")
+    return nonce_counts(name, lifetime=settings.nonce_lifetime, url=redis_url)
 
 
-async def nonce_key(config: GatewayConfig) -> bytes:
+async def nonce_key(settings: RegistrarConfig, redis_url: str | None) -> bytes:
     """The key nonces are signed with (see the module docstring)."""
-    if config.registrar.nonce_secret is not None:
-        return config.registrar.nonce_secret.encode("utf-8")
-    if config.redis.url:
-        client = redis_client.connect(config.redis.url)
+    if settings.nonce_secret is not None:
+        return settings.nonce_secret.encode("utf-8")
+    if redis_url:
+        client = redis_client.connect(redis_url)
         try:
             await client.set(NONCE_KEY_NAME, secrets.token_hex(32), nx=True)
             shared = await client.get(NONCE_KEY_NAME)
@@ -198,36 +194,37 @@ async def nonce_key(config: GatewayConfig) -> bytes:
 
 async def install(
     gateway: RequestHandlerHost,
-    config: GatewayConfig,
+    settings: RegistrarConfig,
     *,
+    trunks: TrunkHolder,
+    redis_url: str | None = None,
     clock: Callable[[], float] = time.time,
     accounts: AccountGate | None = None,
     observer: AuthFailureObserver | None = None,
     on_authenticated: Callable[[str, float], None] | None = None,
 ) -> RegistrarService:
-    """Build the registrar from ``config`` and serve REGISTER on ``gateway``. ``observer`` is
-    told of every failed authentication (REGISTER and the proxy authentication of call control,
-    which shares ``service.registrar.verifier``) and says which users are locked.
-
-    Raises DataFileError for an invalid trunk file (every problem located).
+    """Build the registrar from its ``registrar`` section and serve REGISTER on ``gateway``.
+    ``trunks``: the trunk holder (HA1 values cached from a table are forgotten when it swaps);
+    ``redis_url``: shared stores when set. ``observer`` is told of every failed authentication
+    (REGISTER and the proxy authentication of call control, which shares
+    ``service.registrar.verifier``) and says which users are locked.
     """
-    path = config.registrar.trunks
-    trunks = load_trunks(path) if path is not None else TrunkTable()
-    store = store_for(config)
+    store = store_for(settings, redis_url)
     registrar = Registrar(
-        config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts,
-        counts=counts_for(config), observer=observer, on_authenticated=on_authenticated,
+        settings, trunks, store, await nonce_key(settings, redis_url), clock=clock, accounts=accounts,
+        counts=counts_for(settings, redis_url), observer=observer, on_authenticated=on_authenticated,
     )
+    trunks.on_swap(lambda _table: registrar.clear_credential_cache())
     gateway.add_request_handler("REGISTER", registrar.handle)
     log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),
-             len(trunks.credentials), store.name)
-    service = RegistrarService(registrar, trunks, store)
+             len(trunks.table.credentials), store.name)
+    service = RegistrarService(registrar, trunks, store, settings)
     if isinstance(gateway, RequestOriginator):
         service.sender = GatewaySender(gateway)
     return service
 
 
-def start_client_side(service: RegistrarService, sender: RequestSender, config: GatewayConfig) -> None:
+def start_client_side(service: RegistrarService, sender: RequestSender, *, first: bool) -> None:
     """Start outbound registrations and OPTIONS qualify of static peers and carrier destinations,
     as tracked tasks (cancelled by :meth:`RegistrarService.close`)."""
 
@@ -245,7 +242,7 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
                 address = Address(d.transport or trunk.transport, d.host, d.port)
                 targets.append((f"{trunk.name}/{address.hostport()}", address))
                 # Once per gateway: worker 0 registers the Contact all workers share.
-                if d.registration is not None and config.node.first:
+                if d.registration is not None and first:
                     outbound = OutboundRegistrar(trunk.name, d, sender)
                     service.outbound.append(outbound)
                     track(outbound.run())
@@ -253,7 +250,7 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
             for m in trunk.match:
                 if m.host is not None and m.port is not None:  # a network range has no one address
                     targets.append((trunk.name, Address(m.transport or trunk.transport, m.host, m.port)))
-    qualify = config.registrar.qualify
+    qualify = service.settings.qualify
     if qualify.enabled and (targets or qualify.contacts):
         qualifier = service.qualifier = Qualifier(sender, interval=qualify.interval,
                                                   failures_to_down=qualify.failures_to_down,
