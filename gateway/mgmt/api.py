@@ -1196,9 +1196,13 @@ async def start_api(
     app = create_app(svc, redis=redis)
     runner = web.AppRunner(app, access_log=logging.getLogger("gateway.mgmt.access"),
                            access_log_format='%a "%r" %s %b %Tfs')
-    await runner.setup()
+    await runner.setup()  # starts the cleanup contexts: the monitor's tasks, the Redis client
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # the port is taken: stop what setup started
+        raise
     server = ApiServer(runner, svc)
     log.info("operations API and console on http://%s:%d/", settings.host, server.port)
     return server
