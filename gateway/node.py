@@ -160,7 +160,8 @@ class Reloader:
                     log.error("reload refused, old configuration kept: %s", problem)
                 self.metric.labels("refused").inc()
                 return False
-            if self._running() == before:  # no API change came in meanwhile: swap all, no await
+            if all(a is b for a, b in zip(self._running(), before, strict=True)):
+                # No API change came in meanwhile: swap everything, with no await in between.
                 self._swap(outcome)
                 self.metric.labels("ok").inc()
                 return True
