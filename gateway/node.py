@@ -357,11 +357,15 @@ async def serve(config: GatewayConfig) -> None:
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # Until the node is up a SIGHUP is ignored, not fatal (its default action ends the process).
-    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: still starting"))
+    # A SIGHUP while starting (its default action would end the process) reloads once the node
+    # is up: the files may have changed after start-up read them.
+    early: list[bool] = []
+    loop.add_signal_handler(signal.SIGHUP, lambda: early.append(True))
     try:
         async with started(config) as node:
             loop.add_signal_handler(signal.SIGHUP, node.reloader.request)
+            if early:
+                node.reloader.request()
             await stop.wait()
             log.info("signal received, shutting down")
             loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: shutting down"))
