@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig, load_config
 from gateway.node import started
+from gateway.registrar.trunks import TrunkTable
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import free_port, free_udp_tcp_port
 
@@ -127,4 +128,27 @@ async def test_reload_is_validated_whole_and_refused_whole(
         assert node.trunks.table is not table and node.dialplan.plan is not plan
         assert node.charging.rater is not rater
         assert node.registrar.trunks.trunks["carrier"].destinations[0].port == moved  # type: ignore[union-attr]
+        await node.drain()
+
+
+async def test_an_operator_change_during_a_reload_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API disables a trunk while a reload validates files in its thread: the reload sees
+    the running table changed under it and validates again, so the operator's change stays."""
+    config = demo_config(tmp_path)
+    async with started(config) as node:
+        loop = asyncio.get_running_loop()
+        prepare, calls = node.trunks.prepare, list[int]()
+
+        def racing_prepare() -> TrunkTable:
+            calls.append(1)
+            table = prepare()
+            if len(calls) == 1:  # the operator's PATCH lands before the reload swaps
+                loop.call_soon_threadsafe(node.trunks.set_enabled, "acme-pbx", False)
+            return table
+
+        monkeypatch.setattr(node.trunks, "prepare", racing_prepare)
+        assert await node.reloader.reload() is True
+        assert len(calls) == 2 and node.trunks.trunks["acme-pbx"].enabled is False
         await node.drain()
