@@ -287,6 +287,7 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
         status = config.call.status_socket
         limits = limiter_for(config.call, redis_url=config.redis.url, node_id=config.node.id,
                              workers=config.node.workers)
+        stack.push_async_callback(limits.close)  # after call control closed (it holds slots)
         calls = await install_calls(
             gateway, config.call, limits=limits, trunks=trunks, contacts=registrar.contacts,
             charging=charging, dialplan=dialplan, observer=observer, accounts=accounts,

@@ -102,7 +102,6 @@ class CallService:
             await self._server.wait_closed()
             if self.status_path is not None:
                 self.status_path.unlink(missing_ok=True)
-        await self.limiter.close()
 
 
 def limiter_for(settings: CallSettings, *, redis_url: str | None, node_id: str, workers: int) -> Limiter:
@@ -134,7 +133,7 @@ async def install(
     status_path: Path | None = None,
 ) -> CallService:
     """Build call control from its ``call`` section and serve INVITE / BYE / UPDATE / INFO on
-    ``gateway``; it owns ``limits`` from now on (closed with the service).
+    ``gateway``. ``limits``: the limiter (its builder closes it, after the service).
 
     The router: ``router`` when given; else the ``dialplan`` holder's plan (shared with the
     operations API and SIGHUP, which swap plans in it) with ``contacts`` (the registrar's
