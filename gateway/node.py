@@ -243,7 +243,7 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
     from gateway.mgmt.api import start_api  # noqa: PLC0415
     from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
     from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
-    from gateway.registrar.holder import OVERRIDES_FILE, TrunkHolder  # noqa: PLC0415
+    from gateway.registrar.holder import OVERRIDES_FILE, OverridesFollower, TrunkHolder  # noqa: PLC0415
     from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
     from gateway.security.guard import EdgeGuard, ban_store_for  # noqa: PLC0415
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
@@ -324,11 +324,16 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
         collector = CycleCollector(config.gc, gateway.metrics.registry)
         collector.start()
         stack.push_async_callback(collector.stop)
-        if dialplan is not None and not config.node.first:
-            # A worker other than the first follows the dialplan versions worker 0's API applies.
-            follower = ActiveVersionFollower(dialplan, config.state_dir, config.dialplans)
-            follower.start()
-            stack.push_async_callback(follower.close)
+        if not config.node.first:
+            # A worker other than the first follows the trunk changes and dialplan versions
+            # worker 0's API applies.
+            overrides = OverridesFollower(trunks)
+            overrides.start()
+            stack.push_async_callback(overrides.close)
+            if dialplan is not None:
+                follower = ActiveVersionFollower(dialplan, config.state_dir, config.dialplans)
+                follower.start()
+                stack.push_async_callback(follower.close)
         stack.push_async_callback(node.reloader.close)
         yield node
 

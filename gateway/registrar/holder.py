@@ -14,10 +14,17 @@ Operator changes from the API (enable / disable a trunk) are kept in an override
 the trunk file at every load: they survive a restart and a reload, and the operator's trunk
 file is never rewritten (its comments stay). An override naming a trunk the file no longer has
 is ignored (logged). Delete the file to go back to the trunk file's ``enabled`` values.
+
+Worker processes share ``state_dir``: worker 0 runs the API and writes the overrides; every
+other worker runs an :class:`OverridesFollower`, which notices the file change within a second
+and applies its ``enabled`` flags to its own running table (the trunk file itself is re-read
+only by SIGHUP, validated with the dialplans).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -82,11 +89,15 @@ class TrunkHolder:
             return table
         for name in sorted(set(enabled) - set(table.trunks)):
             log.warning("trunk override for %r ignored: %s has no such trunk", name, self.path)
+        return self._with_enabled(table, enabled)
+
+    def _with_enabled(self, table: TrunkTable, enabled: Mapping[str, bool]) -> TrunkTable:
+        """A new table: ``table``'s trunks with the ``enabled`` flags given by name."""
         spec = TrunksFile(trunks=[
             t.model_copy(update={"enabled": enabled[t.name]}) if t.name in enabled else t
             for t in table.trunks.values()
         ])
-        return build_table(spec, str(self.path))
+        return build_table(spec, str(self.path or "<trunks>"))
 
     def swap(self, table: TrunkTable) -> None:
         """Serve ``table`` from now on (one reference assignment), then tell the listeners."""
@@ -101,11 +112,7 @@ class TrunkHolder:
         current = self._table
         if name not in current.trunks:
             raise KeyError(name)
-        spec = TrunksFile(trunks=[
-            t.model_copy(update={"enabled": enabled}) if t.name == name else t
-            for t in current.trunks.values()
-        ])
-        table = build_table(spec, str(self.path or "<trunks>"))
+        table = self._with_enabled(current, {name: enabled})
         if self.overrides is not None:
             kept = self._read_overrides()
             kept[name] = enabled
@@ -113,6 +120,21 @@ class TrunkHolder:
             write_text_atomically(self.overrides, text + "\n")
         self.swap(table)
         return table
+
+    def adopt_overrides(self) -> bool:
+        """Apply the overrides file, as another process left it, to the running table
+        (``enabled`` flags only); whether anything changed."""
+        current = self._table
+        changes = {
+            name: value for name, value in self._read_overrides().items()
+            if name in current.trunks and current.trunks[name].enabled != value
+        }
+        if not changes:
+            return False
+        self.swap(self._with_enabled(current, changes))
+        log.info("trunks: operator changes adopted: %s",
+                 ", ".join(f"{n} {'enabled' if v else 'disabled'}" for n, v in sorted(changes.items())))
+        return True
 
     def _read_overrides(self) -> dict[str, bool]:
         if self.overrides is None:
@@ -155,3 +177,45 @@ class TrunkHolder:
     ) -> PeerTrunk | CarrierTrunk | None:
         return self._table.identify(source, from_user, from_host)
 
+
+
+class OverridesFollower:
+    """Adopt the trunk changes another process (the worker running the API) kept: polls the
+    overrides file's size and modification time once a second (see the module docstring)."""
+
+    def __init__(self, holder: TrunkHolder, *, interval: float = 1.0) -> None:
+        self.holder = holder
+        self.interval = interval
+        self._seen = self._stamp()
+        self._task: asyncio.Task[None] | None = None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        if self.holder.overrides is None:
+            return None
+        try:
+            stat = self.holder.overrides.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def check(self) -> bool:
+        """Adopt the file if it changed since the last look; whether the table changed."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return self.holder.adopt_overrides()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="trunk-overrides")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

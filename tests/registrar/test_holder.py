@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.datafile import DataFileError
-from gateway.registrar.holder import TrunkHolder
+from gateway.registrar.holder import OverridesFollower, TrunkHolder
 from gateway.registrar.trunks import TrunkTable
 from gateway.sip.address import Address
 from tests.support.gateway import PROJECT_ROOT
@@ -69,3 +69,17 @@ def test_a_bad_file_or_overrides_never_change_the_running_table(tmp_path: Path) 
     overrides.parent.mkdir(parents=True, exist_ok=True)
     overrides.write_text("{not json", encoding="utf-8")
     assert TrunkHolder.load(path, overrides).trunks["acme-iad"].enabled is True
+
+
+def test_another_process_follows_the_operator_changes(tmp_path: Path) -> None:
+    """Worker 0's API keeps the change; another worker's follower adopts it from state_dir."""
+    api_side, path = holder(tmp_path)
+    other = TrunkHolder.load(path, api_side.overrides)
+    follower = OverridesFollower(other)
+    assert follower.check() is False  # nothing changed since it started
+    api_side.set_enabled("acme-iad", False)
+    assert follower.check() is True
+    assert other.credential("62880001") is None
+    assert follower.check() is False  # adopted once
+    api_side.set_enabled("acme-iad", True)
+    assert follower.check() is True and other.credential("62880001") is not None

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig, load_config
 from gateway.node import started
+from gateway.registrar.holder import TrunkHolder
 from gateway.registrar.trunks import TrunkTable
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import free_port, free_udp_tcp_port
@@ -151,4 +152,19 @@ async def test_an_operator_change_during_a_reload_is_kept(
         monkeypatch.setattr(node.trunks, "prepare", racing_prepare)
         assert await node.reloader.reload() is True
         assert len(calls) == 2 and node.trunks.trunks["acme-pbx"].enabled is False
+        await node.drain()
+
+
+async def test_a_worker_adopts_the_trunk_changes_of_the_api_worker(tmp_path: Path) -> None:
+    """Worker 1 has no API: the change worker 0's API keeps in state_dir reaches its table."""
+    config = demo_config(tmp_path).for_worker(1)
+    async with started(config) as node:
+        assert node.api is None
+        api_side = TrunkHolder.load(config.registrar.trunks, node.trunks.overrides)
+        api_side.set_enabled("acme-pbx", False)
+        for _ in range(200):  # the follower looks once a second
+            if not node.trunks.trunks["acme-pbx"].enabled:
+                break
+            await asyncio.sleep(0.05)
+        assert node.trunks.trunks["acme-pbx"].enabled is False
         await node.drain()
