@@ -10,6 +10,7 @@ dialplan a duplicated short number or trunk name is exactly the mistake we must 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +184,15 @@ def load_model(model: type[ModelT], path: str | Path) -> ModelT:
     """Read a YAML file and validate it into ``model``."""
     data, positions = read_yaml(path)
     return validate_data(model, data, str(path), positions)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (fsynced, then renamed over it): a crash leaves the old file or
+    the new one, never half of one. For state the gateway keeps (dialplan and trunk changes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    with staging.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)

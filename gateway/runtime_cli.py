@@ -1,5 +1,6 @@
-"""``gateway run --config FILE``: load and validate the configuration, run the gateway until
-SIGTERM or SIGINT, then shut down in order (see :meth:`gateway.app.Gateway.stop`). With
+"""``gateway run --config FILE``: load and validate the configuration, set up logging and run
+the gateway built by the composition root (:func:`gateway.node.serve`) until SIGTERM or SIGINT;
+SIGHUP reloads trunks, dialplans and tariffs (see :mod:`gateway.node`). With
 ``node.workers`` above 1 (or ``--workers N``) it supervises that many worker processes instead
 (:mod:`gateway.workers`).
 
@@ -13,18 +14,13 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from gateway.collector import CycleCollector
-from gateway.config import GatewayConfig, LoggingConfig, check_workers, load_config
+from gateway.config import LoggingConfig, check_workers, load_config
 from gateway.datafile import DataFileError
 from gateway.workers import Supervisor
-
-if TYPE_CHECKING:
-    from gateway.charging.service import ChargingService
 
 log = logging.getLogger("gateway")
 
@@ -83,122 +79,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-async def start_charging(config: GatewayConfig) -> ChargingService | None:
-    """The charging service of the ``charging`` section, started; None (logged) when its tariff
-    file does not exist, so a minimal configuration still runs (calls are then not charged)."""
-    from gateway.charging.service import ChargingService  # noqa: PLC0415
-
-    if not config.charging.tariffs.is_file():
-        log.warning("charging disabled: tariff file %s not found", config.charging.tariffs)
-        return None
-    from gateway.charging.spool import abandoned_spools  # noqa: PLC0415
-
-    # Segments of workers that no longer run (the worker count shrank, or went to or from one)
-    # are taken over by the single process or worker 0, so no spooled event is left behind.
-    own = config.state_dir / config.charging.spool.directory
-    adopt = abandoned_spools(own, workers=config.node.workers, worker_index=config.node.worker_index)
-    service = ChargingService.from_settings(
-        config.charging, node_id=config.node.id, state_dir=config.state_dir, redis_url=config.redis.url,
-        adopt=adopt,
-    )
-    await service.start()
-    return service
-
-
-async def serve(config: GatewayConfig) -> None:
-    """Start the gateway, wait for SIGTERM or SIGINT, stop it."""
-    from gateway.accounts.store import AccountGate  # noqa: PLC0415 - keep `gateway --help` light
-    from gateway.app import Gateway  # noqa: PLC0415
-    from gateway.call.auth import LineAuth  # noqa: PLC0415
-    from gateway.call.charging import ChargingObserver  # noqa: PLC0415
-    from gateway.call.service import install as install_calls  # noqa: PLC0415
-    from gateway.mgmt.api import start_api  # noqa: PLC0415
-    from gateway.mgmt.dialplans import ActiveVersionFollower, load_holder  # noqa: PLC0415
-    from gateway.mgmt.monitor import CallObservers, Monitor  # noqa: PLC0415
-    from gateway.registrar.service import install as install_registrar  # noqa: PLC0415
-    from gateway.security.guard import EdgeGuard, TlsPeerPolicy, ban_store_for  # noqa: PLC0415
-    from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    gateway = Gateway(config)
-    # One account-state gate: the registrar refuses cancelled lines, call control bars calls.
-    accounts = AccountGate.from_settings(config.accounts, config.redis.url)
-    # The edge guard: bans, budgets and scanner drops before parsing; told of digest failures.
-    guard = EdgeGuard(
-        config.security, ban_store_for(config.security, config.redis.url), gateway.metrics.registry
-    ) if config.security.enabled else None
-    registrar = await install_registrar(gateway, config, accounts=accounts, observer=guard,
-                                        on_authenticated=guard.authenticated if guard is not None else None)
-    if guard is not None:
-        guard.trust(registrar.trunks)  # trunk addresses get their own budget, never auto-banned
-        gateway.set_packet_filter(guard)
-    tls_peers = TlsPeerPolicy(registrar.trunks)
-    if tls_peers:  # peer trunks that must show a TLS client certificate (match.tls_names)
-        gateway.set_certificate_check(tls_peers.check)
-    # Lines authenticate their calls with the registrar's Digest checks (407, RFC 3261 §22.3);
-    # their failures reach the same guard through the shared verifier.
-    line_auth = LineAuth(registrar.registrar.verifier)
-    charging = await start_charging(config)
-    # One dialplan holder for call control and the operations API (which swaps plans in it).
-    dialplan = load_holder(config.dialplans, config.state_dir, list(registrar.trunks.trunks)) \
-        if config.dialplans else None
-    monitor = Monitor(gateway.metrics.registry)
-    observer = CallObservers(monitor.calls, ChargingObserver(charging) if charging is not None else None)
-    calls = await install_calls(
-        gateway, config, trunks=registrar.trunks, contacts=registrar.contacts, charging=charging,
-        dialplan=dialplan, observer=observer, accounts=accounts, is_up=registrar.is_up,
-        line_auth=line_auth,
-    )
-    gateway.set_dialog_counter(lambda: 2 * len(calls.b2bua.calls))  # each B2BUA call: two dialogs
-    switchboard = (  # in front of call control: switchboard numbers are answered by its IVR
-        await install_switchboard(gateway, config, b2bua=calls.b2bua, trunks=registrar.trunks,
-                                  contacts=registrar.contacts, dialplan=dialplan, charging=charging,
-                                  line_auth=line_auth)
-        if dialplan is not None and config.switchboard.enabled else None
-    )
-    api = None
-    # A worker other than the first follows the dialplan versions the first one's API applies.
-    follower = ActiveVersionFollower(dialplan, config.state_dir, config.dialplans) \
-        if dialplan is not None and not config.node.first else None
-    collector = CycleCollector(config.gc, gateway.metrics.registry)
-    try:
-        await gateway.start()
-        if guard is not None:
-            guard.start()
-        registrar.start(config)  # outbound registration and qualify need the listening addresses
-        if config.api.enabled:
-            api = await start_api(gateway, config, registrar=registrar, calls=calls, dialplan=dialplan,
-                                  charging=charging, monitor=monitor,
-                                  accounts=calls.accounts.store if calls.accounts is not None else None,
-                                  guard=guard)
-        collector.start()
-        if follower is not None:
-            follower.start()
-        await stop.wait()
-        log.info("signal received, shutting down")
-        if switchboard is not None:
-            await switchboard.close()  # IVR calls end (BYE), RTP ports closed
-        await calls.drain()  # calls end (BYE) before the gateway stops answering
-    finally:
-        await collector.stop()
-        if follower is not None:
-            await follower.close()
-        if api is not None:
-            await api.close()  # operators' changes stop first
-        await gateway.stop()
-        if guard is not None:
-            await guard.close()
-        await calls.close()
-        if charging is not None:
-            await charging.close()  # after the calls: their stop events are flushed
-        await registrar.close()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-
-
 def run(main: Coroutine[Any, Any, None]) -> None:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(main)
@@ -223,6 +103,8 @@ def run_command(args: argparse.Namespace) -> int:
             args.config, config.node.workers, stop_grace=config.call.drain_grace + config.sip.shutdown_grace
         )
         return asyncio.run(supervisor.run())
+    from gateway.node import serve  # noqa: PLC0415 - keep `gateway --help` light
+
     try:
         run(serve(config))
     except DataFileError as exc:  # a data file the config names (trunks ...) is invalid

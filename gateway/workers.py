@@ -16,6 +16,8 @@ What the supervisor does:
 * SIGTERM / SIGINT: passed to every worker; each drains its calls (``call.drain_grace``) and
   stops; the supervisor waits for them, then kills what is still running after that grace plus
   a margin.
+* SIGHUP: passed to every worker, each of which reloads trunks, dialplans and tariffs on its
+  own (:mod:`gateway.node`); the files are shared, so they all validate the same data.
 * A worker that dies is started again after a second. One that cannot start (exit 1: a port in
   use, exit 2: a bad data file) stops the whole gateway with its exit code: restarting would
   fail the same way.
@@ -45,9 +47,12 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the supervisor goes away (Linux prctl(2))."""
+    """In the child before exec: SIGTERM when the supervisor goes away (Linux prctl(2)); SIGHUP
+    ignored (the disposition survives exec) until the worker's node handles it, so a reload
+    asked while a worker starts does not end it."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 @dataclass(slots=True)
@@ -66,6 +71,7 @@ class Supervisor:
         self.stop_grace = stop_grace
         self._stopping = False
         self._exit_code = 0
+        self._workers: dict[int, _Worker] = {}
 
     def command(self, index: int) -> list[str]:
         return [sys.executable, "-m", "gateway", "run", "--config", self.config_path,
@@ -82,7 +88,10 @@ class Supervisor:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        workers = {i: await self._start(i) for i in range(self.count)}
+        loop.add_signal_handler(signal.SIGHUP, self._forward_hangup)
+        workers = self._workers
+        for i in range(self.count):
+            workers[i] = await self._start(i)
         waits = {i: loop.create_task(w.process.wait()) for i, w in workers.items()}
         stopping = loop.create_task(stop.wait())
         try:
@@ -108,10 +117,17 @@ class Supervisor:
                     waits[index] = loop.create_task(workers[index].process.wait())
         finally:
             stopping.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             await self._stop([workers[i] for i in waits], list(waits.values()))
         return self._exit_code
+
+    def _forward_hangup(self) -> None:
+        """SIGHUP: every running worker reloads (a worker still starting ignores it)."""
+        for worker in self._workers.values():
+            if worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGHUP)
 
     async def _stop(self, workers: list[_Worker], waits: list[asyncio.Task[int]]) -> None:
         for worker in workers:

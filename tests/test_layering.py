@@ -119,3 +119,20 @@ def test_sip_core_loads_no_io_or_clock_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"gateway.sip loaded: {out.stdout.strip()}"
+
+
+# Modules that still take the whole configuration: the SIP node (its sip + node sections) and
+# the switchboard's install, until they are given their own sections like the others.
+CONFIG_READERS = (*ROOT_MODULES, "gateway.app", "gateway.switchboard.service")
+
+
+def test_only_the_root_and_clis_import_the_whole_configuration(graph: list[Edge]) -> None:
+    """Each subsystem receives its own section (DESIGN.md rule 8): ``gateway.config``, every
+    section with the API tokens, is imported only by the composition root and the CLIs."""
+    broken = [
+        e for e in graph
+        if e.target == "gateway.config" and not _under(e.source, CONFIG_READERS)
+        and not e.source.endswith(".cli")
+    ]
+    shown = "\n".join(f"  {e}" for e in broken)
+    assert not broken, f"imports gateway.config outside the root and the CLIs:\n{shown}"

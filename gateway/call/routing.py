@@ -26,7 +26,7 @@ from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
 from gateway.charging.payer import payer_of
 from gateway.registrar.location import Binding, LocationStoreError
-from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkTable, may_present
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk, TrunkLookup, may_present
 from gateway.routing import (
     CallClass,
     CallRequest,
@@ -166,7 +166,7 @@ class StaticRouter:
     """Routes by ``call.routes`` (see the module docstring)."""
 
     def __init__(
-        self, trunks: TrunkTable, settings: CallSettings, is_up: Callable[[Address], bool] | None = None
+        self, trunks: TrunkLookup, settings: CallSettings, is_up: Callable[[Address], bool] | None = None
     ) -> None:
         self._trunks = trunks
         self._settings = settings
@@ -291,7 +291,7 @@ class DialplanRouter:
     def __init__(
         self,
         plan: Callable[[], CompiledPlan],
-        trunks: TrunkTable,
+        trunks: TrunkLookup,
         settings: CallSettings,
         *,
         contacts: Callable[[str], Awaitable[list[Binding]]],

@@ -1,10 +1,13 @@
 """Wiring of call control into the running gateway, and its status socket.
 
-``service = await install(gateway, config, trunks=...)`` builds the limiter the config names
-(``call.limits_backend``: ``redis`` when ``redis.url`` is set, else ``memory``), the router
-(static routes of ``call.routes`` over the trunk table) and the B2BUA, registers its request
-handlers, and opens the status socket. On shutdown: ``await service.drain()`` *before*
-``gateway.stop()`` (calls end with BYE after ``call.drain_grace``), then ``await service.close()``.
+``service = await install(gateway, settings, limits=..., trunks=...)`` takes the ``call``
+section and the collaborators the composition root (:mod:`gateway.node`) built — the limiter
+(:func:`limiter_for`: ``call.limits_backend``, ``redis`` when a Redis URL is set, else
+``memory``), the trunk holder, the dialplan holder and the account gate shared with the
+registrar and the API — builds the router (the dialplan's, or the static routes of
+``call.routes`` over the trunks) and the B2BUA, registers its request handlers, and opens the
+status socket. On shutdown: ``await service.drain()`` *before* ``gateway.stop()`` (calls end
+with BYE after ``call.drain_grace``), then ``await service.close()``.
 
 Status socket (``call.status_socket``, a UNIX stream socket under ``state_dir``): connect, read
 one JSON document until EOF. It holds the B2BUA's :meth:`~gateway.call.b2bua.B2BUA.snapshot`
@@ -33,10 +36,10 @@ from gateway.call.charging import ChargingObserver
 from gateway.call.fraud import SpendAlarm, SpendVelocity
 from gateway.call.limits import LIMITERS, Limiter, LimiterContext
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
+from gateway.call.settings import CallSettings, FraudSettings
 from gateway.charging.service import ChargingService, wall_clock
-from gateway.config import GatewayConfig
 from gateway.registrar.location import Binding
-from gateway.registrar.trunks import TrunkTable
+from gateway.registrar.trunks import TrunkLookup
 from gateway.routing import DialplanHolder
 from gateway.sip.address import Address
 
@@ -51,9 +54,10 @@ class CallService:
     b2bua: B2BUA
     limiter: Limiter
     gateway: Gateway
-    config: GatewayConfig
+    settings: CallSettings
     status_path: Path | None = None
     accounts: AccountGate | None = None
+    """The account gate of the root (closed by it, not here)."""
     velocity: SpendVelocity | None = None
     """The spend-velocity alarm, when ``call.fraud`` sets a limit and charging runs."""
     _server: asyncio.AbstractServer | None = None
@@ -90,7 +94,7 @@ class CallService:
 
     async def drain(self) -> None:
         """Refuse new calls, let live ones end for ``call.drain_grace`` s, end the rest with BYE."""
-        await self.b2bua.drain(self.config.call.drain_grace)
+        await self.b2bua.drain(self.settings.drain_grace)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -98,22 +102,21 @@ class CallService:
             await self._server.wait_closed()
             if self.status_path is not None:
                 self.status_path.unlink(missing_ok=True)
-        await self.limiter.close()
-        if self.accounts is not None:
-            await self.accounts.store.close()
 
 
-def limiter_for(config: GatewayConfig) -> Limiter:
-    settings, node, clock = config.call, config.node, asyncio.get_running_loop().time
-    context = LimiterContext(config.redis.url, clock, node.id, node.workers, settings.slot_ttl)
+def limiter_for(settings: CallSettings, *, redis_url: str | None, node_id: str, workers: int) -> Limiter:
+    """The limiter ``call.limits_backend`` names (by default ``redis`` when ``redis_url`` is set);
+    ``node_id`` owns its slots, which die with it after ``slot_ttl`` (``workers``: one per process)."""
+    context = LimiterContext(redis_url, asyncio.get_running_loop().time, node_id, workers, settings.slot_ttl)
     return LIMITERS.create(settings.limits_backend, context)
 
 
 async def install(
     gateway: Gateway,
-    config: GatewayConfig,
+    settings: CallSettings,
     *,
-    trunks: TrunkTable,
+    limits: Limiter,
+    trunks: TrunkLookup,
     contacts: Callable[[str], Awaitable[list[Binding]]] | None = None,
     router: Router | None = None,
     observer: CallObserver | None = None,
@@ -122,27 +125,25 @@ async def install(
     accounts: AccountGate | None = None,
     is_up: Callable[[Address], bool] | None = None,
     line_auth: LineAuth | None = None,
+    status_path: Path | None = None,
 ) -> CallService:
-    """Build call control from ``config`` and serve INVITE / BYE / UPDATE / INFO on ``gateway``.
+    """Build call control from its ``call`` section and serve INVITE / BYE / UPDATE / INFO on
+    ``gateway``. ``limits``: the limiter (its builder closes it, after the service).
 
-    The router: ``router`` when given; else the dialplan (``config.dialplans``; a bad dialplan
-    raises DataFileError: the gateway must not start) with ``contacts`` (the registrar's
-    location lookup) for registered lines; with no dialplan configured, ``call.routes`` only.
-    ``dialplan``: a holder shared with others (the operations API swaps plans in it); by
-    default one is loaded from ``config.dialplans``. ``charging``: the started charging service;
-    each call the dialplan classified then yields exactly one stop event (:mod:`.charging`);
-    ``observer`` replaces that. ``accounts``: the account-state gate shared with the registrar
-    (by default one from ``config.accounts``). ``is_up``: OPTIONS qualify state of destinations.
-    ``line_auth``: proxy authentication of registered lines (:mod:`gateway.call.auth`); without
-    it a line whose trunk requires authentication cannot call (fail closed).
+    The router: ``router`` when given; else the ``dialplan`` holder's plan (shared with the
+    operations API and SIGHUP, which swap plans in it) with ``contacts`` (the registrar's
+    location lookup) for registered lines; without a dialplan, ``call.routes`` only.
+    ``trunks``: the trunk holder (read at each call). ``charging``: the started charging
+    service; each call the dialplan classified then yields exactly one stop event
+    (:mod:`.charging`); ``observer`` replaces that. ``accounts``: the account-state gate shared
+    with the registrar. ``is_up``: OPTIONS qualify state of destinations. ``line_auth``: proxy
+    authentication of registered lines (:mod:`gateway.call.auth`); without it a line whose
+    trunk requires authentication cannot call (fail closed). ``status_path``: the status socket.
     """
-    settings = config.call
-    limits = limiter_for(config)
-    velocity = spend_velocity(gateway, config, charging)
+    velocity = spend_velocity(gateway, settings.fraud, charging)
     if router is None:
-        if (dialplan is not None or config.dialplans) and contacts is not None:
-            holder = dialplan or DialplanHolder.load(config.dialplans, known_trunks=list(trunks.trunks))
-            accounts = accounts or AccountGate.from_settings(config.accounts, config.redis.url)
+        if dialplan is not None and contacts is not None:
+            holder = dialplan
             router = DialplanRouter(
                 lambda: holder.plan, trunks, settings, contacts=contacts,
                 clock=_fixed_clock(settings.fixed_time) if settings.fixed_time else wall_clock,
@@ -154,24 +155,16 @@ async def install(
         observer = ChargingObserver(charging)
     b2bua = B2BUA(gateway, settings, router, limits, observer=observer)
     b2bua.install()
-    status_path = None
-    if settings.status_socket is not None:
-        status_path = (
-            settings.status_socket
-            if settings.status_socket.is_absolute()
-            else config.state_dir / settings.status_socket
-        )
-    service = CallService(b2bua, limits, gateway, config, status_path, accounts=accounts, velocity=velocity)
+    service = CallService(b2bua, limits, gateway, settings, status_path, accounts=accounts, velocity=velocity)
     await service.open_status()
     log.info("call control: %d static routes, %s limits", len(settings.routes), limits.name)
     return service
 
 
 def spend_velocity(
-    gateway: Gateway, config: GatewayConfig, charging: ChargingService | None
+    gateway: Gateway, fraud: FraudSettings, charging: ChargingService | None
 ) -> SpendVelocity | None:
     """The spend-velocity alarm fed by ``charging``'s events, when ``call.fraud`` sets a limit."""
-    fraud = config.call.fraud
     if charging is None or (fraud.line_fen_per_hour is None and fraud.group_fen_per_hour is None):
         return None
 

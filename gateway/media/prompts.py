@@ -115,7 +115,8 @@ class PromptLibrary:
 
     @classmethod
     def load(cls, shipped: Path = SHIPPED, groups: Mapping[str, Path] | None = None) -> PromptLibrary:
-        """Read every ``*.wav`` once (at start-up or dialplan reload); a bad file is an error."""
+        """Read every ``*.wav`` once, at start-up (a SIGHUP reload does not re-read them); a bad
+        file is an error."""
         library = cls(
             cls.read_directory(shipped),
             {group: cls.read_directory(path) for group, path in (groups or {}).items()},

@@ -1,8 +1,9 @@
 """The operations HTTP API and the console, in the gateway process (aiohttp).
 
-``server = await start_api(gateway, config, registrar=..., calls=..., dialplan=...)`` serves
-``api.host:api.port`` until ``await server.close()``; :func:`create_app` is the application
-factory (typed :class:`web.AppKey`, ``cleanup_ctx`` for the monitor and the Redis client).
+``server = await start_api(gateway, settings, node_id=..., accounts=..., registrar=...)`` serves
+``api.host:api.port`` (its ``api`` section; the rest it needs comes in as collaborators from
+the composition root, :mod:`gateway.node`) until ``await server.close()``; :func:`create_app`
+is the application factory (typed :class:`web.AppKey`, ``cleanup_ctx`` for the monitor and the Redis client).
 
 Conventions
 -----------
@@ -39,13 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from gateway.accounts.policy import AccountState
-from gateway.accounts.store import AccountStore, Scope, account_store
+from gateway.accounts.store import AccountStore, Scope
 from gateway.billing import statement as billing_statement
-from gateway.billing.cli import billing_database
 from gateway.billing.store import StoreError, open_store
 from gateway.charging.rating import load_tariffs
-from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError
+from gateway.edge.config import EdgeOpsConfig
 from gateway.edge.sites import SiteDirectory, SiteFollower
 from gateway.mgmt.audit import AuditLog
 from gateway.mgmt.auth import Principal, Role, TokenTable, bearer_token
@@ -60,16 +60,10 @@ from gateway.mgmt.dialplans import (
 )
 from gateway.mgmt.monitor import Monitor, call_class
 from gateway.mgmt.openapi import document
+from gateway.mgmt.settings import ApiConfig
 from gateway.redis_client import connect
 from gateway.registrar.location import Binding, ContactChange, LocationStoreError, RegisterUpdate
-from gateway.registrar.trunks import (
-    CarrierTrunk,
-    PeerTrunk,
-    RegisteringTrunk,
-    TrunksFile,
-    TrunkTable,
-    build_table,
-)
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, RegisteringTrunk
 from gateway.routing.decision import Origin
 from gateway.routing.directory import search as search_directory
 from gateway.routing.reload import DialplanHolder
@@ -107,7 +101,11 @@ CONSOLE_CSP = (
 class Services:
     """Everything the API reads and changes, through each subsystem's own interface."""
 
-    config: GatewayConfig
+    node_id: str
+    billing_database: str
+    """Where issued statements are kept (``charging.billing_database``, SQLite by default)."""
+    tariffs: Path
+    """The tariff file, for draft statements when charging does not run."""
     gateway: Gateway | None
     registrar: RegistrarService | None
     calls: CallService | None
@@ -320,7 +318,7 @@ async def audit(request: web.Request, action: str, target: str, before: Any, aft
 async def health(request: web.Request) -> web.Response:
     svc = services(request)
     return web.json_response({
-        "status": "ok", "node": svc.config.node.id, "uptime_s": round(time.time() - svc.started, 3),
+        "status": "ok", "node": svc.node_id, "uptime_s": round(time.time() - svc.started, 3),
     })
 
 
@@ -511,18 +509,6 @@ async def get_trunk(request: web.Request) -> web.Response:
     return web.json_response(_trunk_json(services(request), _trunk(request)))
 
 
-def set_trunk_enabled(table: TrunkTable, name: str, enabled: bool) -> None:
-    """Rebuild the trunk table with one trunk enabled / disabled and swap its contents in place:
-    the registrar and call control hold this very table object, so both see the change at once
-    (no await in between: atomic for every coroutine)."""
-    spec = TrunksFile(trunks=[
-        t.model_copy(update={"enabled": enabled}) if t.name == name else t for t in table.trunks.values()
-    ])
-    rebuilt = build_table(spec)
-    for f in dataclasses.fields(TrunkTable):
-        setattr(table, f.name, getattr(rebuilt, f.name))
-
-
 @requires(Role.ADMIN)
 async def patch_trunk(request: web.Request) -> web.Response:
     trunk = _trunk(request)
@@ -530,8 +516,12 @@ async def patch_trunk(request: web.Request) -> web.Response:
     registrar = _registrar(request)
     before = trunk.enabled
     if before != body.enabled:
-        set_trunk_enabled(registrar.trunks, trunk.name, body.enabled)
-        registrar.registrar.clear_credential_cache()
+        # Through the holder: kept in state_dir (survives a restart and a SIGHUP) and swapped in
+        # whole, so the registrar, call control and the guard all read the new table.
+        try:
+            registrar.trunks.set_enabled(trunk.name, body.enabled)
+        except OSError as exc:
+            raise ApiError(503, "not_kept", f"the change cannot be kept: {exc}") from None
     await audit(request, "trunk.enable" if body.enabled else "trunk.disable", trunk.name,
                 {"enabled": before}, {"enabled": body.enabled})
     return web.json_response(_trunk_json(services(request), registrar.trunks.trunks[trunk.name]))
@@ -975,7 +965,7 @@ async def stats(request: web.Request) -> web.Response:
             trunks.append({"name": trunk.name, "kind": trunk.kind, "enabled": trunk.enabled, "health": health,
                            "active_calls": row["active_calls"], "max_calls": trunk.max_calls})
     return web.json_response({
-        "node": svc.config.node.id,
+        "node": svc.node_id,
         "registrations": await _safe_count(svc),
         "active_calls": len(svc.calls.b2bua.calls) if svc.calls is not None else 0,
         "transactions": svc.gateway.transaction_count if svc.gateway is not None else 0,
@@ -1017,7 +1007,7 @@ async def list_sites(request: web.Request) -> web.Response:
 def _statement(svc: Services, group: str, month: str, version: int | None) -> dict[str, Any]:
     """The kept statement (latest, or ``version``); a draft computed now when none is kept yet
     (reading never issues a statement: ``gateway billing statement`` does)."""
-    store = open_store(billing_database(svc.config, None))
+    store = open_store(svc.billing_database)
     try:
         if version is not None:
             rows = store.query("SELECT body FROM statements WHERE group_id = ? AND month = ? AND version = ?",
@@ -1029,7 +1019,7 @@ def _statement(svc: Services, group: str, month: str, version: int | None) -> di
         latest = billing_statement.latest(store, group, month)
         if latest is not None:
             return latest
-        rater = svc.charging.rater if svc.charging is not None else load_tariffs(svc.config.charging.tariffs)
+        rater = svc.charging.rater if svc.charging is not None else load_tariffs(svc.tariffs)
         draft = billing_statement.StatementBuilder(store, rater).compute(group, month)
         return {**draft, "version": None, "created_at": None, "reason": "draft (not issued)"}
     finally:
@@ -1148,7 +1138,6 @@ def create_app(svc: Services, *, redis: aioredis.Redis | None = None) -> web.App
 class ApiServer:
     runner: web.AppRunner
     services: Services
-    owned_accounts: AccountStore | None = None
 
     @property
     def port(self) -> int:
@@ -1162,54 +1151,59 @@ class ApiServer:
 
     async def close(self) -> None:
         await self.runner.cleanup()
-        if self.owned_accounts is not None:
-            await self.owned_accounts.close()
 
 
 async def start_api(
     gateway: Gateway,
-    config: GatewayConfig,
+    settings: ApiConfig,
     *,
+    node_id: str,
+    state_dir: Path,
+    accounts: AccountStore,
+    billing_database: str,
+    tariffs: Path,
+    redis_url: str | None = None,
+    edge: EdgeOpsConfig | None = None,
     registrar: RegistrarService | None = None,
     calls: CallService | None = None,
     dialplan: DialplanHolder | None = None,
-    accounts: AccountStore | None = None,
     charging: ChargingService | None = None,
     monitor: Monitor | None = None,
     guard: EdgeGuard | None = None,
 ) -> ApiServer:
-    """Start the API on ``api.host:api.port`` (see the module docstring); close with ``close()``."""
-    settings = config.api
-    redis = (
-        connect(config.redis.url) if config.redis.url else None
-    )
-    owned: AccountStore | None = None
-    if accounts is None:
-        accounts = owned = account_store(config.accounts, config.redis.url)
+    """Start the API on ``api.host:api.port`` (see the module docstring); close with ``close()``.
+    ``state_dir``: dialplan versions and the audit log; ``accounts``: the account store of the
+    root's gate; ``edge``: the ``edge`` section (sites followed over MQTT)."""
+    redis = connect(redis_url) if redis_url else None
     versions = None
     if dialplan is not None:
-        versions = DialplanVersions(dialplan, config.state_dir, keep=settings.dialplan_versions, redis=redis)
+        versions = DialplanVersions(dialplan, state_dir, keep=settings.dialplan_versions, redis=redis)
         versions.adopt_active()
-    audit_path = config.state_dir / settings.audit_log  # an absolute audit_log stays as it is
+    audit_path = state_dir / settings.audit_log  # an absolute audit_log stays as it is
     svc = Services(
-        config=config, gateway=gateway, registrar=registrar, calls=calls, dialplans=versions,
+        node_id=node_id, billing_database=billing_database, tariffs=tariffs,
+        gateway=gateway, registrar=registrar, calls=calls, dialplans=versions,
         accounts=accounts, charging=charging,
         monitor=monitor or Monitor(gateway.metrics.registry),
-        audit=AuditLog(audit_path, node=config.node.id, redis=redis, stream=settings.audit_stream,
+        audit=AuditLog(audit_path, node=node_id, redis=redis, stream=settings.audit_stream,
                        maxlen=settings.audit_stream_maxlen),
         tokens=TokenTable(settings.tokens), guard=guard,
     )
-    if config.edge is not None and config.edge.follow:
-        svc.sites = SiteFollower(config.edge, SiteDirectory(config.edge.stale_after_s))
+    if edge is not None and edge.follow:
+        svc.sites = SiteFollower(edge, SiteDirectory(edge.stale_after_s))
     if not settings.tokens:
         log.warning("operations API: no api.tokens configured; every call but health is refused")
     app = create_app(svc, redis=redis)
     runner = web.AppRunner(app, access_log=logging.getLogger("gateway.mgmt.access"),
                            access_log_format='%a "%r" %s %b %Tfs')
-    await runner.setup()
+    await runner.setup()  # starts the cleanup contexts: the monitor's tasks, the Redis client
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
-    server = ApiServer(runner, svc, owned)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # the port is taken: stop what setup started
+        raise
+    server = ApiServer(runner, svc)
     log.info("operations API and console on http://%s:%d/", settings.host, server.port)
     return server
 

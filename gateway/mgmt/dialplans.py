@@ -52,7 +52,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.datafile import DataFileError, Problem, parse_yaml
+from gateway.datafile import DataFileError, Problem, parse_yaml, write_text_atomically
 from gateway.routing.compiler import dialplan_files, load_dialplan
 from gateway.routing.decision import CallRequest, Origin, Trace, outcome_to_dict
 from gateway.routing.plan import CompiledPlan, PartyKind
@@ -424,11 +424,7 @@ class DialplanVersions:
         return version
 
     def _write_current(self, number: int) -> None:
-        tmp = self.root / "current.tmp"
-        tmp.write_text(f"{number}\n", encoding="utf-8")
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.root / "current")
+        write_text_atomically(self.root / "current", f"{number}\n")
 
     def _prune(self, active: int) -> None:
         versions = self.root / "versions"

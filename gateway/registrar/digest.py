@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from gateway.plugins import Registry, needed_url
 from gateway.redis_client import connect
 from gateway.registrar.settings import StoreName
-from gateway.registrar.trunks import Credential, TrunkTable
+from gateway.registrar.trunks import Credential, TrunkLookup
 from gateway.security.auth_events import AuthFailureObserver, NoAuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.auth import (
@@ -226,7 +226,7 @@ class DigestVerifier:
         self,
         realm: str,
         algorithms: Sequence[Algorithm],
-        trunks: TrunkTable,
+        trunks: TrunkLookup,
         nonce_key: bytes,
         *,
         nonce_lifetime: float,

@@ -58,7 +58,7 @@ from gateway.registrar.location import (
     RegisterUpdate,
 )
 from gateway.registrar.settings import RegistrarConfig
-from gateway.registrar.trunks import Credential, TrunkTable
+from gateway.registrar.trunks import Credential, TrunkLookup
 from gateway.security.auth_events import AuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.auth import Algorithm, DigestError
@@ -93,7 +93,7 @@ class Registrar:
     def __init__(
         self,
         config: RegistrarConfig,
-        trunks: TrunkTable,
+        trunks: TrunkLookup,
         store: LocationStore,
         nonce_key: bytes,
         *,
@@ -119,12 +119,8 @@ class Registrar:
         self._date: tuple[int, str] = (-1, "")
 
     @property
-    def trunks(self) -> TrunkTable:
+    def trunks(self) -> TrunkLookup:
         return self.verifier.trunks
-
-    @trunks.setter
-    def trunks(self, table: TrunkTable) -> None:
-        self.verifier.trunks = table
 
     def handle(self, request: Request, source: Address) -> Response | Awaitable[Response]:
         """Answer a REGISTER. Challenges and refusals are answered at once (no task: half of all

@@ -1,10 +1,12 @@
 """Wiring of the registrar into the running gateway.
 
-``await install(gateway, config)`` loads the trunk file, opens the location store chosen by the
-config (``registrar.location_store``; by default ``redis`` when ``redis.url`` / ``REDIS_URL`` is
-set, else ``memory``), agrees on the nonce key and serves REGISTER. The returned
-:class:`RegistrarService` is what the rest of the gateway uses: ``trunks`` (peer identification,
-limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
+``await install(gateway, settings, trunks=holder, redis_url=...)`` opens the location store
+chosen by the ``registrar`` section (``location_store``; by default ``redis`` when a Redis URL is
+given, else ``memory``), agrees on the nonce key and serves REGISTER. The trunks come in a
+:class:`~gateway.registrar.holder.TrunkHolder` built by the composition root (:mod:`gateway.node`),
+which swaps tables on reload; the registrar reads through it. The returned
+:class:`RegistrarService` is what the rest of the gateway uses: ``trunks`` (the holder: peer
+identification, limits), :meth:`RegistrarService.contacts` (where to send a call for a number, DIDs of a
 registering PBX included), :meth:`RegistrarService.destinations` (a carrier's destinations in
 priority / weight order, those qualified down skipped), ``qualifier.snapshot()`` (up/down of
 trunk destinations), ``registrar.failures`` (failed authentications per source) and
@@ -13,8 +15,8 @@ nonce counts in memory or Redis).
 ``await service.close()`` after the gateway has stopped.
 
 When the gateway originates requests (its UAC side, adapted by :class:`GatewaySender`),
-``service.start(config)`` — once the gateway listens — starts outbound carrier registrations
-and OPTIONS qualify as tracked tasks. With Redis, each runs under a lease
+``service.start(node=..., machine=...)`` — once the gateway listens — starts outbound carrier
+registrations and OPTIONS qualify as tracked tasks. With Redis, each runs under a lease
 (:mod:`gateway.cluster.lease`): outbound registration in one process of the cluster (the carrier
 sees one registration, re-made by another process within ``registrar.lease_ttl`` when its
 holder dies), qualify in one process per node, whose view the node's other workers follow.
@@ -33,7 +35,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
@@ -42,8 +43,8 @@ from redis.exceptions import RedisError
 from gateway import redis_client
 from gateway.accounts.store import AccountGate
 from gateway.cluster.lease import Leadership, Lease, RedisLease, SoleLease
-from gateway.config import GatewayConfig
 from gateway.registrar.digest import NONCE_COUNTS, NonceCounts, NonceCountsContext
+from gateway.registrar.holder import TrunkHolder
 from gateway.registrar.location import (
     LOCATION_STORES,
     Binding,
@@ -54,7 +55,8 @@ from gateway.registrar.location import (
 from gateway.registrar.outbound import NoResponseError, OutboundRegistrar, RequestSender
 from gateway.registrar.qualify import Qualifier, RedisHealthBoard
 from gateway.registrar.registrar import Registrar
-from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk, TrunkTable, load_trunks
+from gateway.registrar.settings import RegistrarConfig
+from gateway.registrar.trunks import CarrierDestination, CarrierTrunk, PeerTrunk
 from gateway.security.auth_events import AuthFailureObserver
 from gateway.sip.address import Address
 from gateway.sip.message import Request, Response
@@ -121,23 +123,27 @@ class GatewaySender:
 @dataclass
 class RegistrarService:
     registrar: Registrar
-    trunks: TrunkTable
+    trunks: TrunkHolder
     store: LocationStore
+    settings: RegistrarConfig
     qualifier: Qualifier | None = None
     outbound: list[OutboundRegistrar] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sender: RequestSender | None = None
     """The gateway's UAC side, when it has one (outbound registration and qualify use it)."""
+    redis_url: str | None = None
     leases: aioredis.Redis | None = None
     """The client of the role leases and the qualify board, when Redis is configured."""
 
-    def start(self, config: GatewayConfig) -> None:
+    def start(self, *, node: str, machine: str) -> None:
         """Start outbound registrations and OPTIONS qualify. Call it once the gateway listens:
-        our Via and Contact name the listening addresses."""
+        our Via and Contact name the listening addresses. ``node``: this process's id (the
+        holder's name in a lease); ``machine``: its node's id, shared by the node's workers
+        (``node.machine``): the qualify role and view are per node."""
         if self.sender is None:
             log.info("this host originates no requests: no outbound registration or qualify")
             return
-        start_client_side(self, self.sender, config)
+        start_client_side(self, self.sender, node=node, machine=machine)
 
     def destinations(
         self, carrier: CarrierTrunk, rng: random.Random | None = None
@@ -159,14 +165,6 @@ class RegistrarService:
                 bindings = await self.store.lookup(pilot, now)
         return bindings
 
-    def reload_trunks(self, path: Path) -> TrunkTable:
-        """Load the trunk file again and swap it in at once; on any problem (DataFileError) the
-        running table stays. Qualify targets and outbound registrations follow on restart."""
-        table = load_trunks(path)
-        self.trunks = self.registrar.trunks = table
-        self.registrar.clear_credential_cache()
-        return table
-
     async def close(self) -> None:
         """Stop outbound registration and qualify, then release the store."""
         for task in self.tasks:
@@ -179,23 +177,23 @@ class RegistrarService:
         await self.registrar.verifier.counts.close()
 
 
-def store_for(config: GatewayConfig) -> LocationStore:
-    """The location store the config names (see the module docstring)."""
-    return LOCATION_STORES.create(config.registrar.location_store, LocationContext(config.redis.url))
+def store_for(settings: RegistrarConfig, redis_url: str | None) -> LocationStore:
+    """The location store the section names (see the module docstring)."""
+    return LOCATION_STORES.create(settings.location_store, LocationContext(redis_url))
 
 
-def counts_for(config: GatewayConfig) -> NonceCounts:
-    """The nonce-count store the config names (``registrar.nonce_count_store``)."""
-    context = NonceCountsContext(config.redis.url, config.registrar.nonce_lifetime)
-    return NONCE_COUNTS.create(config.registrar.nonce_count_store, context)
+def counts_for(settings: RegistrarConfig, redis_url: str | None) -> NonceCounts:
+    """The nonce-count store the section names (``registrar.nonce_count_store``)."""
+    context = NonceCountsContext(redis_url, settings.nonce_lifetime)
+    return NONCE_COUNTS.create(settings.nonce_count_store, context)
 
 
-async def nonce_key(config: GatewayConfig) -> bytes:
+async def nonce_key(settings: RegistrarConfig, redis_url: str | None) -> bytes:
     """The key nonces are signed with (see the module docstring)."""
-    if config.registrar.nonce_secret is not None:
-        return config.registrar.nonce_secret.encode("utf-8")
-    if config.redis.url:
-        client = redis_client.connect(config.redis.url)
+    if settings.nonce_secret is not None:
+        return settings.nonce_secret.encode("utf-8")
+    if redis_url:
+        client = redis_client.connect(redis_url)
         try:
             await client.set(NONCE_KEY_NAME, secrets.token_hex(32), nx=True)
             shared = await client.get(NONCE_KEY_NAME)
@@ -210,36 +208,37 @@ async def nonce_key(config: GatewayConfig) -> bytes:
 
 async def install(
     gateway: RequestHandlerHost,
-    config: GatewayConfig,
+    settings: RegistrarConfig,
     *,
+    trunks: TrunkHolder,
+    redis_url: str | None = None,
     clock: Callable[[], float] = time.time,
     accounts: AccountGate | None = None,
     observer: AuthFailureObserver | None = None,
     on_authenticated: Callable[[str, float], None] | None = None,
 ) -> RegistrarService:
-    """Build the registrar from ``config`` and serve REGISTER on ``gateway``. ``observer`` is
-    told of every failed authentication (REGISTER and the proxy authentication of call control,
-    which shares ``service.registrar.verifier``) and says which users are locked.
-
-    Raises DataFileError for an invalid trunk file (every problem located).
+    """Build the registrar from its ``registrar`` section and serve REGISTER on ``gateway``.
+    ``trunks``: the trunk holder (HA1 values cached from a table are forgotten when it swaps);
+    ``redis_url``: shared stores when set. ``observer`` is told of every failed authentication
+    (REGISTER and the proxy authentication of call control, which shares
+    ``service.registrar.verifier``) and says which users are locked.
     """
-    path = config.registrar.trunks
-    trunks = load_trunks(path) if path is not None else TrunkTable()
-    store = store_for(config)
+    store = store_for(settings, redis_url)
     registrar = Registrar(
-        config.registrar, trunks, store, await nonce_key(config), clock=clock, accounts=accounts,
-        counts=counts_for(config), observer=observer, on_authenticated=on_authenticated,
+        settings, trunks, store, await nonce_key(settings, redis_url), clock=clock, accounts=accounts,
+        counts=counts_for(settings, redis_url), observer=observer, on_authenticated=on_authenticated,
     )
+    trunks.on_swap(lambda _table: registrar.clear_credential_cache())
     gateway.add_request_handler("REGISTER", registrar.handle)
     log.info("registrar: %d trunks, %d credentials, %s location store", len(trunks.trunks),
-             len(trunks.credentials), store.name)
-    service = RegistrarService(registrar, trunks, store)
+             len(trunks.table.credentials), store.name)
+    service = RegistrarService(registrar, trunks, store, settings, redis_url=redis_url)
     if isinstance(gateway, RequestOriginator):
         service.sender = GatewaySender(gateway)
     return service
 
 
-def start_client_side(service: RegistrarService, sender: RequestSender, config: GatewayConfig) -> None:
+def start_client_side(service: RegistrarService, sender: RequestSender, *, node: str, machine: str) -> None:
     """Start outbound registrations and OPTIONS qualify of static peers and carrier destinations,
     as tracked tasks (cancelled by :meth:`RegistrarService.close`), each under its lease."""
 
@@ -248,16 +247,16 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
         service.tasks.add(task)
         task.add_done_callback(service.tasks.discard)
 
-    if config.redis.url:
-        service.leases = redis_client.connect(config.redis.url, timeout=1.0)
-    holder = config.node.id  # a worker started again after a crash takes its own role back at once
+    if service.redis_url:
+        service.leases = redis_client.connect(service.redis_url, timeout=1.0)
+    holder = node  # a worker started again after a crash takes its own role back at once
 
     def lease(key: str) -> Lease:
         if service.leases is None:
             return SoleLease(holder)
         return RedisLease(service.leases, f"{LEASE_PREFIX}{key}", holder)
 
-    ttl = config.registrar.lease_ttl
+    ttl = service.settings.lease_ttl
     targets: list[tuple[str, Address]] = []
     for trunk in service.trunks.trunks.values():
         if not trunk.enabled:
@@ -276,16 +275,16 @@ def start_client_side(service: RegistrarService, sender: RequestSender, config: 
         registering = Leadership(lease("outbound-registration"), "outbound registration", ttl,
                                  [registrar.run for registrar in service.outbound])
         track(registering.run())
-    qualify = config.registrar.qualify
+    qualify = service.settings.qualify
     if qualify.enabled and (targets or qualify.contacts):
         qualifier = service.qualifier = Qualifier(sender, interval=qualify.interval,
                                                   failures_to_down=qualify.failures_to_down,
                                                   successes_to_up=qualify.successes_to_up)
         qualifier.watch(targets)
-        probing = Leadership(lease(f"qualify:{config.node.machine}"), "qualify", ttl, [qualifier.run])
+        probing = Leadership(lease(f"qualify:{machine}"), "qualify", ttl, [qualifier.run])
         track(probing.run())
         if service.leases is not None:  # other workers may probe: follow their view meanwhile
-            qualifier.board = RedisHealthBoard(service.leases, f"{QUALIFY_BOARD_PREFIX}{config.node.machine}")
+            qualifier.board = RedisHealthBoard(service.leases, f"{QUALIFY_BOARD_PREFIX}{machine}")
             track(qualifier.follow(lambda: probing.leading))
         if qualify.contacts:
             track(_watch_contacts(service, qualifier, targets, qualify.interval))

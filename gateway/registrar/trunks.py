@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -415,6 +415,26 @@ class TrunkTable:
             if rule.matches(ip, source, from_user, from_host):
                 return rule.trunk if rule.trunk.enabled else None
         return None
+
+
+class TrunkLookup(Protocol):
+    """What readers of the trunks use: a :class:`TrunkTable`, or the
+    :class:`~gateway.registrar.holder.TrunkHolder` that always answers from the current one."""
+
+    @property
+    def trunks(self) -> Mapping[str, RegisteringTrunk | PeerTrunk | CarrierTrunk]: ...
+
+    def credential(self, username: str) -> Credential | None: ...
+
+    def owner_of(self, number: str) -> RegisteringTrunk | None: ...
+
+    def did_pilot(self, number: str) -> str | None: ...
+
+    def carriers(self) -> list[CarrierTrunk]: ...
+
+    def identify(
+        self, source: Address, from_user: str | None = None, from_host: str | None = None
+    ) -> PeerTrunk | CarrierTrunk | None: ...
 
 
 def compile_trunks(spec: TrunksFile) -> tuple[TrunkTable, list[tuple[FieldPath, str]]]:

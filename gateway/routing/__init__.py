@@ -3,7 +3,9 @@
 Start-up, reload and decisions::
 
     holder = DialplanHolder.load(config.dialplans, known_trunks=trunk_names)  # DataFileError: do not start
-    result = holder.reload()          # on SIGHUP (in an executor: it reads files); result.errors if refused
+    result = holder.reload()          # operations API; result.errors if refused
+    plan = holder.prepare(names)      # SIGHUP (gateway.node, in a thread): validate with the trunks,
+    holder.swap(plan, names)          # then swap once every reloaded file is valid
     plan = holder.plan                # once per call, then use that plan to the end of the call
     outcome = plan.decide(CallRequest(Origin.MEMBER, "62880001", "60002", now, group="acme"))
     if isinstance(outcome, Refusal):  # answer outcome.status (404, 403, 484, 603), reason for logs

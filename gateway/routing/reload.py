@@ -1,4 +1,4 @@
-"""The running dialplan, swapped atomically on reload (SIGHUP, operations API).
+"""The running dialplan, swapped atomically on reload (SIGHUP: :mod:`gateway.node`; operations API).
 
 A reload reads and compiles the new files completely before touching the running plan; a bad
 file leaves the running plan in place and the result lists every problem (file, line, field).
@@ -46,14 +46,27 @@ class DialplanHolder:
     def plan(self) -> CompiledPlan:
         return self._plan
 
+    def prepare(self, known_trunks: Collection[str] | None = None) -> CompiledPlan:
+        """Read and compile the files again without serving them (a reload that must agree with
+        other files first: SIGHUP); ``known_trunks`` replaces the trunk names checked against.
+        Raises ``DataFileError``."""
+        return load_dialplan(self.paths, self.known_trunks if known_trunks is None else known_trunks)
+
+    def swap(self, plan: CompiledPlan, known_trunks: Collection[str] | None = None) -> None:
+        """Serve ``plan`` (one reference assignment: the swap is atomic); ``known_trunks``: the
+        trunk names it was checked against, for the next reload."""
+        self._plan = plan
+        if known_trunks is not None:
+            self.known_trunks = known_trunks
+
     def reload(self) -> ReloadResult:
         try:
-            plan = load_dialplan(self.paths, self.known_trunks)
+            plan = self.prepare()
         except DataFileError as exc:
             for problem in exc.problems:
                 log.error("dialplan reload refused: %s", problem)
             return ReloadResult(False, errors=exc.problems)
-        self._plan = plan  # one reference assignment: the swap is atomic
+        self.swap(plan)
         for problem in plan.warnings:
             log.warning("dialplan: %s", problem)
         log.info("dialplan reloaded from %s (digest %s)", ", ".join(plan.sources), plan.digest()[:12])

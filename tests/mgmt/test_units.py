@@ -11,12 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from gateway.mgmt.api import Services, set_trunk_enabled
+from gateway.mgmt.api import Services
 from gateway.mgmt.auth import Role, TokenTable, bearer_token
 from gateway.mgmt.dialplans import DialplanVersions, DraftInvalidError, load_holder
 from gateway.mgmt.monitor import CallObservers, Monitor
 from gateway.mgmt.settings import ApiConfig, ApiToken
-from gateway.registrar.trunks import load_trunks
 from gateway.routing.reload import DialplanHolder
 from tests.support.gateway import PROJECT_ROOT
 
@@ -72,16 +71,6 @@ async def test_versions_on_disk_and_start_up(tmp_path: Path) -> None:
     assert restarted.paths == (tmp_path / "dialplans" / "versions" / "000005",)
     (tmp_path / "dialplans" / "versions" / "000005" / "acme.yaml").write_text("kind: group\n")
     assert load_holder(SEED, tmp_path, None).paths == tuple(SEED)
-
-
-def test_trunk_enable_disable_keeps_the_table_object() -> None:
-    table = load_trunks(PROJECT_ROOT / "config" / "trunks.yaml")
-    same = table
-    set_trunk_enabled(table, "acme-iad", False)
-    assert same is table and table.trunks["acme-iad"].enabled is False
-    assert table.credential("62880001") is None
-    set_trunk_enabled(table, "acme-iad", True)
-    assert table.credential("62880001") is not None
 
 
 class _Boom:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError
+from gateway.registrar.holder import TrunkHolder
 from gateway.registrar.qualify import Probe
 from gateway.registrar.service import Handler, RegistrarService, install
 from gateway.registrar.settings import RegistrarConfig
@@ -74,9 +74,9 @@ async def make(tmp_path: Path, **qualify: object) -> tuple[RegistrarService, Hos
     path = tmp_path / "trunks.yaml"
     path.write_text(TRUNKS, encoding="utf-8")
     host = Host()
-    config = GatewayConfig(registrar=RegistrarConfig(trunks=path, qualify={"interval": 3600, **qualify}))
-    service = await install(host, config)
-    service.start(config)
+    settings = RegistrarConfig(trunks=path, qualify={"interval": 3600, **qualify})
+    service = await install(host, settings, trunks=TrunkHolder.load(path))
+    service.start(node="test", machine="test")
     return service, host
 
 
@@ -135,13 +135,16 @@ async def test_reload_swaps_trunks_and_keeps_them_on_error(tmp_path: Path) -> No
     service, _ = await make(tmp_path)
     try:
         path = tmp_path / "trunks.yaml"
+        old = Device(service.registrar, user="62882000", password="pbx2-secret", username="pbx2")
+        assert (await old.register()).status == 200
         path.write_text(TRUNKS.replace("pbx2-secret", "rotated-secret"), encoding="utf-8")
-        service.reload_trunks(path)
-        device = Device(service.registrar, user="62882000", password="rotated-secret", username="pbx2")
-        assert (await device.register()).status == 200
+        service.trunks.swap(service.trunks.prepare())
+        assert (await old.register()).status == 401  # the old password is refused at once
+        old.password = "rotated-secret"
+        assert (await old.register()).status == 200
         path.write_text("trunks: [{name: x, kind: nope}]\n", encoding="utf-8")
         with pytest.raises(DataFileError):
-            service.reload_trunks(path)
+            service.trunks.prepare()
         assert service.registrar.trunks.credential("pbx2") is not None
     finally:
         await service.close()

@@ -3,8 +3,8 @@
 Pure checks of the per-worker configuration and the dialplan version follower, then the real
 supervisor with two workers and a real redis-server: SIPp calls spread over both workers, a
 REGISTER taken by one worker serves a call placed through the other, a killed worker is started
-again, SIGTERM stops everything with exit 0, and a configuration that cannot be shared is
-refused before any worker starts.
+again, SIGHUP reaches every worker, SIGTERM stops everything with exit 0, and a configuration
+that cannot be shared is refused before any worker starts.
 """
 
 from __future__ import annotations
@@ -178,6 +178,18 @@ def test_a_killed_worker_is_started_again_and_takes_calls(
     assert before[0] in now  # the other worker was left alone
     run_calls(two_workers, tmp_path, calls=100, rate=100)
     wait_all_idle(two_workers)
+
+
+def test_sighup_reaches_every_worker_and_stops_none(two_workers: GatewayProcess) -> None:
+    assert two_workers.proc is not None
+    before = worker_pids(two_workers.proc)
+    reloaded = two_workers.log().count("reloaded: 2 trunks")
+    two_workers.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while two_workers.log().count("reloaded: 2 trunks") < reloaded + 2:
+        assert time.monotonic() < deadline, two_workers.log()[-3000:]
+        time.sleep(0.05)
+    assert worker_pids(two_workers.proc) == before and two_workers.proc.poll() is None
 
 
 def test_sigterm_stops_the_supervisor_and_every_worker(tmp_path: Path, redis_url: str) -> None:
