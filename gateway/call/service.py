@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING
 
 from gateway.accounts.store import AccountGate
 from gateway.call.auth import LineAuth
-from gateway.call.b2bua import B2BUA, CallObserver
+from gateway.call.b2bua import B2BUA
 from gateway.call.charging import ChargingObserver
 from gateway.call.fraud import SpendAlarm, SpendVelocity
 from gateway.call.limits import Limiter, limiter
+from gateway.call.model import CallObserver
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
 from gateway.charging.service import ChargingService, wall_clock
 from gateway.config import GatewayConfig

@@ -63,15 +63,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.call.auth import LineAuth
-from gateway.call.b2bua import (
-    B2BUA,
-    Q850_NO_ANSWER,
-    Q850_NORMAL,
-    Q850_SHUTDOWN,
-    Q850_TIMER,
-    CallHandlers,
-)
-from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
+from gateway.call.b2bua import B2BUA, CallHandlers
+from gateway.call.model import Destination, EndCause
+from gateway.call.routing import binding_destination, trunk_destinations, user_of
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
 from gateway.charging.payer import forwarding_payer
 from gateway.charging.recorder import CallInfo, Phase
@@ -115,40 +109,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-# Reason (RFC 3326 §2) on the CANCEL of a hunt leg that did not win. A member that lost to
-# another member's (or another contact's) answer gets Q.850 cause 26, the ISUP cause for exactly
-# that: every Reason this gateway writes is a Q.850 cause, charging records Q.850 causes, and a
-# member on the carrier trunk (a mobile) is released through SIP-ISUP interworking (RFC 3398),
-# which carries a Q.850 cause to the mobile network as it is; SIP;cause=200 would need mapping.
-Q850_NON_SELECTED = 'Q.850;cause=26;text="Non-selected user clearing"'
-
-
-@dataclass(frozen=True, slots=True)
-class Clearing:
-    """Why a leg still ringing is CANCELled: its Reason line and what its charging record says."""
-
-    reason: str
-    cause: int
-    end: EndReason
-
-
-NON_SELECTED = Clearing(Q850_NON_SELECTED, 26, EndReason.CANCELLED)
-"""Another member, or another contact of the same member, answered first."""
-NO_ANSWER = Clearing(Q850_NO_ANSWER, 19, EndReason.NO_ANSWER)
-"""The hunt step's ring time ran out (a sequential member's turn is over)."""
-CALLER_GONE = Clearing(Q850_NORMAL, 16, EndReason.CANCELLED)
-"""The caller hung up while members rang (RFC 3398 §8.2.6.1: a CANCEL is cause 16)."""
-_END_REASONS: dict[str, EndReason] = {  # ``_end``'s ``why`` → charging; anything else: failure
-    "cancelled": EndReason.CANCELLED,
-    "normal": EndReason.NORMAL,
-    "hangup": EndReason.NORMAL,
-    "shutdown": EndReason.SHUTDOWN,
-}
-_END_CLEARING: dict[str, Clearing] = {  # how a call ended (``_end``'s ``why``), when not CALLER_GONE
-    "shutdown": Clearing(Q850_SHUTDOWN, 41, EndReason.SHUTDOWN),
-    "ivr_too_long": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
-    "media_timeout": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
-}
 CONNECTING = ("connect_zh", "connect_en")
 LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
@@ -467,7 +427,7 @@ class Switchboard:
             call.charged.routed(switchboard_step=f"menu:{mode}")
             call.charged.answered()
         self._arm(call, "ack", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
-        self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, "ivr_too_long"))
+        self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, EndCause.IVR_TOO_LONG))
         self._arm(call, "media", self.settings.media_timeout, self._media_check)
         log.info("switchboard %s: %s answered in menu %s (RTP port %d)", uid, request.call_id, mode, rtp.port)
         return response
@@ -493,7 +453,7 @@ class Switchboard:
         elif call.state is SbState.HUNTING and call.rtp is not None:
             call.rtp.play(self._prompts(call, (RINGBACK,)), loop=True)
         elif call.state is SbState.ENDING:
-            self._end(call, "hangup")
+            self._end(call, EndCause.NORMAL)
 
     def _menu_timer(self, call: SbCall) -> None:
         if call.state is SbState.MENU:
@@ -585,7 +545,7 @@ class Switchboard:
         hunt = call.hunt
         assert hunt is not None
         for attempt in call.attempts:
-            self._abandon_attempt(attempt, NO_ANSWER)  # the step's ring time is over
+            self._abandon_attempt(attempt, EndCause.NO_ANSWER)  # the step's ring time is over
         call.attempts = []
         members = hunt.next_step(self._now())
         if members is None:
@@ -745,7 +705,7 @@ class Switchboard:
         self._cancel_timer(call, "ring")
         for other in call.attempts:
             if other is not attempt:
-                self._abandon_attempt(other, NON_SELECTED)
+                self._abandon_attempt(other, EndCause.NON_SELECTED)
         call.attempts = [attempt]
         step = f"answered:{attempt.member}"
         if call.charged is not None:
@@ -764,19 +724,21 @@ class Switchboard:
             return call.winner is None
         return call.state is SbState.TRANSFERRING
 
-    def _abandon_attempt(self, attempt: Attempt, clearing: Clearing) -> None:
-        """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2)."""
+    def _abandon_attempt(self, attempt: Attempt, cause: EndCause) -> None:
+        """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2): Q.850
+        26 to the members that lost to another's answer, 19 when a ring time ran out, 16 when
+        the caller hung up."""
         if not attempt.done and attempt.client is not None and attempt.client.final is None:
-            self._gw.cancel(attempt.client, [("Reason", clearing.reason)])
+            self._gw.cancel(attempt.client, [("Reason", cause.reason_header)])
         attempt.done = True
         if attempt.charged is not None:
-            attempt.charged.ended(clearing.end, ReleasedBy.GATEWAY, q850=clearing.cause)
+            attempt.charged.ended(cause.end, ReleasedBy.GATEWAY, q850=cause.q850)
 
     @staticmethod
-    def _leg_ended(attempt: Attempt, reason: EndReason, released_by: ReleasedBy) -> None:
+    def _leg_ended(attempt: Attempt, cause: EndCause, released_by: ReleasedBy) -> None:
         """An answered leg ended (BYE either way): its charging record stops."""
         if attempt.charged is not None:
-            attempt.charged.ended(reason, released_by)
+            attempt.charged.ended(cause.end, released_by, q850=cause.q850)
 
     def _forget_attempt(self, call: SbCall, attempt: Attempt) -> None:
         if call.winner is attempt:
@@ -826,7 +788,7 @@ class Switchboard:
                 return
             if response.status >= 300:
                 log.info("switchboard %s: the caller refused the re-INVITE (%d)", call.uid, response.status)
-                self._end(call, "reinvite_failed")
+                self._end(call, EndCause.FAILURE)
                 return
             with contextlib.suppress(DialogError, ValueError):
                 call.a_dialog.receive_response(request, response)
@@ -844,7 +806,7 @@ class Switchboard:
             # RFC 3515 §2.4.5: tell the transferor, then end its leg (it has handed the call on).
             self._notify(transferor, "SIP/2.0 200 OK", final=True)
             self._bye(transferor.dialog, transferor.destination.address)
-            self._leg_ended(transferor, EndReason.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
+            self._leg_ended(transferor, EndCause.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
             self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
             if call.charged is not None:
                 call.charged.routed(switchboard_step=f"transferred_by:{transferor.member}")
@@ -1058,7 +1020,7 @@ class Switchboard:
             dialog.receive_request(request)  # a BYE terminates the dialog (RFC 3261 §15.1.2)
         except DialogError as exc:
             return make_response(request, exc.status, exc.reason)
-        self._end(call, "normal", released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
+        self._end(call, EndCause.NORMAL, released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
         return make_response(request, 200)
 
     def _on_ack(self, request: Request, source: Address) -> None:
@@ -1075,7 +1037,7 @@ class Switchboard:
                 negotiated = negotiate(parse_offer(request.body))
             except SdpError as exc:
                 log.info("switchboard %s: unusable answer in the ACK: %s", call.uid, exc.reason)
-                self._end(call, "bad_answer")  # RFC 3261 §13.3.1.4: the UAS ends the session
+                self._end(call, EndCause.FAILURE)  # RFC 3261 §13.3.1.4: the UAS ends the session
                 return
             call.caller_sdp = request.body
             if call.rtp is not None:
@@ -1088,7 +1050,7 @@ class Switchboard:
     def _on_cancel(self, invite: Request, cancel: Request) -> None:
         for call in self._calls.values():
             if call.invite is invite:
-                self._end(call, "cancelled", released_by=ReleasedBy.CALLER)
+                self._end(call, EndCause.CANCELLED, released_by=ReleasedBy.CALLER)
                 return
         self._fallback.cancel(invite, cancel)
 
@@ -1107,7 +1069,7 @@ class Switchboard:
             action(call)
         except Exception:
             log.exception("switchboard %s: %s timer failed", call.uid, name)
-            self._end(call, "failure")
+            self._end(call, EndCause.FAILURE)
 
     @staticmethod
     def _cancel_timer(call: SbCall, name: str) -> None:
@@ -1118,7 +1080,7 @@ class Switchboard:
     def _ack_missing(self, call: SbCall) -> None:
         if not call.acked:
             log.info("switchboard %s: no ACK for our 2xx (RFC 3261 §13.3.1.4)", call.uid)
-            self._end(call, "no_ack")
+            self._end(call, EndCause.NO_ACK)
 
     def _media_check(self, call: SbCall) -> None:
         """No RTP and no key from the caller for ``media_timeout``: a dead peer; hang up."""
@@ -1131,19 +1093,19 @@ class Switchboard:
             self._arm(call, "media", self.settings.media_timeout - (now - last), self._media_check)
             return
         log.info("switchboard %s: no media from the caller for %.0f s", call.uid, self.settings.media_timeout)
-        self._end(call, "media_timeout")
+        self._end(call, EndCause.MEDIA_TIMEOUT)
 
     # -- ending -------------------------------------------------------------------------------------
-    def _bye(self, dialog: Dialog, peer: Address) -> None:
+    def _bye(self, dialog: Dialog, peer: Address, cause: EndCause = EndCause.NORMAL) -> None:
         try:
             bye = dialog.create_request("BYE")
         except DialogError:
             return
-        bye.headers.add("Reason", Q850_NORMAL)
+        bye.headers.add("Reason", cause.reason_header)  # RFC 3326
         self._gw.send_request(bye, peer)
         dialog.terminate()
 
-    def _end(self, call: SbCall, why: str, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
+    def _end(self, call: SbCall, cause: EndCause, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
@@ -1154,8 +1116,9 @@ class Switchboard:
         if call.rtp is not None:
             call.rtp.close()
             call.rtp = None
-        clearing = _END_CLEARING.get(why, CALLER_GONE)
-        ended = _END_REASONS.get(why, EndReason.FAILURE)
+        # Members still ringing: as a caller's hang-up when a party ended the call (RFC 3398
+        # §8.2.6.1: cause 16), else with the gateway's own cause (a timer, shutdown).
+        clearing = EndCause.CANCELLED if cause.by_party else cause
         for attempt in call.attempts:
             if attempt is not call.winner:
                 self._abandon_attempt(attempt, clearing)
@@ -1165,22 +1128,22 @@ class Switchboard:
             self._by_dialog.pop((winner.invite.call_id, winner.invite.from_.tag or ""), None)
             # The member's leg: released by the member when its BYE ended the call, else by
             # whoever ended the caller's leg (the caller, or the gateway).
-            self._leg_ended(winner, ended, released_by)
+            self._leg_ended(winner, cause, released_by)
         if winner is not None and winner.dialog is not None and released_by is not ReleasedBy.CALLEE:
-            self._bye(winner.dialog, winner.destination.address)
+            self._bye(winner.dialog, winner.destination.address, cause)
         transferor = call.transferor
         if transferor is not None and transferor.dialog is not None:
-            self._bye(transferor.dialog, transferor.destination.address)
+            self._bye(transferor.dialog, transferor.destination.address, cause)
             self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
         if transferor is not None:
-            self._leg_ended(transferor, ended, ReleasedBy.GATEWAY)
-        if why != "cancelled" and released_by is not ReleasedBy.CALLER:
-            self._bye(call.a_dialog, call.source)
+            self._leg_ended(transferor, cause, ReleasedBy.GATEWAY)
+        if cause is not EndCause.CANCELLED and released_by is not ReleasedBy.CALLER:
+            self._bye(call.a_dialog, call.source, cause)
         self._by_dialog.pop((call.invite.call_id, call.a_tag), None)
         self.completed += 1
         if call.charged is not None:
-            call.charged.ended(ended, released_by)
-        log.info("switchboard %s: ended (%s, was %s)", call.uid, why, state.value)
+            call.charged.ended(cause.end, released_by, q850=cause.q850)
+        log.info("switchboard %s: ended (%s, was %s)", call.uid, cause.label, state.value)
 
     async def open_status(self, path: Path) -> None:
         """Serve :meth:`snapshot` as one JSON document per connection (tests, tools)."""
@@ -1208,7 +1171,7 @@ class Switchboard:
             if self._status_path is not None:
                 self._status_path.unlink(missing_ok=True)
         for call in list(self._calls.values()):
-            self._end(call, "shutdown")
+            self._end(call, EndCause.SHUTDOWN)
         for task in list(self._tasks):
             task.cancel()
         if self._endpoint is not None:
