@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
@@ -47,6 +48,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from gateway.accounts.store import AccountGate
+from gateway.call.legs import Legs, contact_toward, outbound_invite, refusal_response
 from gateway.call.limits import Limiter, MemoryLimiter, Scope
 from gateway.call.model import (
     Call,
@@ -60,34 +63,35 @@ from gateway.call.model import (
 )
 from gateway.call.policy import (
     ALLOW,
-    ANONYMOUS_FROM,
     FAILURE_HEADERS,
-    PRIVACY_HIDING,
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
     SUPPORTED,
     copy_headers,
-    privacy_of,
     unsupported_required,
 )
-from gateway.call.routing import Refused, Router, user_of
+from gateway.call.routing import Refused, Router
 from gateway.call.settings import CallSettings
 from gateway.call.state import CallInput, CallState
+from gateway.call.timers import Clock, NamedTimers
+from gateway.call.transport import CallTransport
 from gateway.media.sdp import SdpError
 from gateway.media.sdp import validate as validate_sdp
+from gateway.registrar.trunks import TrunkTable
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
-from gateway.sip.headers import Headers, NameAddr, quote_string
+from gateway.sip.headers import Headers, quote_string
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:
-    from gateway.app import AckHandler, CancelHandler, ClientRequest, Gateway, RequestHandler
+    from gateway.app import AckHandler, CancelHandler, ClientRequest, RequestHandler
 
 log = logging.getLogger(__name__)
 
-_MAX_FORWARDS_DEFAULT = 70
+def _timer_failed(uid: str, name: str, exc: Exception) -> None:
+    log.error("call %s: %s timer failed", uid, name, exc_info=exc)
 
 
 def _tag() -> str:
@@ -118,10 +122,6 @@ def _unacceptable_sdp(request: Request, to_tag: str | None = None) -> Response |
     return None
 
 
-def _name_addr_user(name_addr: NameAddr) -> str | None:
-    return user_of(name_addr.uri)
-
-
 @dataclass(frozen=True, slots=True)
 class CallHandlers:
     """Call control's entry points, in the shapes the gateway calls them with."""
@@ -142,14 +142,22 @@ class B2BUA:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: CallTransport,
         settings: CallSettings,
         router: Router,
         limiter: Limiter,
         *,
         observer: CallObserver | None = None,
+        clock: Clock | None = None,
+        trunks: TrunkTable | None = None,
+        accounts: AccountGate | None = None,
     ) -> None:
+        """``gateway``: the SIP transport (the :class:`~gateway.app.Gateway`, a fake in unit
+        tests); ``clock``: the event loop by default. ``trunks`` and ``accounts`` serve the
+        legs applications open (:attr:`legs`): the limits of a leg's trunk, the account gate."""
         self._gw = gateway
+        self._clock: Clock = clock if clock is not None else asyncio.get_running_loop()
+        self.legs = Legs(gateway, settings, limiter, trunks=trunks, accounts=accounts, clock=self._clock)
         self._settings = settings
         self._router = router
         self._limiter = limiter
@@ -218,7 +226,7 @@ class B2BUA:
         }
 
     def _loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._clock.time()
 
     # -- initial INVITE --------------------------------------------------------------------------
     def _on_invite(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
@@ -276,12 +284,7 @@ class B2BUA:
     def _refused(self, request: Request, refusal: Refused) -> Response:
         if refusal.status != 407:  # a challenge is a step of a call, not its failure
             self.failed += 1
-        response = make_response(request, refusal.status, refusal.reason, to_tag=_tag())
-        if refusal.reason_header is not None:
-            response.headers.add("Reason", refusal.reason_header)  # RFC 3326
-        for name, value in refusal.headers:
-            response.headers.add(name, value)
-        return response
+        return refusal_response(request, refusal, _tag())
 
     def _limited(self, request: Request, source: Address, route: Route, scope: Scope) -> Response:
         self.failed += 1
@@ -294,7 +297,8 @@ class B2BUA:
         a_tag = _tag()
         a_contact = self._contact(source)
         a = Leg(Side.A, request.call_id, a_tag, source, a_contact)
-        call = Call(uid, request, a, outcome, self._loop_time(), slots_held=bool(outcome.scopes))
+        timers = NamedTimers(self._clock, functools.partial(_timer_failed, uid))
+        call = Call(uid, request, a, outcome, self._loop_time(), timers, slots_held=bool(outcome.scopes))
         call.late_offer = not request.body
         self._calls[uid] = call
         self._by_invite[id(request)] = call
@@ -305,9 +309,7 @@ class B2BUA:
         self._dial_next(call)
 
     def _contact(self, toward: Address) -> str:
-        local = self._gw.local_address(toward.transport, toward)
-        params = f";transport={toward.transport}" if toward.transport != "udp" else ""
-        return f"<sip:{local.hostport()}{params}>"
+        return contact_toward(self._gw, toward)
 
     # -- outbound attempts -------------------------------------------------------------------------
     def _dial_next(self, call: Call) -> bool:
@@ -319,25 +321,14 @@ class B2BUA:
         destination = destinations[call.attempt]
         a_invite = call.a_invite
         b_tag = _tag()
-        b_call_id = f"{secrets.token_hex(12)}"
+        b_call_id = secrets.token_hex(12)
         contact = self._contact(destination.address)
-        headers = Headers()
-        max_forwards = a_invite.max_forwards
-        headers.add(
-            "Max-Forwards", str((max_forwards if max_forwards is not None else _MAX_FORWARDS_DEFAULT) - 1)
-        )
-        headers.add("From", self._from_for(call, destination, b_tag))
-        headers.add("To", f"<{destination.request_uri()}>")
-        headers.add("Call-ID", b_call_id)
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", contact)
-        self._identity_for(call, destination, headers)
-        headers.add("Allow", ALLOW)
-        headers.add("Supported", ", ".join(SUPPORTED))
-        headers.add("Session-Expires", str(self._settings.session_expires))
-        headers.add("Min-SE", str(self._settings.min_se))
-        copy_headers(a_invite, headers, REQUEST_HEADERS)
-        invite = Request("INVITE", destination.request_uri(), headers, a_invite.body)
+        local = self._gw.local_address(destination.address.transport, destination.address)
+        invite = outbound_invite(
+            a_invite, destination, local_host=local.host, contact=contact, tag=b_tag, call_id=b_call_id,
+            settings=self._settings, presented=call.route.presented_calling,
+            asserted=call.route.asserted_calling,
+        )  # fmt: skip
         old_b = call.b
         if old_b is not None:
             self._by_dialog.pop((old_b.call_id, old_b.local_tag), None)
@@ -354,38 +345,8 @@ class B2BUA:
             self._arm(call, "attempt", self._settings.attempt_timeout, self._attempt_silent)
         return True
 
-    def _from_for(self, call: Call, destination: Destination, tag: str) -> str:
-        """Caller ID (RFC 3323 §4.1.1.3: anonymous From when the caller asked for privacy)."""
-        a_from = call.a_invite.from_
-        if privacy_of(call.a_invite) & PRIVACY_HIDING:
-            return f"{ANONYMOUS_FROM};tag={tag}"
-        user = call.route.presented_calling or _name_addr_user(a_from) or "anonymous"
-        local = self._gw.local_address(destination.address.transport, destination.address)
-        display = f"{quote_string(a_from.display)} " if a_from.display else ""
-        return f"{display}<sip:{user}@{local.host}>;tag={tag}"
-
-    def _identity_for(self, call: Call, destination: Destination, headers: Headers) -> None:
-        """P-Asserted-Identity and Privacy (RFC 3325 §9.1): the asserted identity goes to a trusted
-        next hop (the carrier) with the caller's Privacy, never to an untrusted one that asked
-        for privacy."""
-        a_invite = call.a_invite
-        privacy = privacy_of(a_invite)
-        asserted = call.route.asserted_calling
-        pai = None
-        if asserted is not None:
-            local = self._gw.local_address(destination.address.transport, destination.address)
-            pai = f"<sip:{asserted}@{local.host}>"
-        elif "P-Asserted-Identity" in a_invite.headers:
-            pai = a_invite.headers.get("P-Asserted-Identity")
-        hidden = bool(privacy & (PRIVACY_HIDING | {"id"}))
-        if pai is not None and (destination.trusted or not hidden):
-            headers.add("P-Asserted-Identity", pai)
-        if privacy and destination.trusted:
-            headers.add("Privacy", ";".join(sorted(privacy)))
-
     def _attempt_silent(self, call: Call) -> None:
         """No response at all from this destination in time: try the next one (silence failover)."""
-        call.timers.pop("attempt", None)
         if call.state is not CallState.CALLING or call.b_client is None or call.b_client.final is not None:
             return
         if call.b_client.transaction.last_response is not None:
@@ -811,8 +772,6 @@ class B2BUA:
         if self._calls.pop(call.uid, None) is None:
             return
         call.cause = cause
-        for handle in call.timers.values():
-            handle.cancel()
         call.timers.clear()
         self._by_invite.pop(id(call.a_invite), None)
         self._by_dialog.pop((call.a.call_id, call.a.local_tag), None)
@@ -833,26 +792,17 @@ class B2BUA:
             self._idle.set()
 
     # -- timers ----------------------------------------------------------------------------------
-    def _arm(self, call: Call, name: str, delay: float, action: Callable[[Call], None]) -> None:
-        old = call.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        call.timers[name] = asyncio.get_running_loop().call_later(delay, self._fire_timer, call, name, action)
+    @staticmethod
+    def _arm(call: Call, name: str, delay: float, action: Callable[[Call], None]) -> None:
+        def fire() -> None:
+            if call.state is not CallState.ENDED:
+                action(call)
 
-    def _fire_timer(self, call: Call, name: str, action: Callable[[Call], None]) -> None:
-        call.timers.pop(name, None)
-        if call.state is CallState.ENDED:
-            return
-        try:
-            action(call)
-        except Exception:
-            log.exception("call %s: %s timer failed", call.uid, name)
+        call.timers.arm(name, delay, fire)
 
     @staticmethod
     def _cancel_timer(call: Call, name: str) -> None:
-        handle = call.timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        call.timers.cancel(name)
 
     def _no_answer(self, call: Call) -> None:
         log.info("call %s: no answer, giving up", call.uid)

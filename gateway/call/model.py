@@ -9,13 +9,13 @@ switchboard and the operations API can name a call without importing the core (n
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.call.limits import Scope
 from gateway.call.state import CallInput, CallState, transition
+from gateway.call.timers import NamedTimers
 from gateway.charging.events import CalledNumber, CallingNumber, EndReason
 from gateway.charging.payer import Payer
 from gateway.routing import CallClass, Direction
@@ -194,6 +194,7 @@ class Call:
     a: Leg
     route: Route
     created: float
+    timers: NamedTimers  # no_answer, attempt, max_duration, ack_wait, session, refresh
     state: CallState = CallState.ROUTING
     b: Leg | None = None
     b_invite: Request | None = None
@@ -206,7 +207,6 @@ class Call:
     a_final_sent: bool = False
     pending_invite: InDialogTransaction | None = None  # re-INVITE in progress (glare: 491)
     relayed: dict[tuple[Side, int], InDialogTransaction] = field(default_factory=dict)
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     session_interval: int | None = None
     we_refresh_b: bool = False  # RFC 4028: B's 2xx made us (its UAC) the refresher
     slots_held: bool = False

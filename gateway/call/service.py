@@ -159,7 +159,7 @@ async def install(
             router = StaticRouter(trunks, settings, is_up)
     if observer is None and charging is not None:
         observer = ChargingObserver(charging)
-    b2bua = B2BUA(gateway, settings, router, limits, observer=observer)
+    b2bua = B2BUA(gateway, settings, router, limits, observer=observer, trunks=trunks, accounts=accounts)
     b2bua.install()
     status_path = None
     if settings.status_socket is not None:

@@ -62,10 +62,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
+from gateway.call.legs import Legs, OutboundLeg, refusal_response
 from gateway.call.model import Destination, EndCause
-from gateway.call.routing import binding_destination, trunk_destinations, user_of
+from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
 from gateway.charging.payer import forwarding_payer
 from gateway.charging.recorder import CallInfo, Phase
@@ -85,7 +87,7 @@ from gateway.routing.plan import CompiledGroup, Party
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
-from gateway.sip.headers import Headers, parse_name_addr
+from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request, Response, make_response
 from gateway.switchboard.hunt import HuntPlan, HuntRun
 from gateway.switchboard.menu import (
@@ -128,15 +130,20 @@ class SbState(Enum):
 
 @dataclass(slots=True, eq=False)
 class Attempt:
-    """One INVITE to a member."""
+    """One leg to a member, run by the call core (:class:`~gateway.call.legs.OutboundLeg`)."""
 
     member: str
-    destination: Destination
-    invite: Request
-    client: ClientRequest | None = None
-    dialog: Dialog | None = None
+    leg: OutboundLeg
     done: bool = False
     charged: ChargedCall | None = None  # this leg's own charging record
+
+    @property
+    def dialog(self) -> Dialog | None:
+        return self.leg.dialog
+
+    @property
+    def destination(self) -> Destination:
+        return self.leg.destination
 
 
 @dataclass(slots=True, eq=False)
@@ -179,6 +186,7 @@ class Switchboard:
         contacts: Callable[[str], Awaitable[list[Binding]]],
         prompts: PromptLibrary,
         fallback: CallHandlers,
+        legs: Legs,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
         line_auth: LineAuth | None = None,
@@ -191,6 +199,7 @@ class Switchboard:
         self._contacts = contacts
         self.prompts = prompts
         self._fallback = fallback
+        self._legs = legs
         self._clock = clock
         self._charging = charging
         self._endpoint: MediaEndpoint | None = None
@@ -240,6 +249,7 @@ class Switchboard:
             "timers": sum(len(c.timers) for c in self._calls.values()),
             "rtp_sessions": len(endpoint.sessions) if endpoint else 0,
             "rtp_ports_in_use": endpoint.ports.in_use if endpoint else 0,
+            "legs": self._legs.active,  # the call core's legs for hunts (all the applications')
             "completed": self.completed,
             "rtp_pacing": _pacing(endpoint),
             "active": [
@@ -326,6 +336,15 @@ class Switchboard:
             return await self._delegate(request, source)
         target = outcome.targets[0]
         group_id = outcome.charging.terminating_group or outcome.charging.group
+        # The account gate, as call control applies it: a suspended group's switchboard answers
+        # nobody (the state's status and Q.850 cause, RFC 3326), nor does it ring anyone.
+        barred = await self._legs.admit(
+            Subscriber(calling, group) if origin is Origin.MEMBER and group is not None else None,
+            Subscriber(target.user, group_id) if group_id is not None else None,
+        )
+        if barred is not None:
+            log.info("switchboard %s: %s barred: %s", target.user, calling or "anonymous", barred.reason)
+            return refusal_response(request, barred, secrets.token_hex(6))
         for candidate in plan.groups.values():
             if target.user in candidate.switchboard_numbers and candidate.id in self._menus:
                 return await self._answer(
@@ -573,8 +592,9 @@ class Switchboard:
                 if hunt.failed(member):
                     self._next_step(call)
                 continue
-            for destination in forks:
-                self._dial(call, member, party, destination)
+            dialled = [await self._dial(call, hunt, member, party, destination) for destination in forks]
+            if not any(dialled) and self._hunting(call) and call.hunt is hunt and hunt.failed(member):
+                self._next_step(call)  # every fork refused (limits, account gate)
 
     async def _forks(self, call: SbCall, member: str) -> tuple[Party | None, list[Destination]]:
         """Where ``member`` rings, all at once: a registered line at every contact it registered
@@ -598,33 +618,50 @@ class Switchboard:
                     return party, destinations[:1]
         return party, []
 
-    def _dial(self, call: SbCall, member: str, party: Party, destination: Destination) -> None:
-        tag = secrets.token_hex(6)
-        contact = self._contact(destination.address)
-        local = self._gw.local_address(destination.address.transport, destination.address)
-        caller = user_of(call.invite.from_.uri) or "anonymous"
-        headers = Headers()
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:{caller}@{local.host}>;tag={tag}")
-        headers.add("To", f"<{destination.request_uri()}>")
-        headers.add("Call-ID", secrets.token_hex(12))
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", contact)
-        headers.add("Allow", ALLOW)
-        headers.add("Content-Type", call.invite.headers.get("Content-Type") or "application/sdp")
-        invite = Request("INVITE", destination.request_uri(), headers, call.caller_sdp)
-        attempt = Attempt(member, destination, invite)
+    async def _dial(
+        self, call: SbCall, hunt: HuntRun, member: str, party: Party, destination: Destination
+    ) -> bool:
+        """Ask the call core for a leg to ``member`` at ``destination`` with the caller's session
+        (caller ID, privacy, limits and the account gate are the core's); False when refused."""
+        holder: list[Attempt] = []
+
+        def on_response(_leg: OutboundLeg, response: Response) -> None:
+            if holder:
+                self._on_attempt_response(call, holder[0], response)
+
+        calling, called = self._parties(call, party, destination)
+        opened = await self._legs.open(
+            call.invite, destination, on_response, body=call.caller_sdp, calling=calling, called=called
+        )
+        if isinstance(opened, Refused):
+            log.info("switchboard %s: no leg to %s: %d %s", call.uid, member, opened.status, opened.reason)
+            return False
+        attempt = Attempt(member, opened)
+        holder.append(attempt)
+        if not self._hunting(call) or call.hunt is not hunt:
+            self._legs.cancel(opened, EndCause.CANCELLED)  # the call moved on meanwhile
+            return True
         call.attempts.append(attempt)
-        self._by_dialog[(invite.call_id, tag)] = call
+        self._by_dialog[opened.key] = call
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"ring:{member}")
-            attempt.charged = self._open_leg(call, party, destination, invite)
-        attempt.client = self._gw.send_request(
-            invite, destination.address, lambda response: self._on_attempt_response(call, attempt, response)
-        )
+            attempt.charged = self._open_leg(call, party, destination, opened)
+        return True
+
+    def _parties(
+        self, call: SbCall, party: Party, destination: Destination
+    ) -> tuple[Subscriber | None, Subscriber | None]:
+        """Who the account gate checks for a leg: the group, which pays a member's leg over the
+        carrier as forwarding (barred when its account bars outgoing calls); the member it rings
+        on the group's own network (barred when that member's or the group's account bars
+        incoming calls)."""
+        group = call.group
+        if party.via_carrier:
+            return Subscriber(call.plan.national_form(group.main_e164, group.id), group.id), None
+        return None, Subscriber(party.dialable or destination.user, group.id)
 
     def _open_leg(
-        self, call: SbCall, party: Party, destination: Destination, invite: Request
+        self, call: SbCall, party: Party, destination: Destination, leg: OutboundLeg
     ) -> ChargedCall | None:
         """The charging record of one leg the switchboard places: the group's switchboard calls
         the member, so the group is charged for it as for a call of its own to that number (a
@@ -645,7 +682,7 @@ class Switchboard:
                 CallInfo(
                     call_id=f"{call.uid}.{call.legs}",
                     a_leg_sip_call_id=call.invite.call_id,
-                    b_leg_sip_call_id=invite.call_id,
+                    b_leg_sip_call_id=leg.invite.call_id,
                     originating=group.switchboard_service or "switchboard",
                     direction=direction,
                     calling=caller.calling,
@@ -684,18 +721,9 @@ class Switchboard:
                     self._next_step(call)  # every fork of the member failed, and nobody else rings
             self._forget_attempt(call, attempt)
             return
-        if attempt.dialog is not None:
-            return  # a 2xx retransmission: the transaction layer re-sends our ACK (RFC 6026)
-        try:
-            attempt.dialog = Dialog.uac(attempt.invite, response)
-        except (DialogError, SipParseError) as exc:
-            log.warning("switchboard %s: unusable 2xx from %s: %s", call.uid, attempt.member, exc)
-            return
-        assert attempt.client is not None
-        self._gw.send_ack(attempt.client, attempt.dialog.create_ack(attempt.invite))
-        attempt.done = True
+        attempt.done = True  # the core ACKed the 2xx
         if not self._hunting(call) or attempt not in call.attempts:
-            self._bye(attempt.dialog, attempt.destination.address)  # lost the race (RFC 3261 §15)
+            self._legs.bye(attempt.leg, EndCause.NORMAL)  # lost the race (RFC 3261 §15)
             self._forget_attempt(call, attempt)
             return
         if call.state is SbState.TRANSFERRING:
@@ -710,7 +738,9 @@ class Switchboard:
         step = f"answered:{attempt.member}"
         if call.charged is not None:
             call.charged.routed(
-                terminating=attempt.member, b_leg_sip_call_id=attempt.invite.call_id, switchboard_step=step
+                terminating=attempt.member,
+                b_leg_sip_call_id=attempt.leg.invite.call_id,
+                switchboard_step=step,
             )
         if charged is not None:
             charged.routed(switchboard_step=step)
@@ -728,9 +758,10 @@ class Switchboard:
         """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2): Q.850
         26 to the members that lost to another's answer, 19 when a ring time ran out, 16 when
         the caller hung up."""
-        if not attempt.done and attempt.client is not None and attempt.client.final is None:
-            self._gw.cancel(attempt.client, [("Reason", cause.reason_header)])
+        if not attempt.done:
+            self._legs.cancel(attempt.leg, cause)  # its final response is the core's
         attempt.done = True
+        self._by_dialog.pop(attempt.leg.key, None)
         if attempt.charged is not None:
             attempt.charged.ended(cause.end, ReleasedBy.GATEWAY, q850=cause.q850)
 
@@ -743,7 +774,7 @@ class Switchboard:
     def _forget_attempt(self, call: SbCall, attempt: Attempt) -> None:
         if call.winner is attempt:
             return
-        self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+        self._by_dialog.pop(attempt.leg.key, None)
 
     def _nobody_answered(self, call: SbCall) -> None:
         hunt = call.hunt
@@ -805,9 +836,9 @@ class Switchboard:
         if transferor is not None and transferor.dialog is not None:
             # RFC 3515 §2.4.5: tell the transferor, then end its leg (it has handed the call on).
             self._notify(transferor, "SIP/2.0 200 OK", final=True)
-            self._bye(transferor.dialog, transferor.destination.address)
+            self._legs.bye(transferor.leg, EndCause.NORMAL)
             self._leg_ended(transferor, EndCause.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
-            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
+            self._by_dialog.pop(transferor.leg.key, None)
             if call.charged is not None:
                 call.charged.routed(switchboard_step=f"transferred_by:{transferor.member}")
         for name in ("ivr", "media", "menu", "ack"):
@@ -953,7 +984,7 @@ class Switchboard:
         if (
             winner is None
             or winner.dialog is None
-            or request.call_id != winner.invite.call_id
+            or request.call_id != winner.leg.invite.call_id
             or call.state is not SbState.CONNECTED
         ):
             return make_response(request, 491 if call.state is SbState.TRANSFERRING else 403)
@@ -1122,20 +1153,21 @@ class Switchboard:
         for attempt in call.attempts:
             if attempt is not call.winner:
                 self._abandon_attempt(attempt, clearing)
-            self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+            self._by_dialog.pop(attempt.leg.key, None)
         winner = call.winner
         if winner is not None:
-            self._by_dialog.pop((winner.invite.call_id, winner.invite.from_.tag or ""), None)
+            self._by_dialog.pop(winner.leg.key, None)
             # The member's leg: released by the member when its BYE ended the call, else by
             # whoever ended the caller's leg (the caller, or the gateway).
             self._leg_ended(winner, cause, released_by)
-        if winner is not None and winner.dialog is not None and released_by is not ReleasedBy.CALLEE:
-            self._bye(winner.dialog, winner.destination.address, cause)
+            if released_by is ReleasedBy.CALLEE:
+                self._legs.ended(winner.leg)
+            else:
+                self._legs.bye(winner.leg, cause)
         transferor = call.transferor
-        if transferor is not None and transferor.dialog is not None:
-            self._bye(transferor.dialog, transferor.destination.address, cause)
-            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
         if transferor is not None:
+            self._legs.bye(transferor.leg, cause)
+            self._by_dialog.pop(transferor.leg.key, None)
             self._leg_ended(transferor, cause, ReleasedBy.GATEWAY)
         if cause is not EndCause.CANCELLED and released_by is not ReleasedBy.CALLER:
             self._bye(call.a_dialog, call.source, cause)
@@ -1201,6 +1233,7 @@ async def install(
         contacts=contacts,
         prompts=prompts,
         fallback=b2bua.handlers(),
+        legs=b2bua.legs,
         clock=wall_clock,
         charging=charging,
         line_auth=line_auth,

@@ -76,12 +76,15 @@ def switchboard_status(gw: GatewayProcess) -> dict[str, Any]:
     return read_status(gw.workdir / "switchboard.sock")
 
 
+IDLE_KEYS = ("calls", "dialogs", "timers", "rtp_sessions", "rtp_ports_in_use", "legs")
+
+
 def wait_switchboard_idle(gw: GatewayProcess, timeout: float = 15.0) -> dict[str, Any]:
-    """No switchboard call, dialog, timer, RTP session or port is left."""
+    """No switchboard call, dialog, timer, RTP session, port or leg of the core is left."""
     deadline = time.monotonic() + timeout
     while True:
         snap = switchboard_status(gw)
-        if not any(snap[k] for k in ("calls", "dialogs", "timers", "rtp_sessions", "rtp_ports_in_use")):
+        if not any(snap[k] for k in IDLE_KEYS):
             return snap
         if time.monotonic() > deadline:
             raise AssertionError(f"switchboard state left behind: {snap}")
