@@ -330,11 +330,13 @@ def caller_scenario(
     reinvites: int = 1,
     late_offer: bool = False,
     refresh: bool = False,
+    privacy: bool = False,
 ) -> Path:
     """A SIPp caller: INVITE with PCMU/PCMA/telephone-event (RTP to ``rtp_port``), keys as
     RFC 4733 (``keys="rtp"``: after each pause, the keys of ``presses`` from a pcap written
     beside the scenario), SIP INFO or none, then either the connection (re-INVITE with the
-    callee's SDP, then BYE) or the gateway's BYE."""
+    callee's SDP, then BYE) or the gateway's BYE. ``privacy``: the INVITE asks for it
+    (``Privacy: id``, RFC 3325 §9.3) and carries the caller's P-Asserted-Identity."""
     body = f'  <nop><action><assignstr assign_to="calling" value="{calling}"/></action></nop>\n'
     invite = _INVITE.format(rtp_port=rtp_port)
     if late_offer:  # the SDP moves from the INVITE to the ACK (RFC 3261 §13.2.1)
@@ -348,6 +350,13 @@ def caller_scenario(
             "      Content-Type: application/sdp\n      Content-Length: [len]\n\nv=0" + sdp,
             1,
         )
+    if privacy:
+        for cseq in ("1", "2"):
+            invite = invite.replace(
+                f"      CSeq: {cseq} INVITE\n",
+                f"      CSeq: {cseq} INVITE\n      Privacy: id\n"
+                "      P-Asserted-Identity: <sip:[$calling]@[local_ip]>\n",
+            )
     body += invite
     if keys == "rtp":
         for i, (pause_ms, pressed) in enumerate(presses):
