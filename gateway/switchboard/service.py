@@ -58,7 +58,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +101,7 @@ from gateway.switchboard.menu import (
     StopPlaying,
 )
 from gateway.switchboard.settings import SwitchboardSettings
+from gateway.switchboard.state import SbInput, SbState, transition
 
 if TYPE_CHECKING:
     from gateway.app import ClientRequest, Gateway
@@ -116,16 +116,6 @@ LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
 UNAVAILABLE = ("unavailable_zh", "unavailable_en")
 RINGBACK = "ringback"
-
-
-class SbState(Enum):
-    MENU = "menu"
-    HUNTING = "hunting"
-    CONNECTING = "connecting"  # the callee answered; the caller's re-INVITE is under way
-    CONNECTED = "connected"
-    TRANSFERRING = "transferring"  # the connected party REFERred the caller on (blind transfer)
-    ENDING = "ending"  # a goodbye prompt plays before BYE
-    ENDED = "ended"
 
 
 @dataclass(slots=True, eq=False)
@@ -171,6 +161,9 @@ class SbCall:
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
     direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
+
+    def fire(self, event: SbInput) -> None:
+        self.state = transition(self.state, event)
 
 
 class Switchboard:
@@ -508,7 +501,7 @@ class Switchboard:
             elif isinstance(action, Connect):
                 self._connect(call, action.choice, action.digits)
             elif isinstance(action, HangUp):
-                call.state = SbState.ENDING
+                call.fire(SbInput.GOODBYE)
                 self._play(call, action.prompts)
         deadline = call.menu.deadline
         if call.state is SbState.MENU and deadline is not None:
@@ -550,12 +543,12 @@ class Switchboard:
             call.charged.routed(switchboard_step=choice.describe())
         if plan is None:  # a short number keyed that is nobody's: invalid, back to the menu
             log.info("switchboard %s: %s reaches nobody", call.uid, choice.describe())
-            call.state = SbState.MENU
+            call.fire(SbInput.BACK_TO_MENU)
             call.menu.failures += 1
             self._apply(call, [Play(call.menu.menu.invalid_prompts), *call.menu.back_to_menu(self._now())])
             return
         log.info("switchboard %s: connecting to %s", call.uid, choice.describe())
-        call.state = SbState.HUNTING
+        call.fire(SbInput.CONNECT)
         call.hunt = HuntRun(plan)
         self._play(call, CONNECTING)
         self._next_step(call)
@@ -729,7 +722,7 @@ class Switchboard:
         if call.state is SbState.TRANSFERRING:
             call.transferor = call.winner
         call.winner = attempt
-        call.state = SbState.CONNECTING
+        call.fire(SbInput.ANSWERED)
         self._cancel_timer(call, "ring")
         for other in call.attempts:
             if other is not attempt:
@@ -784,7 +777,7 @@ class Switchboard:
             # RFC 3515 §2.4.5: the transfer failed; the caller stays with the transferor.
             log.info("switchboard %s: transfer target did not answer", call.uid)
             call.hunt = None
-            call.state = SbState.CONNECTED
+            call.fire(SbInput.TRANSFER_FAILED)
             if call.winner is not None:
                 self._notify(call.winner, "SIP/2.0 480 Temporarily Unavailable", final=True)
             return
@@ -794,10 +787,10 @@ class Switchboard:
             call.charged.routed(switchboard_step="no_answer")
         call.hunt = None
         if choice is MenuAction.REPEAT:
-            call.state = SbState.MENU
+            call.fire(SbInput.BACK_TO_MENU)
             self._apply(call, call.menu.back_to_menu(self._now()))
         elif choice is MenuAction.HANGUP:
-            call.state = SbState.ENDING
+            call.fire(SbInput.GOODBYE)
             self._play(call, (*UNAVAILABLE, "goodbye_zh", "goodbye_en"))
         else:
             from gateway.switchboard.menu import choice_of  # noqa: PLC0415 - avoid a name clash above
@@ -829,7 +822,7 @@ class Switchboard:
         client.append(self._gw.send_request(request, call.source, answered))
 
     def _connected(self, call: SbCall, caller_answer: bytes) -> None:
-        call.state = SbState.CONNECTED
+        call.fire(SbInput.REINVITED)
         if caller_answer:
             call.caller_sdp = caller_answer
         transferor, call.transferor = call.transferor, None
@@ -999,7 +992,7 @@ class Switchboard:
         log.info("switchboard %s: %s transfers the caller to %s", call.uid, winner.member, target)
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"refer:{target}")
-        call.state = SbState.TRANSFERRING
+        call.fire(SbInput.REFER)
         call.attempts = [winner]  # the transferor stays connected while the target rings
         call.hunt = HuntRun(HuntPlan.single(target, self.settings.member_ring_seconds, MenuAction.HANGUP))
         asyncio.get_running_loop().call_soon(self._start_transfer, call, winner)
@@ -1140,7 +1133,8 @@ class Switchboard:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
-        state, call.state = call.state, SbState.ENDED
+        state = call.state
+        call.fire(SbInput.END)
         for handle in call.timers.values():
             handle.cancel()
         call.timers.clear()
