@@ -7,18 +7,21 @@ loop in the gateway, a fake clock in unit tests (no sleeping, no sockets).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
+
+
+class Cancellable(Protocol):
+    """A scheduled callback (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
     """What timers need of the event loop."""
 
     def time(self) -> float: ...
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: Any
-    ) -> asyncio.TimerHandle: ...
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
 
 
 class NamedTimers:
@@ -30,7 +33,7 @@ class NamedTimers:
     def __init__(self, clock: Clock, on_error: Callable[[str, Exception], None]) -> None:
         self._clock = clock
         self._on_error = on_error
-        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._handles: dict[str, Cancellable] = {}
 
     def arm(self, name: str, delay: float, action: Callable[[], None]) -> None:
         """Run ``action`` in ``delay`` seconds, replacing a pending timer of that name."""
