@@ -20,6 +20,7 @@ decides what a leg means (who won a hunt); it never writes a SIP message itself.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -282,17 +283,83 @@ class Legs:
 
     def bye(self, leg: OutboundLeg, cause: EndCause) -> None:
         """End an answered leg with a BYE giving ``cause`` (RFC 3326), and give it back."""
-        dialog = leg.dialog
-        if dialog is not None:
-            try:
-                bye = dialog.create_request("BYE")
-            except DialogError:
-                bye = None
-            if bye is not None:
-                bye.headers.add("Reason", cause.reason_header)
-                self._gw.send_request(bye, leg.destination.address)
-            dialog.terminate()
+        if leg.dialog is not None:
+            self.end_dialog(leg.dialog, leg.destination.address, cause)
         self._release(leg)
+
+    # -- in any dialog of an application (its own UAS dialog with the caller, or a leg's) ---------
+    def end_dialog(self, dialog: Dialog, peer: Address, cause: EndCause) -> None:
+        """BYE in ``dialog`` with ``cause`` as its Reason (RFC 3326); the dialog is over."""
+        try:
+            bye = dialog.create_request("BYE")
+        except DialogError:
+            return  # ended already
+        bye.headers.add("Reason", cause.reason_header)
+        self._gw.send_request(bye, peer)
+        dialog.terminate()
+
+    def request(
+        self,
+        dialog: Dialog,
+        peer: Address,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        contact: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        on_response: Callable[[Response], None] | None = None,
+    ) -> None:
+        """Send ``method`` in ``dialog`` to ``peer`` (re-INVITE, UPDATE, INFO, NOTIFY); the 2xx
+        of a re-INVITE is ACKed here (RFC 3261 §13.2.2.4); final responses go to
+        ``on_response``. ``contact``: ours, for a target-refresh request (§12.2.1.1)."""
+        try:
+            request = dialog.create_request(method, body=body, content_type=content_type)
+        except DialogError as exc:
+            log.info("no %s in a dialog that is over: %s", method, exc)
+            return
+        if contact is not None:
+            request.headers.set("Contact", contact)
+        for name, value in headers:
+            request.headers.add(name, value)
+        client: list[ClientRequest] = []
+
+        def answered(response: Response) -> None:
+            if response.status < 200:
+                return
+            with contextlib.suppress(DialogError, ValueError):
+                dialog.receive_response(request, response)
+            if method == "INVITE" and response.status < 300 and client:
+                with contextlib.suppress(DialogError):
+                    self._gw.send_ack(client[0], dialog.create_ack(request))
+            if on_response is not None:
+                on_response(response)
+
+        client.append(self._gw.send_request(request, peer, answered))
+
+    def relay(
+        self, received: Request, dialog: Dialog, peer: Address, *, contact: str, answer_contact: str
+    ) -> None:
+        """``received`` (in one dialog of a call) sent on in ``dialog`` to ``peer`` with its body;
+        the final response comes back as our answer to ``received`` (RFC 3261 §14, RFC 3311,
+        RFC 6086). ``contact`` / ``answer_contact``: ours on the far / near dialog."""
+        refresh = received.method in ("INVITE", "UPDATE")
+
+        def answered(response: Response) -> None:
+            answer = make_response(received, response.status, response.reason)
+            if response.body:
+                answer.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
+                answer.body = response.body
+            if refresh and response.status < 300:
+                answer.headers.add("Contact", answer_contact)
+            with contextlib.suppress(KeyError):  # the near side's transaction is gone
+                self._gw.respond(received, answer)
+
+        self.request(
+            dialog, peer, received.method, body=received.body,
+            content_type=received.headers.get("Content-Type"),
+            contact=contact if refresh else None, on_response=answered,
+        )  # fmt: skip
 
     def ended(self, leg: OutboundLeg) -> None:
         """The callee ended the leg (its BYE, answered by the application): give it back."""
@@ -349,6 +416,20 @@ class Legs:
                     leg.on_gone(leg)
 
         client.append(self._gw.send_request(request, leg.destination.address, answered))
+
+
+def session_answer(
+    request: Request, *, contact: str, body: bytes, to_tag: str | None = None, with_body: bool = True
+) -> Response:
+    """Our 200 to an INVITE or UPDATE an application answers itself (the switchboard's IVR):
+    Contact, Allow and, when ``with_body``, the SDP ``body`` (RFC 3264)."""
+    response = make_response(request, 200, "OK", to_tag=to_tag)
+    response.headers.add("Contact", contact)
+    response.headers.add("Allow", ALLOW)
+    if with_body:
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = body
+    return response
 
 
 def refusal_response(request: Request, refused: Refused, to_tag: str) -> Response:

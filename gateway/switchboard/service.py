@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
-from gateway.call.legs import Legs, OutboundLeg, refusal_response
+from gateway.call.legs import Legs, OutboundLeg, refusal_response, session_answer
 from gateway.call.model import Destination, EndCause
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
@@ -104,13 +104,12 @@ from gateway.switchboard.settings import SwitchboardSettings
 from gateway.switchboard.state import SbInput, SbState, transition
 
 if TYPE_CHECKING:
-    from gateway.app import ClientRequest, Gateway
+    from gateway.app import Gateway
     from gateway.charging.service import ChargedCall, ChargingService
     from gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 CONNECTING = ("connect_zh", "connect_en")
 LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
@@ -408,11 +407,7 @@ class Switchboard:
             negotiated, self.endpoint.host, rtp.port, session_id=session_id, offer=not request.body
         )
         contact = self._contact(source)
-        response = make_response(request, 200, "OK", to_tag=tag)
-        response.headers.add("Contact", contact)
-        response.headers.add("Allow", ALLOW)
-        response.headers.add("Content-Type", "application/sdp")
-        response.body = body
+        response = session_answer(request, contact=contact, body=body, to_tag=tag)
         try:
             dialog = Dialog.uas(request, response)
         except (DialogError, SipParseError) as exc:
@@ -803,23 +798,20 @@ class Switchboard:
         body = reoffer(
             callee_sdp, session_id=call.sdp_session, version=call.sdp_version, address=self.endpoint.host
         )
-        request = call.a_dialog.create_request("INVITE", body=body, content_type="application/sdp")
-        request.headers.set("Contact", call.contact)
-        client: list[ClientRequest] = []
 
-        def answered(response: Response) -> None:
-            if response.status < 200 or call.state is not SbState.CONNECTING:
+        def answered(response: Response) -> None:  # the core ACKed a 2xx
+            if call.state is not SbState.CONNECTING:
                 return
             if response.status >= 300:
                 log.info("switchboard %s: the caller refused the re-INVITE (%d)", call.uid, response.status)
                 self._end(call, EndCause.FAILURE)
                 return
-            with contextlib.suppress(DialogError, ValueError):
-                call.a_dialog.receive_response(request, response)
-            self._gw.send_ack(client[0], call.a_dialog.create_ack(request))
             self._connected(call, response.body)
 
-        client.append(self._gw.send_request(request, call.source, answered))
+        self._legs.request(
+            call.a_dialog, call.source, "INVITE", body=body, content_type="application/sdp",
+            contact=call.contact, on_response=answered,
+        )  # fmt: skip
 
     def _connected(self, call: SbCall, caller_answer: bytes) -> None:
         call.fire(SbInput.REINVITED)
@@ -846,11 +838,10 @@ class Switchboard:
             before, after = parse_offer(call.invite.body), parse_offer(caller_answer)
             if (before.address, before.port) != (after.address, after.port):
                 # The caller moved its media in its answer: tell the callee (RFC 3264 §8).
-                update = winner.dialog.create_request(
-                    "INVITE", body=caller_answer, content_type="application/sdp"
-                )
-                update.headers.set("Contact", self._contact(winner.destination.address))
-                self._relay_to(call, winner.dialog, winner.destination.address, update, None)
+                self._legs.request(
+                    winner.dialog, winner.destination.address, "INVITE", body=caller_answer,
+                    content_type="application/sdp", contact=winner.leg.contact,
+                )  # fmt: skip
 
     # -- in-dialog requests ---------------------------------------------------------------------------
     def _find(self, request: Request) -> SbCall | None:
@@ -899,14 +890,10 @@ class Switchboard:
             return make_response(request, exc.status, exc.reason)
         if other is None or other_peer is None:
             return make_response(request, 481)
-        relayed = other.create_request(
-            request.method, body=request.body, content_type=request.headers.get("Content-Type")
-        )
-        if request.method in ("INVITE", "UPDATE"):
-            relayed.headers.set(
-                "Contact", call.contact if other is call.a_dialog else self._contact(other_peer)
-            )
-        self._relay_to(call, other, other_peer, relayed, request)
+        near, far = call.contact, self._member_contact(call)  # from the caller ...
+        if other is call.a_dialog:
+            near, far = far, near  # ... or from the member
+        self._legs.relay(request, other, other_peer, contact=far, answer_contact=near)
         return None
 
     def _reoffer_to_ivr(self, call: SbCall, request: Request) -> Response:
@@ -930,41 +917,14 @@ class Switchboard:
             session_id=call.sdp_session,
             version=call.sdp_version,
         )
-        response = make_response(request, 200)
-        response.headers.add("Contact", call.contact)
-        response.headers.add("Allow", ALLOW)
-        if request.method == "INVITE" or request.body:
-            response.headers.add("Content-Type", "application/sdp")
-            response.body = body
-        return response
+        with_body = request.method == "INVITE" or bool(request.body)
+        return session_answer(request, contact=call.contact, body=body, with_body=with_body)
 
-    def _relay_to(
-        self, call: SbCall, dialog: Dialog, peer: Address, relayed: Request, original: Request | None
-    ) -> None:
-        client: list[ClientRequest] = []
-
-        def answered(response: Response) -> None:
-            if response.status < 200:
-                return
-            with contextlib.suppress(DialogError, ValueError):
-                dialog.receive_response(relayed, response)
-            if relayed.method == "INVITE" and 200 <= response.status < 300:
-                self._gw.send_ack(client[0], dialog.create_ack(relayed))
-            if original is None:
-                return
-            answer = make_response(original, response.status, response.reason)
-            if response.body:
-                answer.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
-                answer.body = response.body
-            if original.method in ("INVITE", "UPDATE") and response.status < 300:
-                answer.headers.add(
-                    "Contact",
-                    call.contact if original.call_id == call.invite.call_id else self._contact(peer),
-                )
-            with contextlib.suppress(KeyError):
-                self._gw.respond(original, answer)
-
-        client.append(self._gw.send_request(relayed, peer, answered))
+    @staticmethod
+    def _member_contact(call: SbCall) -> str:
+        """Our Contact in the connected member's dialog (the one its INVITE carried)."""
+        assert call.winner is not None
+        return call.winner.leg.contact
 
     def _on_refer(self, request: Request, source: Address) -> Response:
         """Blind transfer (RFC 3515): the connected party (e.g. the operator) REFERs the caller
@@ -1019,18 +979,12 @@ class Switchboard:
         dialog = attempt.dialog
         if dialog is None:
             return
-        try:
-            notify = dialog.create_request(
-                "NOTIFY", body=f"{status_line}\r\n".encode(), content_type="message/sipfrag;version=2.0"
-            )
-        except DialogError:
-            return
-        notify.headers.add("Event", "refer")
-        notify.headers.add(
-            "Subscription-State", "terminated;reason=noresource" if final else "active;expires=60"
-        )
-        notify.headers.set("Contact", self._contact(attempt.destination.address))
-        self._gw.send_request(notify, attempt.destination.address)
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        self._legs.request(
+            dialog, attempt.destination.address, "NOTIFY", body=f"{status_line}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0", contact=attempt.leg.contact,
+            headers=(("Event", "refer"), ("Subscription-State", state)),
+        )  # fmt: skip
 
     def _on_bye(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
         call = self._find(request)
@@ -1120,15 +1074,6 @@ class Switchboard:
         self._end(call, EndCause.MEDIA_TIMEOUT)
 
     # -- ending -------------------------------------------------------------------------------------
-    def _bye(self, dialog: Dialog, peer: Address, cause: EndCause = EndCause.NORMAL) -> None:
-        try:
-            bye = dialog.create_request("BYE")
-        except DialogError:
-            return
-        bye.headers.add("Reason", cause.reason_header)  # RFC 3326
-        self._gw.send_request(bye, peer)
-        dialog.terminate()
-
     def _end(self, call: SbCall, cause: EndCause, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
@@ -1164,7 +1109,7 @@ class Switchboard:
             self._by_dialog.pop(transferor.leg.key, None)
             self._leg_ended(transferor, cause, ReleasedBy.GATEWAY)
         if cause is not EndCause.CANCELLED and released_by is not ReleasedBy.CALLER:
-            self._bye(call.a_dialog, call.source, cause)
+            self._legs.end_dialog(call.a_dialog, call.source, cause)
         self._by_dialog.pop((call.invite.call_id, call.a_tag), None)
         self.completed += 1
         if call.charged is not None:
