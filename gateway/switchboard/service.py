@@ -14,6 +14,16 @@ this one hunt machinery (first answer wins, the others CANCELled with a Reason).
 in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
 control (:class:`~gateway.call.b2bua.CallHandlers`, from :meth:`B2BUA.handlers`) untouched.
 
+An application of the call core
+-------------------------------
+The switchboard decides menus, hunts and transfers; the SIP of it is the core's
+(:mod:`gateway.call.legs`): each member is rung on a leg the core opens (caller ID and privacy,
+P-Asserted-Identity, Max-Forwards, session timers, the trunk's limits and the account gate,
+ACK / CANCEL / BYE with a Reason), and requests in its dialogs (the caller's re-INVITE, a
+transfer's NOTIFY, relaying once connected) go through the core's in-dialog API. The caller's
+INVITE passes the same account gate as call control's calls: a suspended group's switchboard
+answers nobody. States: :mod:`gateway.switchboard.state`; ends: :class:`~gateway.call.model.EndCause`.
+
 Life of a switchboard call
 --------------------------
 1. INVITE with an SDP offer: an RTP session on a free port (503 when none), 200 with our
@@ -52,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
@@ -64,9 +75,10 @@ from typing import TYPE_CHECKING
 from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
-from gateway.call.legs import Legs, OutboundLeg, refusal_response, session_answer
+from gateway.call.legs import Legs, OutboundLeg, contact_toward, refusal_response, session_answer
 from gateway.call.model import Destination, EndCause
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
+from gateway.call.timers import NamedTimers
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
 from gateway.charging.payer import forwarding_payer
 from gateway.charging.recorder import CallInfo, Phase
@@ -148,10 +160,10 @@ class SbCall:
     a_tag: str
     contact: str
     sdp_session: int
+    timers: NamedTimers  # ack, ivr, media, menu, ring: the core's named timers
     sdp_version: int = 1
     state: SbState = SbState.MENU
     acked: bool = False
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     hunt: HuntRun | None = None
     attempts: list[Attempt] = field(default_factory=list)
     winner: Attempt | None = None
@@ -414,7 +426,10 @@ class Switchboard:
             rtp.close()
             return make_response(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
         session = MenuSession.begin(menus, mode)
-        call = SbCall(uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id)
+        timers = NamedTimers(asyncio.get_running_loop(), functools.partial(self._timer_failed, holder))
+        call = SbCall(
+            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers
+        )
         call.caller_sdp = request.body
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
@@ -440,9 +455,7 @@ class Switchboard:
         return response
 
     def _contact(self, toward: Address) -> str:
-        local = self._gw.local_address(toward.transport, toward)
-        params = f";transport={toward.transport}" if toward.transport != "udp" else ""
-        return f"<sip:{local.hostport()}{params}>"
+        return contact_toward(self._gw, toward)
 
     # -- menu ---------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -1033,27 +1046,22 @@ class Switchboard:
         self._fallback.cancel(invite, cancel)
 
     # -- timers -------------------------------------------------------------------------------------
-    def _arm(self, call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
-        old = call.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        call.timers[name] = asyncio.get_running_loop().call_later(delay, self._fire, call, name, action)
+    @staticmethod
+    def _arm(call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
+        def fire() -> None:
+            if call.state is not SbState.ENDED:
+                action(call)
 
-    def _fire(self, call: SbCall, name: str, action: Callable[[SbCall], None]) -> None:
-        call.timers.pop(name, None)
-        if call.state is SbState.ENDED:
-            return
-        try:
-            action(call)
-        except Exception:
-            log.exception("switchboard %s: %s timer failed", call.uid, name)
-            self._end(call, EndCause.FAILURE)
+        call.timers.arm(name, delay, fire)
+
+    def _timer_failed(self, holder: list[SbCall], name: str, exc: Exception) -> None:
+        log.error("switchboard: %s timer failed", name, exc_info=exc)
+        if holder:
+            self._end(holder[0], EndCause.FAILURE)
 
     @staticmethod
     def _cancel_timer(call: SbCall, name: str) -> None:
-        handle = call.timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        call.timers.cancel(name)
 
     def _ack_missing(self, call: SbCall) -> None:
         if not call.acked:
@@ -1080,8 +1088,6 @@ class Switchboard:
             return
         state = call.state
         call.fire(SbInput.END)
-        for handle in call.timers.values():
-            handle.cancel()
         call.timers.clear()
         if call.rtp is not None:
             call.rtp.close()
