@@ -394,3 +394,32 @@ def test_hangup_of_an_answered_call_carries_the_cause(cause: EndCause) -> None:
     assert byes == [cause.reason_header] * 2
     assert c.observer.endings == [(None, None, cause)] and cause.end.value == "normal"
     c.assert_idle()
+
+
+async def test_a_leg_whose_callee_makes_us_the_refresher_is_refreshed_and_ends_when_the_session_is_gone() -> (
+    None
+):
+    """A member's 2xx says ``refresher=uac`` (RFC 4028 §7.2): the core sends an UPDATE at half
+    the interval (§7.4); a 481 to it means the session is gone (§10): BYE, and the application
+    is told."""
+    c = core()
+    gone: list[OutboundLeg] = []
+    leg = await c.b2bua.legs.open(
+        invite(), Destination(FIRST, "1001"), lambda _leg, _r: None, on_gone=gone.append
+    )
+    assert isinstance(leg, OutboundLeg)
+    c.transport.answer(
+        c.transport.sent[0], 200, body=SDP,
+        headers=(("Session-Expires", "120;refresher=uac"), ("Allow", "INVITE, ACK, BYE, UPDATE")),
+    )  # fmt: skip
+    c.clock.advance(59.0)
+    assert [s.request.method for s in c.transport.sent] == ["INVITE"]
+    c.clock.advance(1.0)
+    update = c.transport.last("UPDATE")
+    assert update.request.headers.get("Session-Expires") == "120;refresher=uac" and not update.request.body
+    c.transport.answer(update, 481)
+    assert (
+        c.transport.last("BYE").request.headers.get("Reason") == EndCause.SESSION_REFRESH_FAILED.reason_header
+    )
+    assert gone == [leg]
+    c.assert_idle()
