@@ -374,6 +374,9 @@ class B2BUA:
         """A response for an abandoned attempt (silence failover) or an ended call: a 2xx there
         is a session nobody wants, ACKed and BYEd (RFC 3261 §15)."""
         if 200 <= response.status < 300 and call.b_invite is not None:
+            dialog = call.b.dialog if call.b is not None and attempt == call.attempt else None
+            if dialog is not None and dialog.id.remote_tag == response.to.tag:
+                return  # a retransmission of the 2xx we ACKed and BYEd (the layer re-ACKs it)
             self._ack_and_bye_orphan(call, response)
 
     def _ack_and_bye_orphan(self, call: Call, response: Response) -> None:
@@ -440,6 +443,8 @@ class B2BUA:
             # CANCEL lost the race with the 2xx: confirm, then end it (RFC 3261 §9.1, §15).
             self._gw.send_ack(client, b.dialog.create_ack(invite))
             self._send_bye(call, Side.B, (call.cause or EndCause.CANCELLED).reason_header)
+            call.fire(CallInput.FAILED)
+            self._finish_abandoned(call, 487)
             return
         if not call.late_offer:
             self._gw.send_ack(client, b.dialog.create_ack(invite))

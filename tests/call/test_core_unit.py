@@ -423,3 +423,23 @@ async def test_a_leg_whose_callee_makes_us_the_refresher_is_refreshed_and_ends_w
     )
     assert gone == [leg]
     c.assert_idle()
+
+
+def test_a_2xx_that_wins_the_race_with_the_cancel_is_acked_and_byed() -> None:
+    """RFC 3261 §9.1, §15: the callee answered as the caller cancelled; the session nobody wants
+    is confirmed and ended at once, and the call is over (billed as cancelled)."""
+    c = core()
+    a, _call = start(c)
+    c.transport.answer(c.transport.last("INVITE"), 180)
+    cancel = in_dialog(
+        "CANCEL", a.call_id, from_="<sip:62880001@192.0.2.10>;tag=alice", to="<sip:1001@192.0.2.1>",
+        cseq=1, uri="sip:1001@192.0.2.1",
+    )  # fmt: skip
+    c.b2bua.handlers().cancel(a, cancel)
+    c.transport.answer(c.transport.sent[0], 200, body=SDP)
+    assert len(c.transport.acks) == 1
+    assert c.transport.last("BYE").request.headers.get("Reason") == EndCause.CANCELLED.reason_header
+    assert c.observer.endings == [(487, Side.A, EndCause.CANCELLED)]
+    c.transport.answer(c.transport.sent[0], 200, body=SDP)  # its retransmission: no second BYE
+    assert [s.request.method for s in c.transport.sent] == ["INVITE", "BYE"]
+    c.assert_idle()
