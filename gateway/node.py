@@ -299,12 +299,12 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
         node = Node(config, gateway, accounts, trunks, registrar, calls, guard=guard, charging=charging,
                     dialplan=dialplan)
         if dialplan is not None and config.switchboard.enabled:
-            # In front of call control: switchboard numbers are answered by its IVR. Its install
-            # still takes the whole configuration and a table type: the holder answers every
-            # lookup it makes, from the current table (see gateway.registrar.holder).
+            # In front of call control: switchboard numbers are answered by its IVR.
+            board_status = config.switchboard.status_socket
             node.switchboard = await install_switchboard(
-                gateway, config, b2bua=calls.b2bua, trunks=trunks,  # type: ignore[arg-type]
+                gateway, config.switchboard, b2bua=calls.b2bua, trunks=trunks,
                 contacts=registrar.contacts, dialplan=dialplan, charging=charging, line_auth=line_auth,
+                status_path=None if board_status is None else config.state_dir / board_status,
             )
             stack.push_async_callback(node._close_switchboard)
         await gateway.start()

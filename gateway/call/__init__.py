@@ -1,6 +1,8 @@
 """Call control: the signalling B2BUA (every call is two dialogs), its limits, timers and registry.
 
 * :mod:`.settings` — the ``call`` section of ``config/gateway.yaml``;
+* :mod:`.model` — the shared models: routes, destinations, legs, calls, the observer protocol
+  and the typed end of a call (``EndCause``: charging end reason + Q.850 cause);
 * :mod:`.state` — the call state machine (enum + one transition table);
 * :mod:`.policy` — what crosses from one leg to the other (header whitelist, caller ID, privacy);
 * :mod:`.limits` — concurrent-call and calls-per-second limits (memory and Redis back ends);

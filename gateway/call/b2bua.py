@@ -29,137 +29,69 @@ Life of a call
    the interval, at most 32 s, before expiry, §10) and a maximum duration end a call with BYE
    on both legs.
 6. :meth:`B2BUA._finish` is the one place a call ends: timers cancelled, limit slots released,
-   indexes dropped, the observer told once. Tests assert nothing remains after every call.
+   indexes dropped, the observer told once with the call's :class:`~gateway.call.model.EndCause`
+   (charging's end reason and the Q.850 cause of the Reason header in one value). Tests assert
+   nothing remains after every call. :meth:`B2BUA.hangup` is how anyone else (operations, a
+   timer, shutdown) ends a call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from gateway.accounts.store import AccountGate
+from gateway.call.legs import Legs, contact_toward, outbound_invite, refusal_response
 from gateway.call.limits import Limiter, MemoryLimiter, Scope
+from gateway.call.model import (
+    Call,
+    CallObserver,
+    Destination,
+    EndCause,
+    InDialogTransaction,
+    Leg,
+    Route,
+    Side,
+)
 from gateway.call.policy import (
     ALLOW,
-    ANONYMOUS_FROM,
     FAILURE_HEADERS,
-    PRIVACY_HIDING,
     REQUEST_HEADERS,
     RESPONSE_HEADERS,
     SUPPORTED,
     copy_headers,
-    privacy_of,
     unsupported_required,
 )
-from gateway.call.routing import Destination, Refused, Route, Router, user_of
+from gateway.call.routing import Refused, Router
 from gateway.call.settings import CallSettings
-from gateway.call.state import CallInput, CallState, transition
+from gateway.call.state import CallInput, CallState
+from gateway.call.timers import Clock, NamedTimers
+from gateway.call.transport import CallTransport
 from gateway.media.sdp import SdpError
 from gateway.media.sdp import validate as validate_sdp
+from gateway.registrar.trunks import TrunkLookup
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
-from gateway.sip.headers import Headers, NameAddr, quote_string
+from gateway.sip.headers import Headers, quote_string
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:
-    from gateway.app import AckHandler, CancelHandler, ClientRequest, Gateway, RequestHandler
+    from gateway.app import AckHandler, CancelHandler, ClientRequest, RequestHandler
 
 log = logging.getLogger(__name__)
 
-Q850_NORMAL = 'Q.850;cause=16;text="Normal call clearing"'
-Q850_NO_ANSWER = 'Q.850;cause=19;text="No answer from user"'
-Q850_TIMER = 'Q.850;cause=102;text="Recovery on timer expiry"'
-Q850_MAX_DURATION = 'Q.850;cause=102;text="Maximum call duration"'
-Q850_SHUTDOWN = 'Q.850;cause=41;text="Temporary failure"'
-
-_MAX_FORWARDS_DEFAULT = 70
-
-
-class Side(Enum):
-    A = "a"  # the inbound leg (the caller's dialog; we are its UAS)
-    B = "b"  # the outbound leg (the callee's dialog; we are its UAC)
-
-
-class CallObserver(Protocol):
-    """Told what happens to each call (charging, metrics). ``ended`` is called exactly once."""
-
-    def attempt(self, call: Call) -> None: ...
-    def ringing(self, call: Call) -> None: ...
-    def answered(self, call: Call) -> None: ...
-    def ended(self, call: Call, status: int | None, released_by: Side | None, reason: str) -> None: ...
-
-
-@dataclass(slots=True, eq=False)
-class Leg:
-    """One dialog of a call. ``peer`` is where its in-dialog requests go (the A leg's source,
-    the B leg's destination: the flow the dialog was set up on, NAT and TCP friendly)."""
-
-    side: Side
-    call_id: str
-    local_tag: str
-    peer: Address
-    contact: str  # our Contact on this leg
-    dialog: Dialog | None = None
-    last_offer_sent: bytes = b""  # the last SDP we sent on this leg (session refresh re-INVITE)
-    content_type: str | None = None
-
-
-@dataclass(slots=True, eq=False)
-class InDialogTransaction:
-    """A request relayed from ``origin`` to the other leg, whose response goes back."""
-
-    origin: Side
-    request: Request  # as received
-    relayed: Request  # as sent on the other leg
-    client: ClientRequest | None = None
-    answered: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class Call:
-    """Both legs of one call and everything that must be released when it ends."""
-
-    uid: str
-    a_invite: Request
-    a: Leg
-    route: Route
-    created: float
-    state: CallState = CallState.ROUTING
-    b: Leg | None = None
-    b_invite: Request | None = None
-    b_client: ClientRequest | None = None
-    destination: Destination | None = None
-    attempt: int = -1  # index into route.destinations
-    answered_at: float | None = None
-    a_acked: bool = False
-    late_offer: bool = False
-    a_final_sent: bool = False
-    pending_invite: InDialogTransaction | None = None  # re-INVITE in progress (glare: 491)
-    relayed: dict[tuple[Side, int], InDialogTransaction] = field(default_factory=dict)
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    session_interval: int | None = None
-    we_refresh_b: bool = False  # RFC 4028: B's 2xx made us (its UAC) the refresher
-    slots_held: bool = False
-
-    def leg(self, side: Side) -> Leg:
-        leg = self.a if side is Side.A else self.b
-        assert leg is not None
-        return leg
-
-    def other(self, side: Side) -> Leg:
-        return self.leg(Side.B if side is Side.A else Side.A)
-
-    def fire(self, event: CallInput) -> None:
-        self.state = transition(self.state, event)
+def _timer_failed(uid: str, name: str, exc: Exception) -> None:
+    log.error("call %s: %s timer failed", uid, name, exc_info=exc)
 
 
 def _tag() -> str:
@@ -190,10 +122,6 @@ def _unacceptable_sdp(request: Request, to_tag: str | None = None) -> Response |
     return None
 
 
-def _name_addr_user(name_addr: NameAddr) -> str | None:
-    return user_of(name_addr.uri)
-
-
 @dataclass(frozen=True, slots=True)
 class CallHandlers:
     """Call control's entry points, in the shapes the gateway calls them with."""
@@ -214,14 +142,22 @@ class B2BUA:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: CallTransport,
         settings: CallSettings,
         router: Router,
         limiter: Limiter,
         *,
         observer: CallObserver | None = None,
+        clock: Clock | None = None,
+        trunks: TrunkLookup | None = None,
+        accounts: AccountGate | None = None,
     ) -> None:
+        """``gateway``: the SIP transport (the :class:`~gateway.app.Gateway`, a fake in unit
+        tests); ``clock``: the event loop by default. ``trunks`` and ``accounts`` serve the
+        legs applications open (:attr:`legs`): the limits of a leg's trunk, the account gate."""
         self._gw = gateway
+        self._clock: Clock = clock if clock is not None else asyncio.get_running_loop()
+        self.legs = Legs(gateway, settings, limiter, trunks=trunks, accounts=accounts, clock=self._clock)
         self._settings = settings
         self._router = router
         self._limiter = limiter
@@ -290,7 +226,7 @@ class B2BUA:
         }
 
     def _loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._clock.time()
 
     # -- initial INVITE --------------------------------------------------------------------------
     def _on_invite(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
@@ -348,12 +284,7 @@ class B2BUA:
     def _refused(self, request: Request, refusal: Refused) -> Response:
         if refusal.status != 407:  # a challenge is a step of a call, not its failure
             self.failed += 1
-        response = make_response(request, refusal.status, refusal.reason, to_tag=_tag())
-        if refusal.reason_header is not None:
-            response.headers.add("Reason", refusal.reason_header)  # RFC 3326
-        for name, value in refusal.headers:
-            response.headers.add(name, value)
-        return response
+        return refusal_response(request, refusal, _tag())
 
     def _limited(self, request: Request, source: Address, route: Route, scope: Scope) -> Response:
         self.failed += 1
@@ -366,7 +297,8 @@ class B2BUA:
         a_tag = _tag()
         a_contact = self._contact(source)
         a = Leg(Side.A, request.call_id, a_tag, source, a_contact)
-        call = Call(uid, request, a, outcome, self._loop_time(), slots_held=bool(outcome.scopes))
+        timers = NamedTimers(self._clock, functools.partial(_timer_failed, uid))
+        call = Call(uid, request, a, outcome, self._loop_time(), timers, slots_held=bool(outcome.scopes))
         call.late_offer = not request.body
         self._calls[uid] = call
         self._by_invite[id(request)] = call
@@ -377,9 +309,7 @@ class B2BUA:
         self._dial_next(call)
 
     def _contact(self, toward: Address) -> str:
-        local = self._gw.local_address(toward.transport, toward)
-        params = f";transport={toward.transport}" if toward.transport != "udp" else ""
-        return f"<sip:{local.hostport()}{params}>"
+        return contact_toward(self._gw, toward)
 
     # -- outbound attempts -------------------------------------------------------------------------
     def _dial_next(self, call: Call) -> bool:
@@ -391,25 +321,14 @@ class B2BUA:
         destination = destinations[call.attempt]
         a_invite = call.a_invite
         b_tag = _tag()
-        b_call_id = f"{secrets.token_hex(12)}"
+        b_call_id = secrets.token_hex(12)
         contact = self._contact(destination.address)
-        headers = Headers()
-        max_forwards = a_invite.max_forwards
-        headers.add(
-            "Max-Forwards", str((max_forwards if max_forwards is not None else _MAX_FORWARDS_DEFAULT) - 1)
-        )
-        headers.add("From", self._from_for(call, destination, b_tag))
-        headers.add("To", f"<{destination.request_uri()}>")
-        headers.add("Call-ID", b_call_id)
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", contact)
-        self._identity_for(call, destination, headers)
-        headers.add("Allow", ALLOW)
-        headers.add("Supported", ", ".join(SUPPORTED))
-        headers.add("Session-Expires", str(self._settings.session_expires))
-        headers.add("Min-SE", str(self._settings.min_se))
-        copy_headers(a_invite, headers, REQUEST_HEADERS)
-        invite = Request("INVITE", destination.request_uri(), headers, a_invite.body)
+        local = self._gw.local_address(destination.address.transport, destination.address)
+        invite = outbound_invite(
+            a_invite, destination, local_host=local.host, contact=contact, tag=b_tag, call_id=b_call_id,
+            settings=self._settings, presented=call.route.presented_calling,
+            asserted=call.route.asserted_calling,
+        )  # fmt: skip
         old_b = call.b
         if old_b is not None:
             self._by_dialog.pop((old_b.call_id, old_b.local_tag), None)
@@ -426,38 +345,8 @@ class B2BUA:
             self._arm(call, "attempt", self._settings.attempt_timeout, self._attempt_silent)
         return True
 
-    def _from_for(self, call: Call, destination: Destination, tag: str) -> str:
-        """Caller ID (RFC 3323 §4.1.1.3: anonymous From when the caller asked for privacy)."""
-        a_from = call.a_invite.from_
-        if privacy_of(call.a_invite) & PRIVACY_HIDING:
-            return f"{ANONYMOUS_FROM};tag={tag}"
-        user = call.route.presented_calling or _name_addr_user(a_from) or "anonymous"
-        local = self._gw.local_address(destination.address.transport, destination.address)
-        display = f"{quote_string(a_from.display)} " if a_from.display else ""
-        return f"{display}<sip:{user}@{local.host}>;tag={tag}"
-
-    def _identity_for(self, call: Call, destination: Destination, headers: Headers) -> None:
-        """P-Asserted-Identity and Privacy (RFC 3325 §9.1): the asserted identity goes to a trusted
-        next hop (the carrier) with the caller's Privacy, never to an untrusted one that asked
-        for privacy."""
-        a_invite = call.a_invite
-        privacy = privacy_of(a_invite)
-        asserted = call.route.asserted_calling
-        pai = None
-        if asserted is not None:
-            local = self._gw.local_address(destination.address.transport, destination.address)
-            pai = f"<sip:{asserted}@{local.host}>"
-        elif "P-Asserted-Identity" in a_invite.headers:
-            pai = a_invite.headers.get("P-Asserted-Identity")
-        hidden = bool(privacy & (PRIVACY_HIDING | {"id"}))
-        if pai is not None and (destination.trusted or not hidden):
-            headers.add("P-Asserted-Identity", pai)
-        if privacy and destination.trusted:
-            headers.add("Privacy", ";".join(sorted(privacy)))
-
     def _attempt_silent(self, call: Call) -> None:
         """No response at all from this destination in time: try the next one (silence failover)."""
-        call.timers.pop("attempt", None)
         if call.state is not CallState.CALLING or call.b_client is None or call.b_client.final is not None:
             return
         if call.b_client.transaction.last_response is not None:
@@ -485,6 +374,9 @@ class B2BUA:
         """A response for an abandoned attempt (silence failover) or an ended call: a 2xx there
         is a session nobody wants, ACKed and BYEd (RFC 3261 §15)."""
         if 200 <= response.status < 300 and call.b_invite is not None:
+            dialog = call.b.dialog if call.b is not None and attempt == call.attempt else None
+            if dialog is not None and dialog.id.remote_tag == response.to.tag:
+                return  # a retransmission of the 2xx we ACKed and BYEd (the layer re-ACKs it)
             self._ack_and_bye_orphan(call, response)
 
     def _ack_and_bye_orphan(self, call: Call, response: Response) -> None:
@@ -499,7 +391,7 @@ class B2BUA:
         destination = client.destination
         self._gw.send_ack(client, dialog.create_ack(invite))
         bye = dialog.create_request("BYE")
-        bye.headers.add("Reason", Q850_NORMAL)
+        bye.headers.add("Reason", EndCause.NORMAL.reason_header)
         self._gw.send_request(bye, destination)
 
     def _b_provisional(self, call: Call, response: Response) -> None:
@@ -550,7 +442,9 @@ class B2BUA:
         if call.state is CallState.CANCELLING:
             # CANCEL lost the race with the 2xx: confirm, then end it (RFC 3261 §9.1, §15).
             self._gw.send_ack(client, b.dialog.create_ack(invite))
-            self._send_bye(call, Side.B, Q850_NORMAL)
+            self._send_bye(call, Side.B, (call.cause or EndCause.CANCELLED).reason_header)
+            call.fire(CallInput.FAILED)
+            self._finish_abandoned(call, 487)
             return
         if not call.late_offer:
             self._gw.send_ack(client, b.dialog.create_ack(invite))
@@ -562,9 +456,9 @@ class B2BUA:
             # A's transaction is gone (it CANCELled an instant ago): end the fresh B dialog.
             if call.late_offer:
                 self._gw.send_ack(client, b.dialog.create_ack(invite))
-            self._send_bye(call, Side.B, Q850_NORMAL)
+            self._send_bye(call, Side.B, EndCause.CANCELLED.reason_header)
             call.fire(CallInput.CANCEL)
-            self._finish(call, 487, Side.A, "cancelled")
+            self._finish(call, 487, Side.A, EndCause.CANCELLED)
             return
         if call.a.dialog is None:
             call.a.dialog = Dialog.uas(call.a_invite, relayed)
@@ -596,7 +490,7 @@ class B2BUA:
             b.dialog = None  # the early dialog ended with the transaction (§12.3)
         if call.state is CallState.CANCELLING:
             call.fire(CallInput.FAILED)
-            self._finish(call, 487, Side.A, "cancelled")
+            self._finish_abandoned(call, 487)
             return
         if 300 <= status < 400:
             # Never relayed: its Contacts are the far side's topology. "follow" tries them next
@@ -654,7 +548,7 @@ class B2BUA:
         self._respond(call.a_invite, answer)
         call.a_final_sent = True
         call.fire(CallInput.FAILED)
-        self._finish(call, status, Side.B, "failed")
+        self._finish(call, status, Side.B, EndCause.REJECTED)
 
     # -- relaying ------------------------------------------------------------------------------
     def _relay_response(
@@ -791,13 +685,14 @@ class B2BUA:
             leg.dialog.receive_request(request)
         except DialogError as exc:
             return make_response(request, exc.status, exc.reason)
-        reason = request.headers.get("Reason") or Q850_NORMAL
+        reason = request.headers.get("Reason") or EndCause.NORMAL.reason_header
         if call.state is CallState.CONFIRMED:
             self._send_bye(call, Side.B if side is Side.A else Side.A, reason)
             call.fire(CallInput.HANGUP)
-            self._finish(call, None, side, "normal")
+            self._finish(call, None, side, EndCause.NORMAL)
         elif side is Side.A:
-            self._abandon(call, 487, "Request Terminated", (reason,))  # the caller BYEs its early dialog
+            # The caller BYEs its early dialog: as a CANCEL (RFC 3261 §15).
+            self._abandon(call, EndCause.CANCELLED, (reason,), "Request Terminated")
         else:
             leg.dialog = None  # the callee ended its early dialog: wait for its final response
         return make_response(request, 200)
@@ -806,7 +701,7 @@ class B2BUA:
         """The gateway answered ``invite`` 487 after ``cancel``: CANCEL B (RFC 3261 §9), with the
         caller's Reason lines when it gave any, else normal clearing (RFC 3326 §2; RFC 3398
         §8.2.6.1 maps a CANCEL to Q.850 cause 16)."""
-        reasons = tuple(cancel.headers.get_lines("Reason")) or (Q850_NORMAL,)
+        reasons = tuple(cancel.headers.get_lines("Reason")) or (EndCause.CANCELLED.reason_header,)
         call = self._by_invite.pop(id(invite), None)
         if call is None:
             # A CANCEL for a re-INVITE we relayed: cancel the relayed one.
@@ -816,17 +711,17 @@ class B2BUA:
                     self._gw.cancel(relay.client, [("Reason", reason) for reason in reasons])
             return
         call.a_final_sent = True
-        self._abandon(call, None, None, reasons)
+        self._abandon(call, EndCause.CANCELLED, reasons)
 
     def _abandon(
-        self, call: Call, status: int | None, reason_phrase: str | None, reasons: Sequence[str]
+        self, call: Call, cause: EndCause, reasons: Sequence[str], reason_phrase: str | None = None
     ) -> None:
-        """End an unanswered call: answer A (unless answered already), CANCEL B with ``reasons``
-        as its Reason lines (RFC 3326), wait for B's final response."""
-        if status is not None and not call.a_final_sent:
-            self._respond(
-                call.a_invite, make_response(call.a_invite, status, reason_phrase, to_tag=call.a.local_tag)
-            )
+        """End an unanswered call for ``cause``: answer A its status (unless answered already),
+        CANCEL B with ``reasons`` as its Reason lines (RFC 3326), wait for B's final response."""
+        call.cause = cause
+        if not call.a_final_sent:
+            answer = make_response(call.a_invite, cause.status, reason_phrase, to_tag=call.a.local_tag)
+            self._respond(call.a_invite, answer)
             call.a_final_sent = True
         self._by_invite.pop(id(call.a_invite), None)
         call.fire(CallInput.CANCEL)
@@ -836,7 +731,7 @@ class B2BUA:
         if call.state is CallState.ENDED or client is None or client.final is not None:
             if call.state is not CallState.ENDED:
                 call.fire(CallInput.FAILED)
-            self._finish(call, status or 487, Side.A, "cancelled")
+            self._finish_abandoned(call, 487)
             return
         # With nothing heard yet the layer holds the CANCEL until a provisional (§9.1). The call
         # ends when the INVITE's final response (487, or a 2xx we ACK and BYE) arrives.
@@ -855,22 +750,33 @@ class B2BUA:
         self._gw.send_request(bye, leg.peer)
         dialog.terminate()
 
-    def _hangup(self, call: Call, reason: str, why: str) -> None:
-        """The gateway ends a call (timer, shutdown): BYE both legs, or abandon an unanswered one."""
+    def hangup(self, call: Call, cause: EndCause) -> None:
+        """The gateway ends ``call`` for ``cause`` (an operator, a timer, shutdown): an answered
+        call gets a BYE on both legs with the cause's Reason (RFC 3326); an unanswered one is
+        answered the cause's status and its outbound INVITE CANCELled. A call already ending
+        is left to finish."""
         if call.state is CallState.CONFIRMED:
-            self._send_bye(call, Side.A, reason)
-            self._send_bye(call, Side.B, reason)
+            self._send_bye(call, Side.A, cause.reason_header)
+            self._send_bye(call, Side.B, cause.reason_header)
             call.fire(CallInput.HANGUP)
-            self._finish(call, None, None, why)
+            self._finish(call, None, None, cause)
         elif call.state in (CallState.CALLING, CallState.EARLY, CallState.ROUTING):
-            self._abandon(call, 480 if why == "no_answer" else 503, None, (reason,))
+            self._abandon(call, cause, (cause.reason_header,))
 
-    def _finish(self, call: Call, status: int | None, released_by: Side | None, why: str) -> None:
+    def _finish_abandoned(self, call: Call, status: int) -> None:
+        """An abandoned call's outbound INVITE is over: the caller's CANCEL is released by the
+        caller with B's status; the gateway's own causes by the gateway, with what A was told."""
+        cause = call.cause or EndCause.CANCELLED
+        if cause is EndCause.CANCELLED:
+            self._finish(call, status, Side.A, cause)
+        else:
+            self._finish(call, cause.status, None, cause)
+
+    def _finish(self, call: Call, status: int | None, released_by: Side | None, cause: EndCause) -> None:
         """The one place a call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
-        for handle in call.timers.values():
-            handle.cancel()
+        call.cause = cause
         call.timers.clear()
         self._by_invite.pop(id(call.a_invite), None)
         self._by_dialog.pop((call.a.call_id, call.a.local_tag), None)
@@ -886,44 +792,35 @@ class B2BUA:
         else:
             self.failed += 1
         if self._observer is not None:
-            self._observer.ended(call, status, released_by, why)
+            self._observer.ended(call, status, released_by, cause)
         if self._idle is not None and not self._calls:
             self._idle.set()
 
     # -- timers ----------------------------------------------------------------------------------
-    def _arm(self, call: Call, name: str, delay: float, action: Callable[[Call], None]) -> None:
-        old = call.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        call.timers[name] = asyncio.get_running_loop().call_later(delay, self._fire_timer, call, name, action)
+    @staticmethod
+    def _arm(call: Call, name: str, delay: float, action: Callable[[Call], None]) -> None:
+        def fire() -> None:
+            if call.state is not CallState.ENDED:
+                action(call)
 
-    def _fire_timer(self, call: Call, name: str, action: Callable[[Call], None]) -> None:
-        call.timers.pop(name, None)
-        if call.state is CallState.ENDED:
-            return
-        try:
-            action(call)
-        except Exception:
-            log.exception("call %s: %s timer failed", call.uid, name)
+        call.timers.arm(name, delay, fire)
 
     @staticmethod
     def _cancel_timer(call: Call, name: str) -> None:
-        handle = call.timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        call.timers.cancel(name)
 
     def _no_answer(self, call: Call) -> None:
         log.info("call %s: no answer, giving up", call.uid)
-        self._hangup(call, Q850_NO_ANSWER, "no_answer")
+        self.hangup(call, EndCause.NO_ANSWER)
 
     def _max_duration(self, call: Call) -> None:
         log.info("call %s: maximum duration reached", call.uid)
-        self._hangup(call, Q850_MAX_DURATION, "max_duration")
+        self.hangup(call, EndCause.MAX_DURATION)
 
     def _ack_missing(self, call: Call) -> None:
         if not call.a_acked:
             log.info("call %s: the caller never ACKed our 2xx (RFC 3261 §13.3.1.4)", call.uid)
-            self._hangup(call, Q850_TIMER, "no_ack")
+            self.hangup(call, EndCause.NO_ACK)
 
     # -- session timers (RFC 4028) ------------------------------------------------------------------
     def _negotiate_session_timer(self, call: Call, response: Response) -> None:
@@ -1005,14 +902,14 @@ class B2BUA:
                     # silence must still end the call (RFC 4028 §10).
                     self._session_refreshed(call)
             elif response.status in (408, 481):
-                self._hangup(call, Q850_TIMER, "session_refresh_failed")  # RFC 4028 §10
+                self.hangup(call, EndCause.SESSION_REFRESH_FAILED)  # RFC 4028 §10
 
         client.append(self._gw.send_request(request, b.peer, answered))
 
     def _session_expired(self, call: Call) -> None:
         """No refresh within the session interval (RFC 4028 §10): BYE both legs."""
         log.info("call %s: session expired without refresh", call.uid)
-        self._hangup(call, Q850_TIMER, "session_expired")
+        self.hangup(call, EndCause.SESSION_EXPIRED)
 
     # -- shutdown ----------------------------------------------------------------------------------
     async def drain(self, grace: float) -> None:
@@ -1023,7 +920,7 @@ class B2BUA:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
         for call in list(self._calls.values()):
-            self._hangup(call, Q850_SHUTDOWN, "shutdown")
+            self.hangup(call, EndCause.SHUTDOWN)
         # Unanswered calls wait for B's final response to the CANCEL; give them a moment.
         if self._calls:
             self._idle = asyncio.Event()
@@ -1033,4 +930,4 @@ class B2BUA:
                 for call in list(self._calls.values()):
                     if call.state is not CallState.ENDED:
                         call.state = CallState.ENDED
-                    self._finish(call, 503, None, "shutdown")
+                    self._finish(call, 503, None, EndCause.SHUTDOWN)

@@ -8,53 +8,18 @@ Only calls the dialplan classified are charged (``Route.charge``); static transi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from gateway.charging.events import CalledNumber, CallingNumber, EndReason, ReleasedBy
-from gateway.charging.payer import Payer
+from gateway.call.model import Call, EndCause, Side
+from gateway.charging.events import ReleasedBy
 from gateway.charging.recorder import CallInfo
 from gateway.charging.service import ChargedCall, ChargingService
-from gateway.routing import CallClass, Direction
-
-if TYPE_CHECKING:
-    from gateway.call.b2bua import Call, Side
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeSpec:
-    """What the dialplan decided that charging records (see :class:`CallInfo`)."""
-
-    originating: str
-    direction: Direction
-    calling: CallingNumber
-    called: CalledNumber
-    call_class: CallClass
-    group: str | None
-    terminating: str | None
-    payer: Payer | None = None
-    off_net_group: bool = False
-    product: str | None = None
-    service_number: str | None = None
-
-
-_END_REASONS = {
-    "normal": EndReason.NORMAL,
-    "cancelled": EndReason.CANCELLED,
-    "failed": EndReason.REJECTED,
-    "no_answer": EndReason.NO_ANSWER,
-    "session_expired": EndReason.SESSION_EXPIRED,
-    "session_refresh_failed": EndReason.SESSION_EXPIRED,
-    "max_duration": EndReason.NORMAL,
-    "no_ack": EndReason.FAILURE,
-    "shutdown": EndReason.SHUTDOWN,
-}
-
-
 class ChargingObserver:
-    """A :class:`~gateway.call.b2bua.CallObserver` writing charging events."""
+    """A :class:`~gateway.call.model.CallObserver` writing charging events: the end reason and
+    Q.850 cause are the call's :class:`~gateway.call.model.EndCause`'s."""
 
     def __init__(self, service: ChargingService) -> None:
         self._service = service
@@ -95,12 +60,12 @@ class ChargingObserver:
             charged.routed(b_leg_sip_call_id=call.b.call_id if call.b is not None else None)
             charged.answered()
 
-    def ended(self, call: Call, status: int | None, released_by: Side | None, reason: str) -> None:
+    def ended(self, call: Call, status: int | None, released_by: Side | None, cause: EndCause) -> None:
         charged = self._open.pop(call.uid, None)
         if charged is None:
             return
         if released_by is None:
             by = ReleasedBy.GATEWAY
         else:
-            by = ReleasedBy.CALLER if released_by.value == "a" else ReleasedBy.CALLEE
-        charged.ended(_END_REASONS.get(reason, EndReason.FAILURE), by, sip_status=status)
+            by = ReleasedBy.CALLER if released_by is Side.A else ReleasedBy.CALLEE
+        charged.ended(cause.end, by, sip_status=status, q850=cause.q850)

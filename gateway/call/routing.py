@@ -19,9 +19,9 @@ from datetime import datetime
 
 from gateway.accounts.store import AccountGate, Subscriber
 from gateway.call.auth import AuthRefusal, LineAuth
-from gateway.call.charging import ChargeSpec
 from gateway.call.fraud import SpendVelocity
 from gateway.call.limits import Scope
+from gateway.call.model import ChargeSpec, Destination, Route
 from gateway.call.settings import CallSettings
 from gateway.charging.events import CalledNumber, CallingNumber
 from gateway.charging.payer import payer_of
@@ -45,40 +45,6 @@ from gateway.sip.message import Request
 from gateway.sip.uri import SipUri, TelUri, parse_uri
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """One place to send the outbound INVITE. ``trusted``: the next hop is inside the trust
-    domain (RFC 3325 §2.3: the carrier), so P-Asserted-Identity goes there even with Privacy."""
-
-    address: Address
-    user: str
-    trunk: str | None = None
-    uri_host: str | None = None  # Request-URI host; None: the address's host:port
-    trusted: bool = False
-    uri: str | None = None  # the whole Request-URI (a registered Contact)
-
-    def request_uri(self) -> str:
-        if self.uri is not None:
-            return self.uri
-        host = self.uri_host or self.address.hostport()
-        params = f";transport={self.address.transport}" if self.address.transport != "udp" else ""
-        return f"sip:{self.user}@{host}{params}"
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Destinations in failover order; ``scopes`` are the limits the call takes slots in."""
-
-    destinations: tuple[Destination, ...]
-    scopes: tuple[Scope, ...]
-    inbound_trunk: str | None = None
-    outbound_trunk: str | None = None
-    presented_calling: str | None = None  # From user toward the callee (None: keep the caller's)
-    asserted_calling: str | None = None  # P-Asserted-Identity user (None: keep / none)
-    busy_status: int = 503
-    charge: ChargeSpec | None = None  # what charging records; None: not charged (static routes)
 
 
 NO_CIRCUIT_REASON = 'Q.850;cause=34;text="No circuit/channel available"'

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING
 
 from gateway.accounts.store import AccountGate
 from gateway.call.auth import LineAuth
-from gateway.call.b2bua import B2BUA, CallObserver
+from gateway.call.b2bua import B2BUA
 from gateway.call.charging import ChargingObserver
 from gateway.call.fraud import SpendAlarm, SpendVelocity
 from gateway.call.limits import LIMITERS, Limiter, LimiterContext
+from gateway.call.model import CallObserver
 from gateway.call.routing import DialplanRouter, Router, StaticRouter
 from gateway.call.settings import CallSettings, FraudSettings
 from gateway.charging.service import ChargingService, wall_clock
@@ -153,7 +154,7 @@ async def install(
             router = StaticRouter(trunks, settings, is_up)
     if observer is None and charging is not None:
         observer = ChargingObserver(charging)
-    b2bua = B2BUA(gateway, settings, router, limits, observer=observer)
+    b2bua = B2BUA(gateway, settings, router, limits, observer=observer, trunks=trunks, accounts=accounts)
     b2bua.install()
     service = CallService(b2bua, limits, gateway, settings, status_path, accounts=accounts, velocity=velocity)
     await service.open_status()

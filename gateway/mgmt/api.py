@@ -43,6 +43,7 @@ from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountStore, Scope
 from gateway.billing import statement as billing_statement
 from gateway.billing.store import StoreError, open_store
+from gateway.call.model import Call, EndCause
 from gateway.charging.rating import load_tariffs
 from gateway.datafile import DataFileError
 from gateway.edge.config import EdgeOpsConfig
@@ -72,7 +73,6 @@ from gateway.sip.address import Address
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.call.b2bua import Call
     from gateway.call.fraud import SpendVelocity
     from gateway.call.service import CallService
     from gateway.charging.service import ChargingService
@@ -587,14 +587,9 @@ async def hangup_call(request: web.Request) -> web.Response:
     call = _call(request)
     b2bua = _call_service(request).b2bua
     before = call_json(call, asyncio.get_running_loop().time())
-    hangup: Any = getattr(b2bua, "hangup", None)
-    if callable(hangup):
-        hangup(call.uid)
-    else:
-        # Call control's own teardown: BYE both legs of an answered call, CANCEL / 503 otherwise.
-        from gateway.call.b2bua import Q850_NORMAL  # noqa: PLC0415
-
-        b2bua._hangup(call, Q850_NORMAL, "operator")
+    # Call control's own teardown: BYE both legs of an answered call (billed as a normal
+    # clearing), CANCEL and 480 for one still ringing.
+    b2bua.hangup(call, EndCause.OPERATOR)
     await audit(request, "call.hangup", call.uid, before, None)
     return web.json_response({"id": call.uid, "state": call.state.value}, status=202)
 

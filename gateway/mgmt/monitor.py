@@ -10,7 +10,7 @@
   appends one point to a ring of ``HISTORY`` seconds that the console charts (calls per
   second, failure rate, active calls, registrations).
 
-:class:`CallMetrics` is a :class:`gateway.call.b2bua.CallObserver`: attempts, answers and
+:class:`CallMetrics` is a :class:`gateway.call.model.CallObserver`: attempts, answers and
 failures by final status. Status labels are SIP status codes (100-699): a closed set.
 """
 
@@ -34,7 +34,7 @@ from gateway.registrar.location import LocationStoreError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
-    from gateway.call.b2bua import Call, CallObserver, Side
+    from gateway.call.model import Call, CallObserver, EndCause, Side
     from gateway.call.service import CallService
     from gateway.charging.service import ChargingService
     from gateway.registrar.service import RegistrarService
@@ -72,7 +72,7 @@ def call_class(call: Call) -> str:
 
 
 class CallMetrics:
-    """Call outcomes as Prometheus counters; a :class:`gateway.call.b2bua.CallObserver`."""
+    """Call outcomes as Prometheus counters; a :class:`gateway.call.model.CallObserver`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.attempts = Counter(
@@ -99,7 +99,7 @@ class CallMetrics:
     def answered(self, call: Call) -> None:
         self.answers.inc()
 
-    def ended(self, call: Call, status: int | None, released_by: Side | None, reason: str) -> None:
+    def ended(self, call: Call, status: int | None, released_by: Side | None, cause: EndCause) -> None:
         if call.answered_at is not None:
             self.endings.labels("completed").inc()
             return
@@ -319,5 +319,5 @@ class CallObservers:
     def answered(self, call: Call) -> None:
         self._each("answered", lambda o: o.answered(call))
 
-    def ended(self, call: Call, status: int | None, released_by: Side | None, reason: str) -> None:
-        self._each("ended", lambda o: o.ended(call, status, released_by, reason))
+    def ended(self, call: Call, status: int | None, released_by: Side | None, cause: EndCause) -> None:
+        self._each("ended", lambda o: o.ended(call, status, released_by, cause))

@@ -14,6 +14,16 @@ this one hunt machinery (first answer wins, the others CANCELled with a Reason).
 in-dialog request, ACK and CANCEL that is not one of the switchboard's dialogs, goes on to call
 control (:class:`~gateway.call.b2bua.CallHandlers`, from :meth:`B2BUA.handlers`) untouched.
 
+An application of the call core
+-------------------------------
+The switchboard decides menus, hunts and transfers; the SIP of it is the core's
+(:mod:`gateway.call.legs`): each member is rung on a leg the core opens (caller ID and privacy,
+P-Asserted-Identity, Max-Forwards, session timers, the trunk's limits and the account gate,
+ACK / CANCEL / BYE with a Reason), and requests in its dialogs (the caller's re-INVITE, a
+transfer's NOTIFY, relaying once connected) go through the core's in-dialog API. The caller's
+INVITE passes the same account gate as call control's calls: a suspended group's switchboard
+answers nobody. States: :mod:`gateway.switchboard.state`; ends: :class:`~gateway.call.model.EndCause`.
+
 Life of a switchboard call
 --------------------------
 1. INVITE with an SDP offer: an RTP session on a free port (503 when none), 200 with our
@@ -52,26 +62,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
-from gateway.call.b2bua import (
-    B2BUA,
-    Q850_NO_ANSWER,
-    Q850_NORMAL,
-    Q850_SHUTDOWN,
-    Q850_TIMER,
-    CallHandlers,
-)
-from gateway.call.routing import Destination, binding_destination, trunk_destinations, user_of
+from gateway.call.b2bua import B2BUA, CallHandlers
+from gateway.call.legs import Legs, OutboundLeg, contact_toward, refusal_response, session_answer
+from gateway.call.model import Destination, EndCause
+from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
+from gateway.call.timers import NamedTimers
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
 from gateway.charging.payer import forwarding_payer
 from gateway.charging.recorder import CallInfo, Phase
@@ -83,7 +90,7 @@ from gateway.media.prompts import Prompt, PromptLibrary
 from gateway.media.sdp import Negotiated, SdpError, build_answer, negotiate, parse_offer, reoffer
 from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.registrar import RETRY_AFTER_STORE_FAILURE
-from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkTable
+from gateway.registrar.trunks import CarrierTrunk, PeerTrunk, TrunkLookup
 from gateway.routing import CallRequest, CompiledPlan, Decision, DialplanHolder, Origin, TargetKind
 from gateway.routing.models import MenuAction, MenuGoto
 from gateway.routing.numbering import Number
@@ -91,7 +98,7 @@ from gateway.routing.plan import CompiledGroup, Party
 from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
-from gateway.sip.headers import Headers, parse_name_addr
+from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request, Response, make_response
 from gateway.switchboard.hunt import HuntPlan, HuntRun
 from gateway.switchboard.menu import (
@@ -106,49 +113,14 @@ from gateway.switchboard.menu import (
     StopPlaying,
 )
 from gateway.switchboard.settings import SwitchboardSettings
+from gateway.switchboard.state import SbInput, SbState, transition
 
 if TYPE_CHECKING:
-    from gateway.app import ClientRequest, Gateway
+    from gateway.app import Gateway
     from gateway.charging.service import ChargedCall, ChargingService
-    from gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
-# Reason (RFC 3326 §2) on the CANCEL of a hunt leg that did not win. A member that lost to
-# another member's (or another contact's) answer gets Q.850 cause 26, the ISUP cause for exactly
-# that: every Reason this gateway writes is a Q.850 cause, charging records Q.850 causes, and a
-# member on the carrier trunk (a mobile) is released through SIP-ISUP interworking (RFC 3398),
-# which carries a Q.850 cause to the mobile network as it is; SIP;cause=200 would need mapping.
-Q850_NON_SELECTED = 'Q.850;cause=26;text="Non-selected user clearing"'
-
-
-@dataclass(frozen=True, slots=True)
-class Clearing:
-    """Why a leg still ringing is CANCELled: its Reason line and what its charging record says."""
-
-    reason: str
-    cause: int
-    end: EndReason
-
-
-NON_SELECTED = Clearing(Q850_NON_SELECTED, 26, EndReason.CANCELLED)
-"""Another member, or another contact of the same member, answered first."""
-NO_ANSWER = Clearing(Q850_NO_ANSWER, 19, EndReason.NO_ANSWER)
-"""The hunt step's ring time ran out (a sequential member's turn is over)."""
-CALLER_GONE = Clearing(Q850_NORMAL, 16, EndReason.CANCELLED)
-"""The caller hung up while members rang (RFC 3398 §8.2.6.1: a CANCEL is cause 16)."""
-_END_REASONS: dict[str, EndReason] = {  # ``_end``'s ``why`` → charging; anything else: failure
-    "cancelled": EndReason.CANCELLED,
-    "normal": EndReason.NORMAL,
-    "hangup": EndReason.NORMAL,
-    "shutdown": EndReason.SHUTDOWN,
-}
-_END_CLEARING: dict[str, Clearing] = {  # how a call ended (``_end``'s ``why``), when not CALLER_GONE
-    "shutdown": Clearing(Q850_SHUTDOWN, 41, EndReason.SHUTDOWN),
-    "ivr_too_long": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
-    "media_timeout": Clearing(Q850_TIMER, 102, EndReason.FAILURE),
-}
 CONNECTING = ("connect_zh", "connect_en")
 LATE_OFFER = Negotiated(Codec.PCMU, 101, "", 0)
 """What we offer when the INVITE has no SDP: PCMU and PCMA, telephone-event 101; no peer yet."""
@@ -156,27 +128,22 @@ UNAVAILABLE = ("unavailable_zh", "unavailable_en")
 RINGBACK = "ringback"
 
 
-class SbState(Enum):
-    MENU = "menu"
-    HUNTING = "hunting"
-    CONNECTING = "connecting"  # the callee answered; the caller's re-INVITE is under way
-    CONNECTED = "connected"
-    TRANSFERRING = "transferring"  # the connected party REFERred the caller on (blind transfer)
-    ENDING = "ending"  # a goodbye prompt plays before BYE
-    ENDED = "ended"
-
-
 @dataclass(slots=True, eq=False)
 class Attempt:
-    """One INVITE to a member."""
+    """One leg to a member, run by the call core (:class:`~gateway.call.legs.OutboundLeg`)."""
 
     member: str
-    destination: Destination
-    invite: Request
-    client: ClientRequest | None = None
-    dialog: Dialog | None = None
+    leg: OutboundLeg
     done: bool = False
     charged: ChargedCall | None = None  # this leg's own charging record
+
+    @property
+    def dialog(self) -> Dialog | None:
+        return self.leg.dialog
+
+    @property
+    def destination(self) -> Destination:
+        return self.leg.destination
 
 
 @dataclass(slots=True, eq=False)
@@ -192,10 +159,10 @@ class SbCall:
     a_tag: str
     contact: str
     sdp_session: int
+    timers: NamedTimers  # ack, ivr, media, menu, ring: the core's named timers
     sdp_version: int = 1
     state: SbState = SbState.MENU
     acked: bool = False
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     hunt: HuntRun | None = None
     attempts: list[Attempt] = field(default_factory=list)
     winner: Attempt | None = None
@@ -204,6 +171,9 @@ class SbCall:
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
     direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
+
+    def fire(self, event: SbInput) -> None:
+        self.state = transition(self.state, event)
 
 
 class Switchboard:
@@ -215,10 +185,11 @@ class Switchboard:
         settings: SwitchboardSettings,
         *,
         plan: Callable[[], CompiledPlan],
-        trunks: TrunkTable,
+        trunks: TrunkLookup,
         contacts: Callable[[str], Awaitable[list[Binding]]],
         prompts: PromptLibrary,
         fallback: CallHandlers,
+        legs: Legs,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
         line_auth: LineAuth | None = None,
@@ -231,6 +202,7 @@ class Switchboard:
         self._contacts = contacts
         self.prompts = prompts
         self._fallback = fallback
+        self._legs = legs
         self._clock = clock
         self._charging = charging
         self._endpoint: MediaEndpoint | None = None
@@ -280,6 +252,7 @@ class Switchboard:
             "timers": sum(len(c.timers) for c in self._calls.values()),
             "rtp_sessions": len(endpoint.sessions) if endpoint else 0,
             "rtp_ports_in_use": endpoint.ports.in_use if endpoint else 0,
+            "legs": self._legs.active,  # the call core's legs for hunts (all the applications')
             "completed": self.completed,
             "rtp_pacing": _pacing(endpoint),
             "active": [
@@ -366,6 +339,15 @@ class Switchboard:
             return await self._delegate(request, source)
         target = outcome.targets[0]
         group_id = outcome.charging.terminating_group or outcome.charging.group
+        # The account gate, as call control applies it: a suspended group's switchboard answers
+        # nobody (the state's status and Q.850 cause, RFC 3326), nor does it ring anyone.
+        barred = await self._legs.admit(
+            Subscriber(calling, group) if origin is Origin.MEMBER and group is not None else None,
+            Subscriber(target.user, group_id) if group_id is not None else None,
+        )
+        if barred is not None:
+            log.info("switchboard %s: %s barred: %s", target.user, calling or "anonymous", barred.reason)
+            return refusal_response(request, barred, secrets.token_hex(6))
         for candidate in plan.groups.values():
             if target.user in candidate.switchboard_numbers and candidate.id in self._menus:
                 return await self._answer(
@@ -436,18 +418,17 @@ class Switchboard:
             negotiated, self.endpoint.host, rtp.port, session_id=session_id, offer=not request.body
         )
         contact = self._contact(source)
-        response = make_response(request, 200, "OK", to_tag=tag)
-        response.headers.add("Contact", contact)
-        response.headers.add("Allow", ALLOW)
-        response.headers.add("Content-Type", "application/sdp")
-        response.body = body
+        response = session_answer(request, contact=contact, body=body, to_tag=tag)
         try:
             dialog = Dialog.uas(request, response)
         except (DialogError, SipParseError) as exc:
             rtp.close()
             return make_response(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
         session = MenuSession.begin(menus, mode)
-        call = SbCall(uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id)
+        timers = NamedTimers(asyncio.get_running_loop(), functools.partial(self._timer_failed, holder))
+        call = SbCall(
+            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers
+        )
         call.caller_sdp = request.body
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
@@ -467,15 +448,13 @@ class Switchboard:
             call.charged.routed(switchboard_step=f"menu:{mode}")
             call.charged.answered()
         self._arm(call, "ack", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
-        self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, "ivr_too_long"))
+        self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, EndCause.IVR_TOO_LONG))
         self._arm(call, "media", self.settings.media_timeout, self._media_check)
         log.info("switchboard %s: %s answered in menu %s (RTP port %d)", uid, request.call_id, mode, rtp.port)
         return response
 
     def _contact(self, toward: Address) -> str:
-        local = self._gw.local_address(toward.transport, toward)
-        params = f";transport={toward.transport}" if toward.transport != "udp" else ""
-        return f"<sip:{local.hostport()}{params}>"
+        return contact_toward(self._gw, toward)
 
     # -- menu ---------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -493,7 +472,7 @@ class Switchboard:
         elif call.state is SbState.HUNTING and call.rtp is not None:
             call.rtp.play(self._prompts(call, (RINGBACK,)), loop=True)
         elif call.state is SbState.ENDING:
-            self._end(call, "hangup")
+            self._end(call, EndCause.NORMAL)
 
     def _menu_timer(self, call: SbCall) -> None:
         if call.state is SbState.MENU:
@@ -529,7 +508,7 @@ class Switchboard:
             elif isinstance(action, Connect):
                 self._connect(call, action.choice, action.digits)
             elif isinstance(action, HangUp):
-                call.state = SbState.ENDING
+                call.fire(SbInput.GOODBYE)
                 self._play(call, action.prompts)
         deadline = call.menu.deadline
         if call.state is SbState.MENU and deadline is not None:
@@ -571,12 +550,12 @@ class Switchboard:
             call.charged.routed(switchboard_step=choice.describe())
         if plan is None:  # a short number keyed that is nobody's: invalid, back to the menu
             log.info("switchboard %s: %s reaches nobody", call.uid, choice.describe())
-            call.state = SbState.MENU
+            call.fire(SbInput.BACK_TO_MENU)
             call.menu.failures += 1
             self._apply(call, [Play(call.menu.menu.invalid_prompts), *call.menu.back_to_menu(self._now())])
             return
         log.info("switchboard %s: connecting to %s", call.uid, choice.describe())
-        call.state = SbState.HUNTING
+        call.fire(SbInput.CONNECT)
         call.hunt = HuntRun(plan)
         self._play(call, CONNECTING)
         self._next_step(call)
@@ -585,7 +564,7 @@ class Switchboard:
         hunt = call.hunt
         assert hunt is not None
         for attempt in call.attempts:
-            self._abandon_attempt(attempt, NO_ANSWER)  # the step's ring time is over
+            self._abandon_attempt(attempt, EndCause.NO_ANSWER)  # the step's ring time is over
         call.attempts = []
         members = hunt.next_step(self._now())
         if members is None:
@@ -613,8 +592,9 @@ class Switchboard:
                 if hunt.failed(member):
                     self._next_step(call)
                 continue
-            for destination in forks:
-                self._dial(call, member, party, destination)
+            dialled = [await self._dial(call, hunt, member, party, destination) for destination in forks]
+            if not any(dialled) and self._hunting(call) and call.hunt is hunt and hunt.failed(member):
+                self._next_step(call)  # every fork refused (limits, account gate)
 
     async def _forks(self, call: SbCall, member: str) -> tuple[Party | None, list[Destination]]:
         """Where ``member`` rings, all at once: a registered line at every contact it registered
@@ -638,33 +618,50 @@ class Switchboard:
                     return party, destinations[:1]
         return party, []
 
-    def _dial(self, call: SbCall, member: str, party: Party, destination: Destination) -> None:
-        tag = secrets.token_hex(6)
-        contact = self._contact(destination.address)
-        local = self._gw.local_address(destination.address.transport, destination.address)
-        caller = user_of(call.invite.from_.uri) or "anonymous"
-        headers = Headers()
-        headers.add("Max-Forwards", "70")
-        headers.add("From", f"<sip:{caller}@{local.host}>;tag={tag}")
-        headers.add("To", f"<{destination.request_uri()}>")
-        headers.add("Call-ID", secrets.token_hex(12))
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", contact)
-        headers.add("Allow", ALLOW)
-        headers.add("Content-Type", call.invite.headers.get("Content-Type") or "application/sdp")
-        invite = Request("INVITE", destination.request_uri(), headers, call.caller_sdp)
-        attempt = Attempt(member, destination, invite)
+    async def _dial(
+        self, call: SbCall, hunt: HuntRun, member: str, party: Party, destination: Destination
+    ) -> bool:
+        """Ask the call core for a leg to ``member`` at ``destination`` with the caller's session
+        (caller ID, privacy, limits and the account gate are the core's); False when refused."""
+        holder: list[Attempt] = []
+
+        def on_response(_leg: OutboundLeg, response: Response) -> None:
+            if holder:
+                self._on_attempt_response(call, holder[0], response)
+
+        calling, called = self._parties(call, party, destination)
+        opened = await self._legs.open(
+            call.invite, destination, on_response, body=call.caller_sdp, calling=calling, called=called
+        )
+        if isinstance(opened, Refused):
+            log.info("switchboard %s: no leg to %s: %d %s", call.uid, member, opened.status, opened.reason)
+            return False
+        attempt = Attempt(member, opened)
+        holder.append(attempt)
+        if not self._hunting(call) or call.hunt is not hunt:
+            self._legs.cancel(opened, EndCause.CANCELLED)  # the call moved on meanwhile
+            return True
         call.attempts.append(attempt)
-        self._by_dialog[(invite.call_id, tag)] = call
+        self._by_dialog[opened.key] = call
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"ring:{member}")
-            attempt.charged = self._open_leg(call, party, destination, invite)
-        attempt.client = self._gw.send_request(
-            invite, destination.address, lambda response: self._on_attempt_response(call, attempt, response)
-        )
+            attempt.charged = self._open_leg(call, party, destination, opened)
+        return True
+
+    def _parties(
+        self, call: SbCall, party: Party, destination: Destination
+    ) -> tuple[Subscriber | None, Subscriber | None]:
+        """Who the account gate checks for a leg: the group, which pays a member's leg over the
+        carrier as forwarding (barred when its account bars outgoing calls); the member it rings
+        on the group's own network (barred when that member's or the group's account bars
+        incoming calls)."""
+        group = call.group
+        if party.via_carrier:
+            return Subscriber(call.plan.national_form(group.main_e164, group.id), group.id), None
+        return None, Subscriber(party.dialable or destination.user, group.id)
 
     def _open_leg(
-        self, call: SbCall, party: Party, destination: Destination, invite: Request
+        self, call: SbCall, party: Party, destination: Destination, leg: OutboundLeg
     ) -> ChargedCall | None:
         """The charging record of one leg the switchboard places: the group's switchboard calls
         the member, so the group is charged for it as for a call of its own to that number (a
@@ -685,7 +682,7 @@ class Switchboard:
                 CallInfo(
                     call_id=f"{call.uid}.{call.legs}",
                     a_leg_sip_call_id=call.invite.call_id,
-                    b_leg_sip_call_id=invite.call_id,
+                    b_leg_sip_call_id=leg.invite.call_id,
                     originating=group.switchboard_service or "switchboard",
                     direction=direction,
                     calling=caller.calling,
@@ -724,33 +721,26 @@ class Switchboard:
                     self._next_step(call)  # every fork of the member failed, and nobody else rings
             self._forget_attempt(call, attempt)
             return
-        if attempt.dialog is not None:
-            return  # a 2xx retransmission: the transaction layer re-sends our ACK (RFC 6026)
-        try:
-            attempt.dialog = Dialog.uac(attempt.invite, response)
-        except (DialogError, SipParseError) as exc:
-            log.warning("switchboard %s: unusable 2xx from %s: %s", call.uid, attempt.member, exc)
-            return
-        assert attempt.client is not None
-        self._gw.send_ack(attempt.client, attempt.dialog.create_ack(attempt.invite))
-        attempt.done = True
+        attempt.done = True  # the core ACKed the 2xx
         if not self._hunting(call) or attempt not in call.attempts:
-            self._bye(attempt.dialog, attempt.destination.address)  # lost the race (RFC 3261 §15)
+            self._legs.bye(attempt.leg, EndCause.NORMAL)  # lost the race (RFC 3261 §15)
             self._forget_attempt(call, attempt)
             return
         if call.state is SbState.TRANSFERRING:
             call.transferor = call.winner
         call.winner = attempt
-        call.state = SbState.CONNECTING
+        call.fire(SbInput.ANSWERED)
         self._cancel_timer(call, "ring")
         for other in call.attempts:
             if other is not attempt:
-                self._abandon_attempt(other, NON_SELECTED)
+                self._abandon_attempt(other, EndCause.NON_SELECTED)
         call.attempts = [attempt]
         step = f"answered:{attempt.member}"
         if call.charged is not None:
             call.charged.routed(
-                terminating=attempt.member, b_leg_sip_call_id=attempt.invite.call_id, switchboard_step=step
+                terminating=attempt.member,
+                b_leg_sip_call_id=attempt.leg.invite.call_id,
+                switchboard_step=step,
             )
         if charged is not None:
             charged.routed(switchboard_step=step)
@@ -764,24 +754,27 @@ class Switchboard:
             return call.winner is None
         return call.state is SbState.TRANSFERRING
 
-    def _abandon_attempt(self, attempt: Attempt, clearing: Clearing) -> None:
-        """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2)."""
-        if not attempt.done and attempt.client is not None and attempt.client.final is None:
-            self._gw.cancel(attempt.client, [("Reason", clearing.reason)])
+    def _abandon_attempt(self, attempt: Attempt, cause: EndCause) -> None:
+        """CANCEL a leg still ringing (RFC 3261 §9.1) saying why (Reason, RFC 3326 §2): Q.850
+        26 to the members that lost to another's answer, 19 when a ring time ran out, 16 when
+        the caller hung up."""
+        if not attempt.done:
+            self._legs.cancel(attempt.leg, cause)  # its final response is the core's
         attempt.done = True
+        self._by_dialog.pop(attempt.leg.key, None)
         if attempt.charged is not None:
-            attempt.charged.ended(clearing.end, ReleasedBy.GATEWAY, q850=clearing.cause)
+            attempt.charged.ended(cause.end, ReleasedBy.GATEWAY, q850=cause.q850)
 
     @staticmethod
-    def _leg_ended(attempt: Attempt, reason: EndReason, released_by: ReleasedBy) -> None:
+    def _leg_ended(attempt: Attempt, cause: EndCause, released_by: ReleasedBy) -> None:
         """An answered leg ended (BYE either way): its charging record stops."""
         if attempt.charged is not None:
-            attempt.charged.ended(reason, released_by)
+            attempt.charged.ended(cause.end, released_by, q850=cause.q850)
 
     def _forget_attempt(self, call: SbCall, attempt: Attempt) -> None:
         if call.winner is attempt:
             return
-        self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+        self._by_dialog.pop(attempt.leg.key, None)
 
     def _nobody_answered(self, call: SbCall) -> None:
         hunt = call.hunt
@@ -791,7 +784,7 @@ class Switchboard:
             # RFC 3515 §2.4.5: the transfer failed; the caller stays with the transferor.
             log.info("switchboard %s: transfer target did not answer", call.uid)
             call.hunt = None
-            call.state = SbState.CONNECTED
+            call.fire(SbInput.TRANSFER_FAILED)
             if call.winner is not None:
                 self._notify(call.winner, "SIP/2.0 480 Temporarily Unavailable", final=True)
             return
@@ -801,10 +794,10 @@ class Switchboard:
             call.charged.routed(switchboard_step="no_answer")
         call.hunt = None
         if choice is MenuAction.REPEAT:
-            call.state = SbState.MENU
+            call.fire(SbInput.BACK_TO_MENU)
             self._apply(call, call.menu.back_to_menu(self._now()))
         elif choice is MenuAction.HANGUP:
-            call.state = SbState.ENDING
+            call.fire(SbInput.GOODBYE)
             self._play(call, (*UNAVAILABLE, "goodbye_zh", "goodbye_en"))
         else:
             from gateway.switchboard.menu import choice_of  # noqa: PLC0415 - avoid a name clash above
@@ -817,35 +810,32 @@ class Switchboard:
         body = reoffer(
             callee_sdp, session_id=call.sdp_session, version=call.sdp_version, address=self.endpoint.host
         )
-        request = call.a_dialog.create_request("INVITE", body=body, content_type="application/sdp")
-        request.headers.set("Contact", call.contact)
-        client: list[ClientRequest] = []
 
-        def answered(response: Response) -> None:
-            if response.status < 200 or call.state is not SbState.CONNECTING:
+        def answered(response: Response) -> None:  # the core ACKed a 2xx
+            if call.state is not SbState.CONNECTING:
                 return
             if response.status >= 300:
                 log.info("switchboard %s: the caller refused the re-INVITE (%d)", call.uid, response.status)
-                self._end(call, "reinvite_failed")
+                self._end(call, EndCause.FAILURE)
                 return
-            with contextlib.suppress(DialogError, ValueError):
-                call.a_dialog.receive_response(request, response)
-            self._gw.send_ack(client[0], call.a_dialog.create_ack(request))
             self._connected(call, response.body)
 
-        client.append(self._gw.send_request(request, call.source, answered))
+        self._legs.request(
+            call.a_dialog, call.source, "INVITE", body=body, content_type="application/sdp",
+            contact=call.contact, on_response=answered,
+        )  # fmt: skip
 
     def _connected(self, call: SbCall, caller_answer: bytes) -> None:
-        call.state = SbState.CONNECTED
+        call.fire(SbInput.REINVITED)
         if caller_answer:
             call.caller_sdp = caller_answer
         transferor, call.transferor = call.transferor, None
         if transferor is not None and transferor.dialog is not None:
             # RFC 3515 §2.4.5: tell the transferor, then end its leg (it has handed the call on).
             self._notify(transferor, "SIP/2.0 200 OK", final=True)
-            self._bye(transferor.dialog, transferor.destination.address)
-            self._leg_ended(transferor, EndReason.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
-            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
+            self._legs.bye(transferor.leg, EndCause.NORMAL)
+            self._leg_ended(transferor, EndCause.NORMAL, ReleasedBy.CALLEE)  # it handed the caller on
+            self._by_dialog.pop(transferor.leg.key, None)
             if call.charged is not None:
                 call.charged.routed(switchboard_step=f"transferred_by:{transferor.member}")
         for name in ("ivr", "media", "menu", "ack"):
@@ -860,11 +850,10 @@ class Switchboard:
             before, after = parse_offer(call.invite.body), parse_offer(caller_answer)
             if (before.address, before.port) != (after.address, after.port):
                 # The caller moved its media in its answer: tell the callee (RFC 3264 §8).
-                update = winner.dialog.create_request(
-                    "INVITE", body=caller_answer, content_type="application/sdp"
-                )
-                update.headers.set("Contact", self._contact(winner.destination.address))
-                self._relay_to(call, winner.dialog, winner.destination.address, update, None)
+                self._legs.request(
+                    winner.dialog, winner.destination.address, "INVITE", body=caller_answer,
+                    content_type="application/sdp", contact=winner.leg.contact,
+                )  # fmt: skip
 
     # -- in-dialog requests ---------------------------------------------------------------------------
     def _find(self, request: Request) -> SbCall | None:
@@ -913,14 +902,10 @@ class Switchboard:
             return make_response(request, exc.status, exc.reason)
         if other is None or other_peer is None:
             return make_response(request, 481)
-        relayed = other.create_request(
-            request.method, body=request.body, content_type=request.headers.get("Content-Type")
-        )
-        if request.method in ("INVITE", "UPDATE"):
-            relayed.headers.set(
-                "Contact", call.contact if other is call.a_dialog else self._contact(other_peer)
-            )
-        self._relay_to(call, other, other_peer, relayed, request)
+        near, far = call.contact, self._member_contact(call)  # from the caller ...
+        if other is call.a_dialog:
+            near, far = far, near  # ... or from the member
+        self._legs.relay(request, other, other_peer, contact=far, answer_contact=near)
         return None
 
     def _reoffer_to_ivr(self, call: SbCall, request: Request) -> Response:
@@ -944,41 +929,14 @@ class Switchboard:
             session_id=call.sdp_session,
             version=call.sdp_version,
         )
-        response = make_response(request, 200)
-        response.headers.add("Contact", call.contact)
-        response.headers.add("Allow", ALLOW)
-        if request.method == "INVITE" or request.body:
-            response.headers.add("Content-Type", "application/sdp")
-            response.body = body
-        return response
+        with_body = request.method == "INVITE" or bool(request.body)
+        return session_answer(request, contact=call.contact, body=body, with_body=with_body)
 
-    def _relay_to(
-        self, call: SbCall, dialog: Dialog, peer: Address, relayed: Request, original: Request | None
-    ) -> None:
-        client: list[ClientRequest] = []
-
-        def answered(response: Response) -> None:
-            if response.status < 200:
-                return
-            with contextlib.suppress(DialogError, ValueError):
-                dialog.receive_response(relayed, response)
-            if relayed.method == "INVITE" and 200 <= response.status < 300:
-                self._gw.send_ack(client[0], dialog.create_ack(relayed))
-            if original is None:
-                return
-            answer = make_response(original, response.status, response.reason)
-            if response.body:
-                answer.headers.add("Content-Type", response.headers.get("Content-Type") or "application/sdp")
-                answer.body = response.body
-            if original.method in ("INVITE", "UPDATE") and response.status < 300:
-                answer.headers.add(
-                    "Contact",
-                    call.contact if original.call_id == call.invite.call_id else self._contact(peer),
-                )
-            with contextlib.suppress(KeyError):
-                self._gw.respond(original, answer)
-
-        client.append(self._gw.send_request(relayed, peer, answered))
+    @staticmethod
+    def _member_contact(call: SbCall) -> str:
+        """Our Contact in the connected member's dialog (the one its INVITE carried)."""
+        assert call.winner is not None
+        return call.winner.leg.contact
 
     def _on_refer(self, request: Request, source: Address) -> Response:
         """Blind transfer (RFC 3515): the connected party (e.g. the operator) REFERs the caller
@@ -991,7 +949,7 @@ class Switchboard:
         if (
             winner is None
             or winner.dialog is None
-            or request.call_id != winner.invite.call_id
+            or request.call_id != winner.leg.invite.call_id
             or call.state is not SbState.CONNECTED
         ):
             return make_response(request, 491 if call.state is SbState.TRANSFERRING else 403)
@@ -1006,7 +964,7 @@ class Switchboard:
         log.info("switchboard %s: %s transfers the caller to %s", call.uid, winner.member, target)
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"refer:{target}")
-        call.state = SbState.TRANSFERRING
+        call.fire(SbInput.REFER)
         call.attempts = [winner]  # the transferor stays connected while the target rings
         call.hunt = HuntRun(HuntPlan.single(target, self.settings.member_ring_seconds, MenuAction.HANGUP))
         asyncio.get_running_loop().call_soon(self._start_transfer, call, winner)
@@ -1033,18 +991,12 @@ class Switchboard:
         dialog = attempt.dialog
         if dialog is None:
             return
-        try:
-            notify = dialog.create_request(
-                "NOTIFY", body=f"{status_line}\r\n".encode(), content_type="message/sipfrag;version=2.0"
-            )
-        except DialogError:
-            return
-        notify.headers.add("Event", "refer")
-        notify.headers.add(
-            "Subscription-State", "terminated;reason=noresource" if final else "active;expires=60"
-        )
-        notify.headers.set("Contact", self._contact(attempt.destination.address))
-        self._gw.send_request(notify, attempt.destination.address)
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        self._legs.request(
+            dialog, attempt.destination.address, "NOTIFY", body=f"{status_line}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0", contact=attempt.leg.contact,
+            headers=(("Event", "refer"), ("Subscription-State", state)),
+        )  # fmt: skip
 
     def _on_bye(self, request: Request, source: Address) -> Response | Awaitable[Response | None] | None:
         call = self._find(request)
@@ -1058,7 +1010,7 @@ class Switchboard:
             dialog.receive_request(request)  # a BYE terminates the dialog (RFC 3261 §15.1.2)
         except DialogError as exc:
             return make_response(request, exc.status, exc.reason)
-        self._end(call, "normal", released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
+        self._end(call, EndCause.NORMAL, released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
         return make_response(request, 200)
 
     def _on_ack(self, request: Request, source: Address) -> None:
@@ -1075,7 +1027,7 @@ class Switchboard:
                 negotiated = negotiate(parse_offer(request.body))
             except SdpError as exc:
                 log.info("switchboard %s: unusable answer in the ACK: %s", call.uid, exc.reason)
-                self._end(call, "bad_answer")  # RFC 3261 §13.3.1.4: the UAS ends the session
+                self._end(call, EndCause.FAILURE)  # RFC 3261 §13.3.1.4: the UAS ends the session
                 return
             call.caller_sdp = request.body
             if call.rtp is not None:
@@ -1088,37 +1040,32 @@ class Switchboard:
     def _on_cancel(self, invite: Request, cancel: Request) -> None:
         for call in self._calls.values():
             if call.invite is invite:
-                self._end(call, "cancelled", released_by=ReleasedBy.CALLER)
+                self._end(call, EndCause.CANCELLED, released_by=ReleasedBy.CALLER)
                 return
         self._fallback.cancel(invite, cancel)
 
     # -- timers -------------------------------------------------------------------------------------
-    def _arm(self, call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
-        old = call.timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        call.timers[name] = asyncio.get_running_loop().call_later(delay, self._fire, call, name, action)
+    @staticmethod
+    def _arm(call: SbCall, name: str, delay: float, action: Callable[[SbCall], None]) -> None:
+        def fire() -> None:
+            if call.state is not SbState.ENDED:
+                action(call)
 
-    def _fire(self, call: SbCall, name: str, action: Callable[[SbCall], None]) -> None:
-        call.timers.pop(name, None)
-        if call.state is SbState.ENDED:
-            return
-        try:
-            action(call)
-        except Exception:
-            log.exception("switchboard %s: %s timer failed", call.uid, name)
-            self._end(call, "failure")
+        call.timers.arm(name, delay, fire)
+
+    def _timer_failed(self, holder: list[SbCall], name: str, exc: Exception) -> None:
+        log.error("switchboard: %s timer failed", name, exc_info=exc)
+        if holder:
+            self._end(holder[0], EndCause.FAILURE)
 
     @staticmethod
     def _cancel_timer(call: SbCall, name: str) -> None:
-        handle = call.timers.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        call.timers.cancel(name)
 
     def _ack_missing(self, call: SbCall) -> None:
         if not call.acked:
             log.info("switchboard %s: no ACK for our 2xx (RFC 3261 §13.3.1.4)", call.uid)
-            self._end(call, "no_ack")
+            self._end(call, EndCause.NO_ACK)
 
     def _media_check(self, call: SbCall) -> None:
         """No RTP and no key from the caller for ``media_timeout``: a dead peer; hang up."""
@@ -1131,56 +1078,48 @@ class Switchboard:
             self._arm(call, "media", self.settings.media_timeout - (now - last), self._media_check)
             return
         log.info("switchboard %s: no media from the caller for %.0f s", call.uid, self.settings.media_timeout)
-        self._end(call, "media_timeout")
+        self._end(call, EndCause.MEDIA_TIMEOUT)
 
     # -- ending -------------------------------------------------------------------------------------
-    def _bye(self, dialog: Dialog, peer: Address) -> None:
-        try:
-            bye = dialog.create_request("BYE")
-        except DialogError:
-            return
-        bye.headers.add("Reason", Q850_NORMAL)
-        self._gw.send_request(bye, peer)
-        dialog.terminate()
-
-    def _end(self, call: SbCall, why: str, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
+    def _end(self, call: SbCall, cause: EndCause, *, released_by: ReleasedBy = ReleasedBy.GATEWAY) -> None:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
-        state, call.state = call.state, SbState.ENDED
-        for handle in call.timers.values():
-            handle.cancel()
+        state = call.state
+        call.fire(SbInput.END)
         call.timers.clear()
         if call.rtp is not None:
             call.rtp.close()
             call.rtp = None
-        clearing = _END_CLEARING.get(why, CALLER_GONE)
-        ended = _END_REASONS.get(why, EndReason.FAILURE)
+        # Members still ringing: as a caller's hang-up when a party ended the call (RFC 3398
+        # §8.2.6.1: cause 16), else with the gateway's own cause (a timer, shutdown).
+        clearing = EndCause.CANCELLED if cause.by_party else cause
         for attempt in call.attempts:
             if attempt is not call.winner:
                 self._abandon_attempt(attempt, clearing)
-            self._by_dialog.pop((attempt.invite.call_id, attempt.invite.from_.tag or ""), None)
+            self._by_dialog.pop(attempt.leg.key, None)
         winner = call.winner
         if winner is not None:
-            self._by_dialog.pop((winner.invite.call_id, winner.invite.from_.tag or ""), None)
+            self._by_dialog.pop(winner.leg.key, None)
             # The member's leg: released by the member when its BYE ended the call, else by
             # whoever ended the caller's leg (the caller, or the gateway).
-            self._leg_ended(winner, ended, released_by)
-        if winner is not None and winner.dialog is not None and released_by is not ReleasedBy.CALLEE:
-            self._bye(winner.dialog, winner.destination.address)
+            self._leg_ended(winner, cause, released_by)
+            if released_by is ReleasedBy.CALLEE:
+                self._legs.ended(winner.leg)
+            else:
+                self._legs.bye(winner.leg, cause)
         transferor = call.transferor
-        if transferor is not None and transferor.dialog is not None:
-            self._bye(transferor.dialog, transferor.destination.address)
-            self._by_dialog.pop((transferor.invite.call_id, transferor.invite.from_.tag or ""), None)
         if transferor is not None:
-            self._leg_ended(transferor, ended, ReleasedBy.GATEWAY)
-        if why != "cancelled" and released_by is not ReleasedBy.CALLER:
-            self._bye(call.a_dialog, call.source)
+            self._legs.bye(transferor.leg, cause)
+            self._by_dialog.pop(transferor.leg.key, None)
+            self._leg_ended(transferor, cause, ReleasedBy.GATEWAY)
+        if cause is not EndCause.CANCELLED and released_by is not ReleasedBy.CALLER:
+            self._legs.end_dialog(call.a_dialog, call.source, cause)
         self._by_dialog.pop((call.invite.call_id, call.a_tag), None)
         self.completed += 1
         if call.charged is not None:
-            call.charged.ended(ended, released_by)
-        log.info("switchboard %s: ended (%s, was %s)", call.uid, why, state.value)
+            call.charged.ended(cause.end, released_by, q850=cause.q850)
+        log.info("switchboard %s: ended (%s, was %s)", call.uid, cause.label, state.value)
 
     async def open_status(self, path: Path) -> None:
         """Serve :meth:`snapshot` as one JSON document per connection (tests, tools)."""
@@ -1208,7 +1147,7 @@ class Switchboard:
             if self._status_path is not None:
                 self._status_path.unlink(missing_ok=True)
         for call in list(self._calls.values()):
-            self._end(call, "shutdown")
+            self._end(call, EndCause.SHUTDOWN)
         for task in list(self._tasks):
             task.cancel()
         if self._endpoint is not None:
@@ -1217,35 +1156,37 @@ class Switchboard:
 
 async def install(
     gateway: Gateway,
-    config: GatewayConfig,
+    settings: SwitchboardSettings,
     *,
     b2bua: B2BUA,
-    trunks: TrunkTable,
+    trunks: TrunkLookup,
     contacts: Callable[[str], Awaitable[list[Binding]]],
     dialplan: DialplanHolder,
     charging: ChargingService | None = None,
     line_auth: LineAuth | None = None,
+    status_path: Path | None = None,
 ) -> Switchboard:
-    """The switchboard in front of call control (``b2bua``, installed already); prompts loaded
-    once here (the shipped set and each group's ``switchboard.prompt_dir``, relative to the
-    first dialplan path's directory). A bad prompt file is a :class:`PromptError`: do not start."""
+    """The switchboard (its ``switchboard`` section) in front of call control (``b2bua``,
+    installed already); prompts loaded once here (the shipped set and each group's
+    ``switchboard.prompt_dir``, relative to the first dialplan path's directory). A bad prompt
+    file is a :class:`PromptError`: do not start. ``status_path``: its status socket, if any."""
     prompts = await asyncio.get_running_loop().run_in_executor(None, load_prompts, dialplan)
     switchboard = Switchboard(
         gateway,
-        config.switchboard,
+        settings,
         plan=lambda: dialplan.plan,
         trunks=trunks,
         contacts=contacts,
         prompts=prompts,
         fallback=b2bua.handlers(),
+        legs=b2bua.legs,
         clock=wall_clock,
         charging=charging,
         line_auth=line_auth,
     )
     switchboard.install()
-    status = config.switchboard.status_socket
-    if status is not None:
-        await switchboard.open_status(status if status.is_absolute() else config.state_dir / status)
+    if status_path is not None:
+        await switchboard.open_status(status_path)
     return switchboard
 
 

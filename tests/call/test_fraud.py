@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gateway.call.fraud import SpendVelocity, SpendWindow
 from gateway.call.limits import MemoryLimiter
-from gateway.call.routing import DialplanRouter, Refused, Route
+from gateway.call.model import Route
+from gateway.call.routing import DialplanRouter, Refused
 from gateway.call.settings import CallSettings, FraudSettings, GroupLimit
 from gateway.charging.events import CallClass, ChargingEvent, EventType
 from gateway.registrar.location import Binding

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.call.auth import LineAuth
-from gateway.call.routing import Refused, Route
+from gateway.call.model import Route
+from gateway.call.routing import Refused
 from gateway.registrar.digest import DigestVerifier, RedisNonceCounts
 from gateway.registrar.trunks import TrunkTable
 from gateway.sip.address import Address

@@ -12,7 +12,8 @@ import yaml
 from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountGate, MemoryAccountStore, Scope
 from gateway.call.auth import LineAuth
-from gateway.call.routing import NO_CIRCUIT_REASON, DialplanRouter, Refused, Route
+from gateway.call.model import Route
+from gateway.call.routing import NO_CIRCUIT_REASON, DialplanRouter, Refused
 from gateway.call.settings import CallSettings
 from gateway.registrar.location import Binding, LocationStoreError
 from gateway.registrar.trunks import TrunkTable, load_trunks

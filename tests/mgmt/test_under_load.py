@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.charging.events import ChargingEvent, EndReason, EventType, ReleasedBy
 from tests.call.harness import run_caller, screen, sipp_server, wait_idle
+from tests.charging.test_calls_end_to_end import streamed
 from tests.mgmt.support import Api, api_gateway, wait_api
 from tests.support.gateway import GatewayProcess
 from tests.support.servers import RedisServer, free_udp_tcp_port
@@ -118,13 +120,21 @@ def test_dialplan_replaced_under_call_load(loaded: tuple[GatewayProcess, Api], t
     assert attempts is not None and float(attempts.group(1)) >= calls, metrics
 
 
-def test_operator_hangs_up_a_call(loaded: tuple[GatewayProcess, Api], tmp_path: Path) -> None:
+def test_operator_hangs_up_a_call(
+    loaded: tuple[GatewayProcess, Api], tmp_path: Path, redis_srv: RedisServer
+) -> None:
+    """BYE on both legs with Q.850 cause 16, and the call billed as a normal clearing by the
+    gateway (not a failure)."""
     gw, api = loaded
     with sipp_server(tmp_path / "uas", "call_uas.xml", CARRIER) as uas:
         outcome: dict[str, subprocess.CompletedProcess[str]] = {}
         caller = threading.Thread(
             target=lambda: outcome.setdefault(
-                "uac", run_caller(tmp_path / "uac", "call_uac_callee_bye.xml", PBX, gw, service="66001")
+                "uac",
+                run_caller(
+                    tmp_path / "uac", "call_uac_callee_bye.xml", PBX, gw,
+                    service="66001", extra=["-trace_msg"],
+                ),
             )
         )
         caller.start()
@@ -144,6 +154,18 @@ def test_operator_hangs_up_a_call(loaded: tuple[GatewayProcess, Api], tmp_path: 
     wait_idle(gw)
     record = api.get("/api/audit").body["records"][-1]
     assert record["action"] == "call.hangup" and record["target"] == call["id"]
+    byes = (tmp_path / "uac").glob("*_messages.log")
+    assert 'Reason: Q.850;cause=16;text="Normal call clearing"' in "".join(p.read_text() for p in byes)
+
+    def stop() -> ChargingEvent | None:
+        events = streamed(redis_srv.url)
+        found = [e for e in events if e.call_id == call["id"] and e.event_type is EventType.STOP]
+        return found[0] if found else None
+
+    wait_until(lambda: stop() is not None)
+    release = stop().release  # type: ignore[union-attr]
+    assert release is not None and release.reason is EndReason.NORMAL, release
+    assert release.q850_cause == 16 and release.released_by is ReleasedBy.GATEWAY, release
 
 
 def test_account_state_set_through_the_api_applies_to_the_next_call(

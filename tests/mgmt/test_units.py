@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from gateway.call.model import EndCause
 from gateway.mgmt.api import Services
 from gateway.mgmt.auth import Role, TokenTable, bearer_token
 from gateway.mgmt.dialplans import DialplanVersions, DraftInvalidError, load_holder
@@ -99,7 +100,7 @@ async def test_monitor_rates_and_observers() -> None:
     fan = CallObservers(_Boom(), monitor.calls)  # type: ignore[arg-type]
     call = SimpleNamespace(answered_at=None, route=SimpleNamespace(charge=None))
     fan.attempt(call)  # type: ignore[arg-type]
-    fan.ended(call, 486, None, "busy")  # type: ignore[arg-type]
+    fan.ended(call, 486, None, EndCause.REJECTED)  # type: ignore[arg-type]
     assert registry.get_sample_value("gateway_call_attempts_total", {"call_class": "none"}) == 1
     assert registry.get_sample_value("gateway_call_failures_total", {"status": "486"}) == 1
 

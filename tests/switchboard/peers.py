@@ -76,12 +76,15 @@ def switchboard_status(gw: GatewayProcess) -> dict[str, Any]:
     return read_status(gw.workdir / "switchboard.sock")
 
 
+IDLE_KEYS = ("calls", "dialogs", "timers", "rtp_sessions", "rtp_ports_in_use", "legs")
+
+
 def wait_switchboard_idle(gw: GatewayProcess, timeout: float = 15.0) -> dict[str, Any]:
-    """No switchboard call, dialog, timer, RTP session or port is left."""
+    """No switchboard call, dialog, timer, RTP session, port or leg of the core is left."""
     deadline = time.monotonic() + timeout
     while True:
         snap = switchboard_status(gw)
-        if not any(snap[k] for k in ("calls", "dialogs", "timers", "rtp_sessions", "rtp_ports_in_use")):
+        if not any(snap[k] for k in IDLE_KEYS):
             return snap
         if time.monotonic() > deadline:
             raise AssertionError(f"switchboard state left behind: {snap}")
@@ -327,11 +330,13 @@ def caller_scenario(
     reinvites: int = 1,
     late_offer: bool = False,
     refresh: bool = False,
+    privacy: bool = False,
 ) -> Path:
     """A SIPp caller: INVITE with PCMU/PCMA/telephone-event (RTP to ``rtp_port``), keys as
     RFC 4733 (``keys="rtp"``: after each pause, the keys of ``presses`` from a pcap written
     beside the scenario), SIP INFO or none, then either the connection (re-INVITE with the
-    callee's SDP, then BYE) or the gateway's BYE."""
+    callee's SDP, then BYE) or the gateway's BYE. ``privacy``: the INVITE asks for it
+    (``Privacy: id``, RFC 3325 §9.3) and carries the caller's P-Asserted-Identity."""
     body = f'  <nop><action><assignstr assign_to="calling" value="{calling}"/></action></nop>\n'
     invite = _INVITE.format(rtp_port=rtp_port)
     if late_offer:  # the SDP moves from the INVITE to the ACK (RFC 3261 §13.2.1)
@@ -345,6 +350,13 @@ def caller_scenario(
             "      Content-Type: application/sdp\n      Content-Length: [len]\n\nv=0" + sdp,
             1,
         )
+    if privacy:
+        for cseq in ("1", "2"):
+            invite = invite.replace(
+                f"      CSeq: {cseq} INVITE\n",
+                f"      CSeq: {cseq} INVITE\n      Privacy: id\n"
+                "      P-Asserted-Identity: <sip:[$calling]@[local_ip]>\n",
+            )
     body += invite
     if keys == "rtp":
         for i, (pause_ms, pressed) in enumerate(presses):

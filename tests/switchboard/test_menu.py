@@ -23,6 +23,8 @@ from gateway.switchboard.menu import (
     Play,
     StopPlaying,
 )
+from gateway.switchboard.state import SB_TABLE, SbInput, SbState, SwitchboardStateError
+from gateway.switchboard.state import transition as sb_transition
 from tests.support.gateway import PROJECT_ROOT
 
 MAIN = ("main_zh", "main_en")
@@ -160,3 +162,19 @@ def test_simultaneous_hunting_rings_everyone_until_the_last_fails() -> None:
     assert not run.failed("61002")
     assert run.failed("13800138001")
     assert run.next_step(1.0) is None
+
+
+def test_switchboard_call_states_follow_their_table() -> None:
+    """A hunt, an answer, the caller's re-INVITE, a transfer that fails, the end; ENDED has no
+    way out, and an input without a row is refused (a bug, not a silent state change)."""
+    state = SbState.MENU
+    for event in (SbInput.CONNECT, SbInput.ANSWERED, SbInput.REINVITED, SbInput.REFER,
+                  SbInput.TRANSFER_FAILED, SbInput.END):
+        state = sb_transition(state, event)
+    assert state is SbState.ENDED
+    assert all(state is not SbState.ENDED for state, _ in SB_TABLE)
+    assert all((state, SbInput.END) in SB_TABLE for state in SbState if state is not SbState.ENDED)
+    with pytest.raises(SwitchboardStateError):
+        sb_transition(SbState.MENU, SbInput.ANSWERED)  # nobody was rung
+    with pytest.raises(SwitchboardStateError):
+        sb_transition(SbState.ENDED, SbInput.END)

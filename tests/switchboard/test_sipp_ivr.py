@@ -56,6 +56,7 @@ def call(
     late_offer: bool = False,
     refresh: bool = False,
     talk_ms: int = 500,
+    privacy: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], RtpReceiver, str]:
     """One SIPp call; returns its result, the caller's RTP receiver and the callee's INVITE
     (the answering SIPp listens on ``callee_port``: the PBX trunk unless told otherwise)."""
@@ -73,6 +74,7 @@ def call(
             late_offer=late_offer,
             refresh=refresh,
             talk_ms=talk_ms,
+            privacy=privacy,
         )
         with sipp_server(workdir / "uas", "call_uas.xml", callee_port, extra=["-trace_msg"]) as uas:
             command = sipp_command(
