@@ -644,6 +644,12 @@ class Gateway:
         self._after_layer_call()
 
     # -- UAC side: requests we originate (call control, outbound REGISTER, OPTIONS qualify) ----------
+    @property
+    def t1(self) -> float:
+        """RFC 3261 T1 (``sip.timers.t1``): the unit of the transaction timers, and of the
+        64*T1 a transaction user waits for the ACK of its 2xx (§13.3.1.4)."""
+        return self.config.sip.timers.t1
+
     def local_address(
         self, transport: str, destination: Address | None = None, *, shared: bool = False
     ) -> Address:

@@ -475,7 +475,7 @@ class B2BUA:
             self._settings.max_duration_for(call.route.inbound_trunk),
             self._max_duration,
         )
-        self._arm(call, "ack_wait", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
+        self._arm(call, "ack_wait", 64 * self._gw.t1, self._ack_missing)
         if call.session_interval is not None:
             self._watch_session(call)
             if call.we_refresh_b:

@@ -12,16 +12,18 @@ from gateway.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from gateway.app import AckHandler, CancelHandler, ClientRequest, RequestHandler, ResponseCallback
-    from gateway.config import GatewayConfig
     from gateway.metrics import Metrics
 
 
 class CallTransport(Protocol):
     """The gateway's transaction-user interface, as call control uses it."""
 
-    config: GatewayConfig
     metrics: Metrics
     supported: tuple[str, ...]
+
+    @property
+    def t1(self) -> float:
+        """RFC 3261 T1 of this node (an ACK of our 2xx is awaited 64*T1, §13.3.1.4)."""
 
     def local_address(
         self, transport: str, destination: Address | None = None, *, shared: bool = False

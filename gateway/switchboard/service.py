@@ -447,7 +447,7 @@ class Switchboard:
             )
             call.charged.routed(switchboard_step=f"menu:{mode}")
             call.charged.answered()
-        self._arm(call, "ack", 64 * self._gw.config.sip.timers.t1, self._ack_missing)
+        self._arm(call, "ack", 64 * self._gw.t1, self._ack_missing)
         self._arm(call, "ivr", self.settings.max_ivr_seconds, lambda c: self._end(c, EndCause.IVR_TOO_LONG))
         self._arm(call, "media", self.settings.media_timeout, self._media_check)
         log.info("switchboard %s: %s answered in menu %s (RTP port %d)", uid, request.call_id, mode, rtp.port)

@@ -87,7 +87,7 @@ class FakeTransport:
     """:class:`gateway.call.transport.CallTransport` recording what the core sends."""
 
     def __init__(self) -> None:
-        self.config = GatewayConfig.model_validate({})
+        self.t1 = GatewayConfig.model_validate({}).sip.timers.t1
         self.metrics = Metrics()
         self.supported: tuple[str, ...] = ()
         self.sent: list[Sent] = []
