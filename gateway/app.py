@@ -88,6 +88,7 @@ from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig
 from gateway.metrics import DropReason, Metrics
+from gateway.overload import OverloadControl, ShedReason
 from gateway.sip import entropy
 from gateway.sip.address import Address
 from gateway.sip.errors import SipParseError
@@ -235,6 +236,11 @@ class Gateway:
         self._max_server_transactions = sip.max_server_transactions
         self._max_dialogs = sip.max_dialogs
         self._dialog_counter: Callable[[], int] | None = None
+        # Graceful overload (gateway.overload): new INVITEs shed before any work is spent on them.
+        self._overload = OverloadControl(
+            config.overload, self.metrics.registry,
+            transactions=lambda: self._layer.server_count, dialogs=self._dialogs,
+        ) if config.overload.enabled else None
         self._handlers: dict[str, RequestHandler] = {"OPTIONS": self._answer_options}
         self._policy = Policy()
         self._allow = ""
@@ -275,8 +281,18 @@ class Gateway:
         return self._allow
 
     def set_dialog_counter(self, counter: Callable[[], int]) -> None:
-        """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503."""
+        """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503
+        (and at ``overload.dialogs_high`` new INVITEs are shed)."""
         self._dialog_counter = counter
+
+    def _dialogs(self) -> int:
+        counter = self._dialog_counter
+        return 0 if counter is None else counter()
+
+    @property
+    def overload(self) -> OverloadControl | None:
+        """The overload gate (None when ``overload.enabled`` is false): state, metrics."""
+        return self._overload
 
     def set_certificate_check(self, check: Callable[[Address, frozenset[str]], bool]) -> None:
         """Asked about each accepted TLS connection with its verified certificate's names; False
@@ -311,6 +327,8 @@ class Gateway:
         await self._transports.start(
             [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port
         )
+        if self._overload is not None:
+            self._overload.start(self._loop)
         own = self._transports.own
         log.info(
             "gateway %s listening on %s%s (event loop: %s)",
@@ -338,6 +356,8 @@ class Gateway:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._overload is not None:
+            self._overload.stop()
         await self._transports.close()
         log.info("gateway %s stopped", self.config.node.id)
 
@@ -386,6 +406,14 @@ class Gateway:
         if self._stopping and message.method not in ("ACK", "CANCEL"):
             self._reply_statelessly(message, source, 503, "Shutting Down")
             return
+        overload = self._overload
+        if overload is not None and message.method == "INVITE" and message.to.tag is None:
+            # Graceful overload (RFC 7339 §3): a new call is shed here, before routing, Redis
+            # or dialplans cost anything; a retransmission of an admitted one still goes through.
+            reason = overload.check(self._now())
+            if reason is not None and not self._layer.matches_server(message):
+                self._shed(message, source, reason)
+                return
         if self._layer.server_count >= self._max_server_transactions \
                 and message.method not in ("ACK", "CANCEL") and not self._layer.matches_server(message):
             # A cap on live server transactions (memory under a request flood): new requests get
@@ -398,8 +426,22 @@ class Gateway:
     def _overloaded(self, resource: str, request: Request, source: Address,
                     transaction: ServerTransaction | None = None) -> None:
         self.metrics.overload_refusals.labels(resource).inc()
+        self._unavailable(request, source, OVERLOAD_RETRY_AFTER, transaction)
+
+    def _shed(self, request: Request, source: Address, reason: ShedReason) -> None:
+        """A new INVITE refused by the overload gate: 503, or silence over UDP with ``action: drop``
+        (its retransmissions meet the same gate; over TCP/TLS nothing would come until Timer B)."""
+        overload = self._overload
+        assert overload is not None
+        overload.shed(reason)
+        if overload.settings.action == "reject" or source.reliable:
+            self._unavailable(request, source, overload.settings.retry_after)
+
+    def _unavailable(self, request: Request, source: Address, retry_after: int,
+                     transaction: ServerTransaction | None = None) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4, §20.33): statelessly without a transaction."""
         answer = Response(503, "Service Unavailable")
-        answer.headers.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
+        answer.headers.add("Retry-After", str(retry_after))
         if transaction is None:
             self._send_stateless(request, answer, source)
         else:

@@ -21,6 +21,7 @@ from gateway.collector import GcSettings
 from gateway.datafile import DataFileError, Problem, load_model
 from gateway.edge.config import EdgeOpsConfig
 from gateway.mgmt.settings import ApiConfig
+from gateway.overload import OverloadSettings
 from gateway.redis_client import SENTINEL_SCHEME, parse_hostport, sentinel_url
 from gateway.registrar.settings import RegistrarConfig
 from gateway.security.settings import SecuritySettings
@@ -212,6 +213,7 @@ class GatewayConfig(Section):
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
     gc: GcSettings = GcSettings()
+    overload: OverloadSettings = OverloadSettings()  # graceful overload: gateway.overload
     charging: ChargingSettings = ChargingSettings()
     accounts: AccountsSettings = AccountsSettings()
     registrar: RegistrarConfig = RegistrarConfig()
