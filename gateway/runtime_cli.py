@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway import redis_client
 from gateway.collector import CycleCollector
 from gateway.config import GatewayConfig, LoggingConfig, check_workers, load_config
 from gateway.datafile import DataFileError
@@ -120,6 +121,7 @@ async def serve(config: GatewayConfig) -> None:
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
+    redis_client.share_pools(config.redis.max_connections, config.redis.pool_timeout)  # per worker
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -195,6 +197,7 @@ async def serve(config: GatewayConfig) -> None:
         if charging is not None:
             await charging.close()  # after the calls: their stop events are flushed
         await registrar.close()
+        await redis_client.close_pools()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
