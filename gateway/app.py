@@ -240,6 +240,7 @@ class Gateway:
         self._overload = OverloadControl(
             config.overload, self.metrics.registry,
             transactions=lambda: self._layer.server_count, dialogs=self._dialogs,
+            queue=self._transports.receive_queue,
         ) if config.overload.enabled else None
         self._handlers: dict[str, RequestHandler] = {"OPTIONS": self._answer_options}
         self._policy = Policy()

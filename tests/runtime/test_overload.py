@@ -18,23 +18,31 @@ from gateway.sip.message import Request, Response, make_response
 from tests.runtime.test_gateway_app import Peer, request_bytes, status
 from tests.support.servers import free_udp_tcp_port
 
-BOUNDS = OverloadSettings(lag_high=0.5, lag_low=0.1, transactions_high=100, transactions_low=50,
-                          dialogs_high=20, dialogs_low=10, hold=2.0)
+BOUNDS = OverloadSettings(queue_high=1000, queue_low=100, lag_high=0.5, lag_low=0.1, transactions_high=100,
+                          transactions_low=50, dialogs_high=20, dialogs_low=10, hold=2.0)
 IDLE = Load(0.0, 0, 0)
 
 
 def test_each_signal_at_its_high_bound_sheds_with_its_reason() -> None:
     for load, reason in [(Load(0.5, 0, 0), ShedReason.LAG), (Load(0.0, 100, 0), ShedReason.TRANSACTIONS),
-                         (Load(0.0, 0, 20), ShedReason.DIALOGS)]:
+                         (Load(0.0, 0, 20), ShedReason.DIALOGS), (Load(0.0, 0, 0, 1000), ShedReason.QUEUE)]:
         gate = OverloadGate(BOUNDS)
-        assert gate.update(Load(0.49, 99, 19), 0.0) is None  # just below every bound
+        assert gate.update(Load(0.49, 99, 19, 999), 0.0) is None  # just below every bound
         assert gate.update(load, 1.0) is reason
         assert gate.state is OverloadState.OVERLOADED
+
+
+def recovered(gate: OverloadGate) -> None:
+    """The probes of ``recovery`` seconds (2 s) with no signal high: the admitted share back to all."""
+    for _ in range(40):
+        gate.adjust(IDLE, 0.05)
+    assert gate.admit_ratio == pytest.approx(1.0)
 
 
 def test_hysteresis_stays_overloaded_until_all_low_for_hold_seconds() -> None:
     gate = OverloadGate(BOUNDS)
     assert gate.update(Load(0.0, 100, 0), 10.0) is ShedReason.TRANSACTIONS
+    recovered(gate)
     # Below high but above low: still shedding (no flapping around one threshold).
     assert gate.update(Load(0.0, 60, 0), 20.0) is ShedReason.TRANSACTIONS
     # All low, but only 1 s after the last high reading (hold is 2 s).
@@ -51,11 +59,32 @@ def test_hysteresis_stays_overloaded_until_all_low_for_hold_seconds() -> None:
 def test_one_signal_still_between_bounds_keeps_overload() -> None:
     gate = OverloadGate(BOUNDS)
     gate.update(Load(0.0, 0, 25), 0.0)
+    recovered(gate)
     assert gate.update(Load(0.0, 0, 10), 100.0) is ShedReason.DIALOGS  # 10 is not below dialogs_low
     assert gate.update(Load(0.0, 0, 9), 100.0) is None
 
 
-@pytest.mark.parametrize("field", ["lag", "transactions", "dialogs"])
+def test_admitted_share_halves_while_high_climbs_while_not_and_admissions_are_spread() -> None:
+    gate = OverloadGate(BOUNDS)
+    high, between = Load(0.0, 0, 0, 5000), Load(0.0, 0, 0, 500)
+    assert gate.decide(high, 0.0) is ShedReason.QUEUE
+    assert gate.admit_ratio == 0.0  # entering: every new INVITE shed
+    for _ in range(10):  # 0.5 s of probes with the queue between its bounds: +0.025 each
+        gate.adjust(between, 0.05)
+    assert gate.admit_ratio == pytest.approx(0.25)
+    decisions = [gate.decide(between, 1.0) for _ in range(8)]
+    assert decisions.count(None) == 2 and decisions[3] is None and decisions[7] is None  # one in four
+    gate.adjust(high, 0.05)
+    assert gate.admit_ratio == pytest.approx(0.125)
+    gate.adjust(Load(0.0, 300, 0), 0.05)  # another signal high (transactions)
+    assert gate.admit_ratio == pytest.approx(0.0625)
+    # Still overloaded until the share is back to all, whatever the signals say.
+    assert gate.update(IDLE, 100.0) is ShedReason.QUEUE
+    recovered(gate)
+    assert gate.update(IDLE, 100.0) is None and gate.state is OverloadState.NORMAL
+
+
+@pytest.mark.parametrize("field", ["queue", "lag", "transactions", "dialogs"])
 def test_low_bound_must_be_below_high(field: str) -> None:
     high = 0.2 if field == "lag" else 100
     with pytest.raises(ValidationError, match=f"{field}_low .* must be smaller than {field}_high"):
@@ -98,7 +127,7 @@ async def running(overload: OverloadSettings) -> Gateway:
 
 @pytest.fixture
 async def dialog_bound() -> AsyncIterator[tuple[Gateway, list[int], Calls]]:
-    gw = await running(OverloadSettings(dialogs_high=4, dialogs_low=2, hold=0))
+    gw = await running(OverloadSettings(dialogs_high=4, dialogs_low=2, hold=0, recovery=0.1))
     dialogs = [0]
     gw.set_dialog_counter(lambda: dialogs[0])
     calls = Calls()
@@ -123,6 +152,13 @@ async def no_final(peer: Peer, wait: float) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+async def overload_over(gw: Gateway) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while gw.metrics.value("sip_overload_state") != 0:
+        assert asyncio.get_running_loop().time() < deadline, "still overloaded"
+        await asyncio.sleep(0.02)
 
 
 def shed_total(gw: Gateway, reason: ShedReason) -> float:
@@ -161,15 +197,13 @@ async def test_new_invites_get_503_while_dialogs_in_progress_and_others_pass(
     assert status(await peer.recv()) == 486
     await peer.send(request_bytes("OPTIONS", port, peer.local))
     assert status(await peer.recv()) == 200
-    # Below the low bound again: admitted (hold is 0 here).
-    dialogs[0] = 3
-    await peer.send(request_bytes("INVITE", port, peer.local))
-    assert status(await peer.recv()) == 503  # 3 is not below dialogs_low
+    # Below the low bound again: once the probes have raised the admitted share back to all
+    # (recovery 0.1 s, hold 0 here), the overload is over and new INVITEs are admitted.
     dialogs[0] = 1
+    await overload_over(gw)
     await peer.send(request_bytes("INVITE", port, peer.local))
     assert status(await peer.recv()) == 486
-    assert gw.metrics.value("sip_overload_state") == 0
-    assert shed_total(gw, ShedReason.DIALOGS) == 2
+    assert shed_total(gw, ShedReason.DIALOGS) == 1
 
 
 async def test_drop_policy_answers_nothing_over_udp() -> None:
@@ -191,7 +225,7 @@ async def test_drop_policy_answers_nothing_over_udp() -> None:
 
 
 async def test_a_loop_that_stays_behind_sheds_for_lag() -> None:
-    gw = await running(OverloadSettings(lag_high=0.1, lag_low=0.05, lag_samples=1, hold=0))
+    gw = await running(OverloadSettings(lag_high=0.1, lag_low=0.05, samples=1, hold=0, recovery=0.1))
     try:
         calls = Calls()
         gw.add_request_handler("INVITE", calls)
@@ -208,7 +242,7 @@ async def test_a_loop_that_stays_behind_sheds_for_lag() -> None:
         assert answers == [200, 503]
         assert shed_total(gw, ShedReason.LAG) == 1
         assert len(calls.seen) == 0
-        await asyncio.sleep(0.2)  # the probe sees a punctual loop again
+        await overload_over(gw)  # the probes see a punctual loop again
         await peer.send(request_bytes("INVITE", peer.target[1], peer.local))
         assert status(await peer.recv()) == 486
     finally:
