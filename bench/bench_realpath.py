@@ -19,8 +19,13 @@ rate. Per step: setup delay p50 / p99 (INVITE -> 200 at the caller; SIPp's resol
 and, for the gateway, CPU per call (user + system of the gateway and its workers, from
 /proc/PID/stat, over the step, divided by the calls).
 
+Graceful overload: then the PBX trunk offers 2x and 5x the highest clean rate of its route to a
+fresh gateway, with a caller that takes 503 as an answer (``call_uac_or_503.xml``): how many
+calls per second were admitted and completed, how many refused with 503, and failures at the
+caller (timeouts, anything else) and at the far end, which must stay zero.
+
 Everything runs on 127.0.0.1 with free ports; every process is started here and stopped by its
-PID. ``--quick``: two short steps per system (a smoke run, not a measurement).
+PID. ``--quick``: two short steps per system and 2x only (a smoke run, not a measurement).
 """
 
 from __future__ import annotations
@@ -37,10 +42,22 @@ from typing import Any
 
 import yaml
 
-from bench.sipp_load import CpuMeter, FarEnd, Step, best, describe, start_kamailio, step_rates
+from bench.sipp_load import (
+    SIPP_DIR,
+    CpuMeter,
+    FarEnd,
+    Step,
+    best,
+    describe,
+    percentile,
+    sipp_step,
+    start_kamailio,
+    step_rates,
+)
 from tests.registrar.peers import PASSWORD, register
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import RedisServer, free_udp_tcp_port, stop_process
+from tests.support.sipp import received
 
 LIFTED = {"max_calls": 100_000, "max_cps": 10_000}
 """Trunk limits out of reach: the benchmark measures capacity (the limits still run)."""
@@ -119,6 +136,30 @@ def run_route(route: Route, work: Path, target: str, *, ports: dict[str, int], r
         far.stop()
 
 
+def overload_step(route: Route, work: Path, gw: GatewayProcess, *, ports: dict[str, int], rate: int,
+                  duration: float) -> str:
+    """``rate`` offered on ``route`` with a caller that takes 503; one line of figures."""
+    label = f"overload-{rate}"
+    far = FarEnd(work / f"far-{label}", ports[route.callee])
+    assert gw.proc is not None
+    try:
+        step = sipp_step(work / label, f"127.0.0.1:{gw.port}", rate, int(rate * duration),
+                         caller=("127.0.0.1", ports[route.caller]), service=route.service,
+                         scenario=SIPP_DIR / "call_uac_or_503.xml", extra=("-trace_counts",), far_end=far,
+                         cpu=CpuMeter(gw.proc.pid))
+    finally:
+        far.stop()
+    answers = received(work / label)
+    admitted, refused = answers["200"] // 2, answers["503"]  # the BYE's 200 counts too
+    clean = step.failed == 0 and step.far_failed == 0 and admitted + refused == step.calls
+    delay = f"setup p50 {percentile(step.rtd, 0.5):.0f} p99 {percentile(step.rtd, 0.99):.0f} ms"
+    return (f"offered {rate:6d} cps: admitted {admitted / step.elapsed:7.1f} cps ({admitted} calls, "
+            f"{delay}), refused 503 {refused}, "
+            f"failed at the caller {step.failed}, at the far end {step.far_failed}, CPU "
+            f"{1000 * (step.cpu or 0) / max(step.calls, 1):.2f} ms per offered call  "
+            f"{'clean' if clean else 'NOT CLEAN'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two short steps per system (smoke run)")
@@ -138,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = 2.0 if args.quick else args.duration
     routes = [r for r in ROUTES if not args.route or r.name in args.route]
     summary: list[tuple[str, list[Step]]] = []
+    overload: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench_realpath_") as tmp:
         work = Path(tmp)
         ports = {name: free_udp_tcp_port() for name in ("pbx", "carrier", "line", "line2")}
@@ -169,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
                                       cpu=CpuMeter(gw.proc.pid))
                 summary.append((f"gateway {route.name}", steps))
                 time.sleep(1.0)
+                if route is not ROUTES[0]:
+                    continue
+                top = best(steps) or steps[0].rate
+                for factor in (2,) if args.quick else (2, 5):
+                    sys.stdout.write(f"gateway {route.name} at {factor}x its clean maximum ({top} cps), "
+                                     "fresh gateway, 503 taken as an answer\n")
+                    with demo_gateway(work / f"gw-overload-{factor}", ports, redis.url, args.workers) as gw:
+                        line = overload_step(route, work, gw, ports=ports, rate=factor * top,
+                                             duration=duration)
+                    sys.stdout.write(f"  {line}\n")
+                    overload.append(f"{factor}x: {line}")
+                    time.sleep(1.0)
         finally:
             redis.stop()
     sys.stdout.write("\nresults (max calls per second with zero failures at the caller and the far end):\n")
@@ -179,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = f"  [{describe(at)}]" if at is not None else ""
         ratio = f"  ratio to kamailio {top / kamailio:.2f}" if name.startswith("gateway") and kamailio else ""
         sys.stdout.write(f"  {name:22} {top:6d}{ratio}{extra}\n")
+    for line in overload:
+        sys.stdout.write(f"  overload {line}\n")
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.support.gateway import PROJECT_ROOT
 from tests.support.servers import free_udp_tcp_port, require_binary, stop_process
-from tests.support.sipp import _seconds
+from tests.support.sipp import _seconds, stat_rows
 
 SIPP_DIR = PROJECT_ROOT / "bench" / "sipp"
 KAMAILIO_CFG = PROJECT_ROOT / "bench" / "kamailio" / "kamailio.cfg"
@@ -76,13 +76,6 @@ def sipp_uas(workdir: Path, port: int, *, stats: Path | None = None,
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter=";"))
-
-
 @dataclass
 class FarEnd:
     """A fresh SIPp callee per step on ``port``, its failures read after the step."""
@@ -105,7 +98,7 @@ class FarEnd:
         deadline = time.monotonic() + FAR_END_RECV_TIMEOUT_MS / 1000 + 3
         while True:
             time.sleep(1.1)  # one statistics period
-            rows = _rows(self._stats)
+            rows = stat_rows(self._stats)
             last = rows[-1] if rows else {}
             ok, failed = int(last.get("SuccessfulCall(C)", 0)), int(last.get("FailedCall(C)", 0))
             if ok + failed >= expected or time.monotonic() > deadline:
@@ -153,7 +146,7 @@ def sipp_step(
         timeout=calls / rate + 120 + hold_ms / 1000,
     )
     spent = cpu.seconds() - started if cpu is not None else None
-    rows = _rows(stats)
+    rows = stat_rows(stats)
     last = rows[-1]
     placed_in = _seconds(last["ElapsedTime(C)"])
     before = (0.0, 0)

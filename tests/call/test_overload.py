@@ -5,7 +5,6 @@ the caller), the shedding shows in the metrics, and nothing is left behind."""
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tests.call.harness import (
     wait_idle,
 )
 from tests.support.servers import free_udp_tcp_port
+from tests.support.sipp import received, stat_rows
 
 SCENARIO = "call_uac_or_503.xml"  # in bench/sipp, like every scenario the harness runs
 CALLS = 600
@@ -30,20 +30,8 @@ OVERLOAD = {"transactions_high": 30, "transactions_low": 10, "lag_high": 30, "la
 
 
 def last_row(path: Path) -> dict[str, str]:
-    """The last line of a SIPp statistics file ({} until it has one)."""
-    if not path.exists():
-        return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter=";"))
+    rows = stat_rows(path)
     return rows[-1] if rows else {}
-
-
-def counts(workdir: Path) -> dict[str, int]:
-    """The caller's ``-trace_counts`` totals: how many 200 and 503 answers it received."""
-    (path,) = workdir.glob("*_counts.csv")
-    row = last_row(path)
-    return {status: sum(int(value) for name, value in row.items() if name.endswith(f"_{status}_Recv"))
-            for status in ("200", "503")}
 
 
 def test_burst_above_capacity_admitted_calls_complete_the_excess_gets_503(tmp_path: Path) -> None:
@@ -62,7 +50,7 @@ def test_burst_above_capacity_admitted_calls_complete_the_excess_gets_503(tmp_pa
             # Every call ended at the caller as admitted-and-completed or refused: no timeout,
             # no unexpected answer (SIPp exits 0 only then).
             assert result.returncode == 0, f"{screen(tmp_path / 'uac')}\n--- gateway\n{gw.log()[-3000:]}"
-            answered = counts(tmp_path / "uac")
+            answered = received(tmp_path / "uac")
             # The BYE's 200 counts as a 200 too: two per admitted call.
             admitted, refused = answered["200"] // 2, answered["503"]
             assert admitted + refused == CALLS and admitted > 0 and refused > 0, answered
