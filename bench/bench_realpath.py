@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of calls per step")
     parser.add_argument("--gateway-rates", default="100,200,300,400,500,600,800,1000,1250,1500")
     parser.add_argument("--kamailio-rates", default="500,1000,1500,2000,2500,3000,4000")
-    parser.add_argument("--direct-rates", default="1000,2000,3000,4000,6000")
+    parser.add_argument("--direct-rates", default="500,1000,2000,3000,4000,6000")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--route", choices=[r.name for r in ROUTES], action="append",
                         help="only these gateway routes (default: all)")
