@@ -399,6 +399,8 @@ class Gateway:
         if len(data) > self._max_message:
             self._reply_statelessly(message, source, 513, "Message Too Large")
             return
+        if message.method == "INVITE" and self._overload is not None and self._shedding(message, source):
+            return
         rejection = validate_request(message, self._policy)
         if rejection is not None:
             if message.method != "ACK":
@@ -407,14 +409,6 @@ class Gateway:
         if self._stopping and message.method not in ("ACK", "CANCEL"):
             self._reply_statelessly(message, source, 503, "Shutting Down")
             return
-        overload = self._overload
-        if overload is not None and message.method == "INVITE" and message.to.tag is None:
-            # Graceful overload (RFC 7339 §3): a new call is shed here, before routing, Redis
-            # or dialplans cost anything; a retransmission of an admitted one still goes through.
-            reason = overload.check(self._now())
-            if reason is not None and not self._layer.matches_server(message):
-                self._shed(message, source, reason)
-                return
         if self._layer.server_count >= self._max_server_transactions \
                 and message.method not in ("ACK", "CANCEL") and not self._layer.matches_server(message):
             # A cap on live server transactions (memory under a request flood): new requests get
@@ -428,6 +422,26 @@ class Gateway:
                     transaction: ServerTransaction | None = None) -> None:
         self.metrics.overload_refusals.labels(resource).inc()
         self._unavailable(request, source, OVERLOAD_RETRY_AFTER, transaction)
+
+    def _shedding(self, request: Request, source: Address) -> bool:
+        """Graceful overload (RFC 7339 §3): is this INVITE a new call to shed (then answered)?
+
+        Asked before validation, routing, Redis or dialplans cost anything: refusing must stay
+        far cheaper than serving (validation alone is a third of a refusal's cost). Under
+        overload a malformed new INVITE gets the 503 rather than its 4xx, an answer just as
+        valid (RFC 3261 §21.5.4). A retransmission of an admitted INVITE still goes through."""
+        overload = self._overload
+        assert overload is not None
+        try:
+            if request.to.tag is not None:
+                return False  # in-dialog: never shed
+        except SipParseError:
+            return False  # validation answers it
+        reason = overload.check(self._now())
+        if reason is None or self._layer.matches_server(request):
+            return False
+        self._shed(request, source, reason)
+        return True
 
     def _shed(self, request: Request, source: Address, reason: ShedReason) -> None:
         """A new INVITE refused by the overload gate: 503, or silence over UDP with ``action: drop``
