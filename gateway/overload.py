@@ -30,10 +30,11 @@ shed calls but a gateway that stays behind does.
 
 How much: on entering overload every new INVITE is shed. Then, once per probe, the share of new
 INVITEs admitted follows the signals (additive increase, multiplicative decrease, the loss-based
-control of RFC 7339 §5 applied at the entrance): halved while a signal is above its high bound,
+control of RFC 7339 §5 applied at the entrance): halved when a signal is above its high bound
+(at most once per ``samples`` probes, the time a decrease needs to show in the readings),
 raised by ``probe_interval / recovery`` while none is. (Keeping the share while a high queue
 shrinks was tried: on the loaded bench machine it let the queue stay seconds long and broke
-far legs; halving is the safe side.) So the gateway settles near the rate it
+far legs.) So the gateway settles near the rate it
 can carry instead of alternating between admitting everything and nothing. Admitted INVITEs are
 spread evenly (a credit counter, not chance).
 
@@ -155,6 +156,7 @@ class OverloadGate:
         self.admit_ratio = 1.0
         """The share of new INVITEs admitted (1.0 when not overloaded)."""
         self._credit = 0.0
+        self._since_decrease = 0  # probes since the admitted share was last halved
 
     def _above(self, load: Load) -> ShedReason | None:
         s = self._settings
@@ -197,8 +199,11 @@ class OverloadGate:
         overloaded, halve the admitted share when a signal is high, else raise it."""
         if self.state is OverloadState.NORMAL:
             return
+        self._since_decrease += 1
         if self._above(load) is not None:
-            self.admit_ratio /= 2
+            if self._since_decrease >= self._settings.samples:
+                self.admit_ratio /= 2
+                self._since_decrease = 0
         else:
             self.admit_ratio = min(1.0, self.admit_ratio + interval / self._settings.recovery)
 

@@ -76,7 +76,11 @@ def test_admitted_share_halves_while_high_climbs_while_not_and_admissions_are_sp
     assert decisions.count(None) == 2 and decisions[3] is None and decisions[7] is None  # one in four
     gate.adjust(high, 0.05)
     assert gate.admit_ratio == pytest.approx(0.125)
-    gate.adjust(Load(0.0, 300, 0), 0.05)  # another signal high (transactions)
+    # Another signal high (transactions): halved again once the last halving could show (3 probes).
+    gate.adjust(Load(0.0, 300, 0), 0.05)
+    gate.adjust(Load(0.0, 300, 0), 0.05)
+    assert gate.admit_ratio == pytest.approx(0.125)
+    gate.adjust(Load(0.0, 300, 0), 0.05)
     assert gate.admit_ratio == pytest.approx(0.0625)
     # Still overloaded until the share is back to all, whatever the signals say.
     assert gate.update(IDLE, 100.0) is ShedReason.QUEUE
