@@ -21,185 +21,22 @@ PID. Options: ``--duration`` seconds per step, ``--rates`` per target, ``--hold`
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from bench.sipp_load import SIPP_DIR, best, percentile, sipp_step, sipp_uas, start_kamailio, step_rates
 from gateway.call.service import read_status
-from tests.support.gateway import PROJECT_ROOT, GatewayProcess
+from tests.support.gateway import GatewayProcess
 from tests.support.servers import RedisServer, free_udp_tcp_port, require_binary, stop_process
-from tests.support.sipp import _seconds
 
-SIPP_DIR = PROJECT_ROOT / "bench" / "sipp"
-KAMAILIO_CFG = PROJECT_ROOT / "bench" / "kamailio" / "kamailio.cfg"
 CALLER_IP = "127.0.0.3"  # the bench trunk is recognised by this source address
-
-
-@dataclass
-class Step:
-    rate: int
-    calls: int
-    successful: int
-    failed: int
-    elapsed: float  # seconds SIPp took to place the calls
-    rtd: list[float]
-
-    @property
-    def achieved(self) -> float:
-        """Calls placed per second while SIPp was placing them (``elapsed``: until the last
-        one was created, interpolated between SIPp's one-second statistics rows)."""
-        return self.calls / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.failed == 0 and self.successful == self.calls and self.achieved >= 0.95 * self.rate
-
-
-def sipp_uas(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [
-        require_binary("sipp"),
-        "-sf",
-        str(SIPP_DIR / "call_uas.xml"),
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-nostdin",
-        "-max_socket",
-        "60000",
-        "-l",
-        "100000",
-    ]
-    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def sipp_step(
-    workdir: Path, target: str, rate: int, calls: int, *, hold_ms: int = 0, limit: int = 30000,
-    socket_per_call: bool = False, caller: tuple[str, int] = (CALLER_IP, 0), service: str = "13800138000",
-    extra: tuple[str, ...] = (),
-) -> Step:
-    """Run ``calls`` calls at ``rate`` cps; cumulative stats and per-call setup delays.
-    ``socket_per_call``: each call from its own UDP port (``-t un``), as many peers would be; the
-    kernel spreads them over the gateway's workers (one SIPp socket would reach only one).
-    ``caller``: SIPp's address and port; ``extra``: more SIPp options (e.g. -au / -ap)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    tag = f"{rate}_{calls}_{time.monotonic_ns()}"
-    stats = workdir / f"stat_{tag}.csv"
-    command = [
-        require_binary("sipp"),
-        "-sf",
-        str(SIPP_DIR / "call_uac.xml"),
-        "-i",
-        caller[0],
-        "-p",
-        str(caller[1]),
-        "-r",
-        str(rate),
-        "-m",
-        str(calls),
-        "-l",
-        str(limit),
-        "-d",
-        str(hold_ms),
-        "-s",
-        service,
-        "-nostdin",
-        "-trace_stat",
-        "-stf",
-        str(stats),
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-        "-timeout",
-        f"{int(calls / rate) + 40 + hold_ms // 1000}s",
-        "-timeout_error",
-        "-max_socket",
-        "10000" if socket_per_call else "60000",  # -t un: below the open-files limit
-        *(["-t", "un"] if socket_per_call else []),
-        *extra,
-        target,
-    ]
-    env = {**os.environ}
-    subprocess.run(
-        command,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=calls / rate + 120 + hold_ms / 1000,
-    )
-    rows = list(csv.DictReader(stats.open(newline="", encoding="utf-8"), delimiter=";"))
-    last = rows[-1]
-    placed_in = _seconds(last["ElapsedTime(C)"])
-    before = (0.0, 0)
-    for stat in rows:
-        at, created = _seconds(stat["ElapsedTime(C)"]), int(stat["OutgoingCall(C)"])
-        if created >= calls:
-            # interpolate when the last call was created inside this reporting interval
-            span, made = at - before[0], created - before[1]
-            placed_in = before[0] + (span * (calls - before[1]) / made if made else span)
-            break
-        before = (at, created)
-    rtd: list[float] = []
-    for path in workdir.glob("call_uac_*_rtt.csv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            for row in csv.reader(handle, delimiter=";"):
-                # Date_ms;response_time_ms;rtd_no (SIPp's resolution: whole milliseconds)
-                if len(row) >= 3 and row[1] and row[1][0].isdigit():
-                    rtd.append(float(row[1]))
-        path.unlink()
-    stats.unlink(missing_ok=True)
-    return Step(
-        rate,
-        calls,
-        int(last["SuccessfulCall(C)"]),
-        int(last["FailedCall(C)"]),
-        placed_in,
-        rtd,
-    )
-
-
-def step_rates(
-    name: str, workdir: Path, target: str, rates: list[int], duration: float, *,
-    socket_per_call: bool = False, **options: Any,
-) -> list[Step]:
-    results = []
-    for rate in rates:
-        calls = max(200, int(rate * duration))
-        step = sipp_step(workdir, target, rate, calls, socket_per_call=socket_per_call, **options)
-        results.append(step)
-        verdict = "pass" if step.passed else "FAIL"
-        sys.stdout.write(
-            f"  {name:9} offered {rate:6d} cps: {step.successful:7d} ok {step.failed:5d} failed, "
-            f"achieved {step.achieved:8.1f} cps  {verdict}\n"
-        )
-        sys.stdout.flush()
-        if not step.passed:
-            break
-        time.sleep(2.0)  # let retransmission timers of the previous step settle
-    return results
-
-
-def best(steps: list[Step]) -> int:
-    passing = [s.rate for s in steps if s.passed]
-    return max(passing) if passing else 0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else float("nan")
+CALLER = (CALLER_IP, 0)
 
 
 def start_gateway(
@@ -291,35 +128,17 @@ def main(argv: list[str] | None = None) -> int:
             if "direct" in targets:
                 sys.stdout.write("direct (SIPp caller -> SIPp callee)\n")
                 figures["direct"] = best(
-                    step_rates("direct", work, f"127.0.0.1:{uas_port}", rates["direct"], args.duration)
+                    step_rates("direct", work, f"127.0.0.1:{uas_port}", rates["direct"], args.duration,
+                               caller=CALLER)
                 )
             if "kamailio" in targets:
                 fresh_callee()
                 sys.stdout.write("kamailio 5.6 (stateful record-routing proxy, -m 1024 -x tlsf)\n")
-                port = free_udp_tcp_port()
-                kam = subprocess.Popen(
-                    [
-                        "kamailio",
-                        "-f",
-                        str(KAMAILIO_CFG),
-                        "-m",
-                        "1024",
-                        "-x",
-                        "tlsf",
-                        "-DD",
-                        "-E",
-                        "-l",
-                        f"udp:127.0.0.1:{port}",
-                        "-A",
-                        f'CALLEE="sip:127.0.0.1:{uas_port}"',
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                time.sleep(1.5)
+                kam, port = start_kamailio(uas_port)
                 try:
                     figures["kamailio"] = best(
-                        step_rates("kamailio", work, f"127.0.0.1:{port}", rates["kamailio"], args.duration)
+                        step_rates("kamailio", work, f"127.0.0.1:{port}", rates["kamailio"], args.duration,
+                                   caller=CALLER)
                     )
                 finally:
                     stop_process(kam)
@@ -349,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         figures["gateway"] = best(
                             step_rates("gateway", work, target, rates["gateway"], args.duration,
-                                       socket_per_call=shared)
+                                       caller=CALLER, socket_per_call=shared)
                         )
                         half = max(50, figures["gateway"] // 2)
                     # A fresh gateway and callee: the failed top step leaves transactions
@@ -358,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                     fresh_callee()
                     workers.append(gateway("gd"))
                     target = f"127.0.0.1:{workers[0].port}"
-                    gw_step = sipp_step(work, target, half, int(half * args.duration), socket_per_call=shared)
+                    gw_step = sipp_step(work, target, half, int(half * args.duration), socket_per_call=shared,
+                                        caller=CALLER)
                     direct_step = sipp_step(work, f"127.0.0.1:{uas_port}", half, int(half * args.duration),
-                                            socket_per_call=shared)
+                                            caller=CALLER, socket_per_call=shared)
                     sys.stdout.write(
                         f"setup delay at {half} cps (INVITE -> 200 at the caller, ms): gateway median "
                         f"{statistics.median(gw_step.rtd) if gw_step.rtd else float('nan'):.2f} p99 "

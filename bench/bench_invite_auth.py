@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.bench_calls import best, percentile, sipp_uas, step_rates
+from bench.sipp_load import best, percentile, sipp_uas, step_rates
 from tests.registrar.peers import PASSWORD, register
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess
 from tests.support.servers import free_udp_tcp_port, stop_process

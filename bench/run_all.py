@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 BENCHES = (
+    ["bench.bench_realpath"],  # first: the real call path (bench/RESULTS.md reports it first)
     ["bench.bench_codec"],
     ["bench.bench_dialplan"],
     ["bench.bench_charging"],

@@ -88,6 +88,7 @@ from dataclasses import dataclass, replace
 
 from gateway.config import GatewayConfig
 from gateway.metrics import DropReason, Metrics
+from gateway.overload import OverloadControl, ShedReason
 from gateway.sip import entropy
 from gateway.sip.address import Address
 from gateway.sip.errors import SipParseError
@@ -235,6 +236,12 @@ class Gateway:
         self._max_server_transactions = sip.max_server_transactions
         self._max_dialogs = sip.max_dialogs
         self._dialog_counter: Callable[[], int] | None = None
+        # Graceful overload (gateway.overload): new INVITEs shed before any work is spent on them.
+        self._overload = OverloadControl(
+            config.overload, self.metrics.registry,
+            transactions=lambda: self._layer.server_count, dialogs=self._dialogs,
+            queue=self._transports.receive_queue,
+        ) if config.overload.enabled else None
         self._handlers: dict[str, RequestHandler] = {"OPTIONS": self._answer_options}
         self._policy = Policy()
         self._allow = ""
@@ -275,8 +282,18 @@ class Gateway:
         return self._allow
 
     def set_dialog_counter(self, counter: Callable[[], int]) -> None:
-        """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503."""
+        """How many dialogs the applications hold: at ``sip.max_dialogs`` a new INVITE gets 503
+        (and at ``overload.dialogs_high`` new INVITEs are shed)."""
         self._dialog_counter = counter
+
+    def _dialogs(self) -> int:
+        counter = self._dialog_counter
+        return 0 if counter is None else counter()
+
+    @property
+    def overload(self) -> OverloadControl | None:
+        """The overload gate (None when ``overload.enabled`` is false): state, metrics."""
+        return self._overload
 
     def set_certificate_check(self, check: Callable[[Address, frozenset[str]], bool]) -> None:
         """Asked about each accepted TLS connection with its verified certificate's names; False
@@ -311,6 +328,8 @@ class Gateway:
         await self._transports.start(
             [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port
         )
+        if self._overload is not None:
+            self._overload.start(self._loop)
         own = self._transports.own
         log.info(
             "gateway %s listening on %s%s (event loop: %s)",
@@ -338,6 +357,8 @@ class Gateway:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._overload is not None:
+            self._overload.stop()
         await self._transports.close()
         log.info("gateway %s stopped", self.config.node.id)
 
@@ -378,6 +399,8 @@ class Gateway:
         if len(data) > self._max_message:
             self._reply_statelessly(message, source, 513, "Message Too Large")
             return
+        if message.method == "INVITE" and self._overload is not None and self._shedding(message, source):
+            return
         rejection = validate_request(message, self._policy)
         if rejection is not None:
             if message.method != "ACK":
@@ -398,8 +421,42 @@ class Gateway:
     def _overloaded(self, resource: str, request: Request, source: Address,
                     transaction: ServerTransaction | None = None) -> None:
         self.metrics.overload_refusals.labels(resource).inc()
+        self._unavailable(request, source, OVERLOAD_RETRY_AFTER, transaction)
+
+    def _shedding(self, request: Request, source: Address) -> bool:
+        """Graceful overload (RFC 7339 §3): is this INVITE a new call to shed (then answered)?
+
+        Asked before validation, routing, Redis or dialplans cost anything: refusing must stay
+        far cheaper than serving (validation alone is a third of a refusal's cost). Under
+        overload a malformed new INVITE gets the 503 rather than its 4xx, an answer just as
+        valid (RFC 3261 §21.5.4). A retransmission of an admitted INVITE still goes through."""
+        overload = self._overload
+        assert overload is not None
+        try:
+            if request.to.tag is not None:
+                return False  # in-dialog: never shed
+        except SipParseError:
+            return False  # validation answers it
+        reason = overload.check(self._now())
+        if reason is None or self._layer.matches_server(request):
+            return False
+        self._shed(request, source, reason)
+        return True
+
+    def _shed(self, request: Request, source: Address, reason: ShedReason) -> None:
+        """A new INVITE refused by the overload gate: 503, or silence over UDP with ``action: drop``
+        (its retransmissions meet the same gate; over TCP/TLS nothing would come until Timer B)."""
+        overload = self._overload
+        assert overload is not None
+        overload.shed(reason)
+        if overload.settings.action == "reject" or source.reliable:
+            self._unavailable(request, source, overload.settings.retry_after)
+
+    def _unavailable(self, request: Request, source: Address, retry_after: int,
+                     transaction: ServerTransaction | None = None) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4, §20.33): statelessly without a transaction."""
         answer = Response(503, "Service Unavailable")
-        answer.headers.add("Retry-After", str(OVERLOAD_RETRY_AFTER))
+        answer.headers.add("Retry-After", str(retry_after))
         if transaction is None:
             self._send_stateless(request, answer, source)
         else:

@@ -21,6 +21,7 @@ from gateway.collector import GcSettings
 from gateway.datafile import DataFileError, Problem, load_model
 from gateway.edge.config import EdgeOpsConfig
 from gateway.mgmt.settings import ApiConfig
+from gateway.overload import OverloadSettings
 from gateway.redis_client import SENTINEL_SCHEME, parse_hostport, sentinel_url
 from gateway.registrar.settings import RegistrarConfig
 from gateway.security.settings import SecuritySettings
@@ -184,6 +185,10 @@ class RedisConfig(Section):
     sentinels: list[str] = Field(default_factory=list)
     service_name: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     db: int = Field(default=0, ge=0, le=15)
+    # Connections of one process (worker) to Redis, per connection profile (gateway.redis_client):
+    # a burst waits up to pool_timeout seconds for a free one instead of opening more.
+    max_connections: int = Field(default=32, ge=1, le=10_000)
+    pool_timeout: float = Field(default=2.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _sentinel_url(self) -> RedisConfig:
@@ -220,6 +225,7 @@ class GatewayConfig(Section):
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
     gc: GcSettings = GcSettings()
+    overload: OverloadSettings = OverloadSettings()  # graceful overload: gateway.overload
     charging: ChargingSettings = ChargingSettings()
     accounts: AccountsSettings = AccountsSettings()
     registrar: RegistrarConfig = RegistrarConfig()
@@ -280,7 +286,8 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
     env = os.environ if environ is None else environ
     redis_url = env.get("REDIS_URL")
     if redis_url:
-        config = config.model_copy(update={"redis": RedisConfig(url=redis_url)})
+        redis = config.redis.model_dump(include={"max_connections", "pool_timeout"})
+        config = config.model_copy(update={"redis": RedisConfig(url=redis_url, **redis)})
     base = Path(path).resolve().parent.parent
     resolved = [p if p.is_absolute() else base / p for p in config.dialplans]
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
+from gateway import redis_client
 from gateway.billing.cli import billing_database
 from gateway.config import GatewayConfig
 from gateway.datafile import DataFileError, Problem
@@ -249,6 +250,10 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
     from gateway.switchboard.service import install as install_switchboard  # noqa: PLC0415
 
     async with contextlib.AsyncExitStack() as stack:
+        # One bounded pool of Redis connections per process and server, shared by every
+        # client built below; closed last, after every user of it.
+        redis_client.share_pools(config.redis.max_connections, config.redis.pool_timeout)
+        stack.push_async_callback(redis_client.close_pools)
         gateway = Gateway(config)
         # One account-state gate: the registrar refuses cancelled lines, call control bars
         # calls, the API changes states.

@@ -9,6 +9,18 @@ Sentinel, which ``redis.sentinels`` + ``redis.service_name`` in the configuratio
 before each new connection, so after a failover the next connection reaches the promoted
 replica; a command that fails meanwhile fails like any Redis outage (each user has its fall-back).
 
+Pools: a gateway process (one worker) shares its Redis connections. Once the composition root
+calls :func:`share_pools` (``redis.max_connections``, ``redis.pool_timeout``), every client
+:func:`connect` builds for the same server with the same connection options (socket timeout,
+retry, ...) draws from ONE blocking pool of at most ``max_connections`` connections: a burst
+of calls waits up to ``pool_timeout`` for a free connection instead of opening more (redis-py's
+plain pool fails with "Too many connections" at its limit, and an unbounded one runs the
+server into its ``maxclients``). Users with different connection options (the account gate's
+short socket timeout, the charging sink's and location store's retries) get a pool each, so a
+worker holds at most ``max_connections`` times the number of such profiles (four today).
+Closing a client leaves the shared pool open; :func:`close_pools` closes them at shutdown.
+Without :func:`share_pools` (command-line tools, tests) each client owns its pool, as before.
+
 :class:`Breaker` keeps Redis off the call path while it is unreachable. A call must never wait
 for a shared store that is down or hung: SIP transactions run on short timers (Timer B and F
 are 64*T1, RFC 3261 §17.1.1.2 / §17.1.2.2) and a caller's 100 Trying does not stop the next
@@ -19,6 +31,7 @@ then one call probes again. Pure: the caller passes ``now`` (a monotonic clock).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -42,6 +55,47 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """The bound of every shared pool (see the module docstring)."""
+
+    max_connections: int
+    timeout: float  # seconds a caller waits for a free connection before failing
+
+
+_limits: PoolLimits | None = None
+_pools: dict[Hashable, aioredis.ConnectionPool] = {}
+
+
+def share_pools(max_connections: int, timeout: float) -> None:
+    """From now on, clients of :func:`connect` share bounded pools in this process."""
+    global _limits  # noqa: PLW0603 - one process-wide setting, made once by the composition root
+    _limits = PoolLimits(max_connections, timeout)
+
+
+async def close_pools() -> None:
+    """Close the shared pools (after every client's user has closed) and stop sharing."""
+    global _limits  # noqa: PLW0603
+    pools = list(_pools.values())
+    _pools.clear()
+    _limits = None
+    for pool in pools:
+        await pool.disconnect()
+
+
+def _profile(url: str, kwargs: dict[str, Any]) -> Hashable:
+    """What makes two clients' connections interchangeable: the server and the options (a Retry
+    by its kind and count, it has no value equality)."""
+    def key(value: Any) -> Hashable:
+        if isinstance(value, Retry):
+            return ("retry", type(value._backoff).__name__, value.get_retries())
+        if isinstance(value, list | tuple):
+            return tuple(key(item) for item in value)
+        return value if isinstance(value, Hashable) else repr(value)
+
+    return (url, tuple(sorted((name, key(value)) for name, value in kwargs.items())))
 
 
 @dataclass(frozen=True)
@@ -83,20 +137,48 @@ def connect(
     kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **options}
     if retry is not None:
         kwargs["retry"] = retry
+    limits = _limits
+    if limits is not None:
+        return _shared_client(url, kwargs, limits)
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
     if url.startswith(f"{SENTINEL_SCHEME}://"):
-        target = parse_sentinel_url(url)
-        sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-        manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)
-        client: aioredis.Redis = manager.master_for(
-            target.service_name, db=target.db, password=target.password, **kwargs
-        )
-        return client
+        return _sentinel_client(url, kwargs)
     if max_connections is not None and pool_timeout is not None:
         pool = aioredis.BlockingConnectionPool.from_url(url, timeout=pool_timeout, **kwargs)
         return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     return aioredis.Redis.from_url(url, **kwargs)
+
+
+def _shared_client(url: str, kwargs: dict[str, Any], limits: PoolLimits) -> aioredis.Redis:
+    """A client on the shared pool of ``url`` with these options (built on first use)."""
+    profile = _profile(url, kwargs)
+    pool = _pools.get(profile)
+    if pool is None:
+        if url.startswith(f"{SENTINEL_SCHEME}://"):
+            # redis-py has no blocking Sentinel pool: bounded, a caller past the bound fails
+            # (like any Redis outage, each user has its fall-back) instead of waiting.
+            bounded = {**kwargs, "max_connections": limits.max_connections}
+            pool = _sentinel_client(url, bounded).connection_pool
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=limits.max_connections, timeout=limits.timeout, **kwargs
+            )
+        _pools[profile] = pool
+    # A client given its pool does not close it on aclose(): the pool outlives its users.
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _sentinel_client(url: str, kwargs: dict[str, Any]) -> aioredis.Redis:
+    """A client of the master the sentinels of ``url`` name (asked before each new connection)."""
+    target = parse_sentinel_url(url)
+    timeout = kwargs.get("socket_timeout")
+    sentinel_options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    manager = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)
+    client: aioredis.Redis = manager.master_for(
+        target.service_name, db=target.db, password=target.password, **kwargs
+    )
+    return client
 
 
 @dataclass

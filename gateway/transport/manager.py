@@ -169,6 +169,11 @@ class TransportSet:
         if self._on_unreachable is not None:
             self._on_unreachable(destination)
 
+    def receive_queue(self) -> int:
+        """Bytes received by the UDP sockets that the event loop has not read yet: the queue in
+        front of the gateway (what graceful overload watches, gateway.overload)."""
+        return sum(endpoint.queued_bytes() for endpoint in self._udp)
+
     def stop_accepting(self) -> None:
         """Refuse new TCP and TLS connections (UDP keeps running so transactions can finish)."""
         self.tcp.stop_accepting()

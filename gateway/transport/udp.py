@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from typing import cast
 
 from gateway.metrics import Metrics
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # Kernel receive buffer asked for: bursts of a few thousand requests must not be lost while the
 # loop is busy (the kernel caps it at net.core.rmem_max; asking more is harmless).
 RECEIVE_BUFFER = 4 * 1024 * 1024
+
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux >= 4.6; the module does not name it
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -89,6 +92,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             # must not reach the caller: the timer loop and the other messages go on.
             self._metrics.transport_errors.labels("udp").inc()
             log.debug("UDP send to %s failed: %s", destination.hostport(), exc)
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting unread in the socket's kernel receive buffer (SO_MEMINFO's rmem_alloc,
+        about 1.3 KiB per small datagram with the kernel's bookkeeping); 0 when unknown."""
+        if self._transport is None:
+            return 0
+        try:
+            raw = self._transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4)
+        except (OSError, AttributeError):
+            return 0
+        queued: int = struct.unpack("I", raw)[0]
+        return queued
 
     def close(self) -> None:
         if self._transport is not None:

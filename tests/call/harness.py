@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -225,6 +226,16 @@ def silent_udp_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+def metric(api_port: int, name: str) -> float:
+    """A sample of the gateway's ``/metrics`` (``name`` with its labels as exposed, e.g.
+    ``x_total{reason="y"}``); AssertionError when it is not exposed."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exposed")
 
 
 def free_port() -> int:

@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import gc
 import time
-import urllib.request
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from gateway.collector import CycleCollector, GcSettings
-from tests.call.harness import Lane, free_port, gateway_for, run_caller, screen, sipp_server, wait_idle
+from tests.call.harness import (
+    Lane,
+    free_port,
+    gateway_for,
+    metric,
+    run_caller,
+    screen,
+    sipp_server,
+    wait_idle,
+)
 from tests.support.servers import free_udp_tcp_port
-
-
-def metric(api_port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split()[1])
-    raise AssertionError(f"{name} not exposed")
 
 
 def test_calls_leave_no_reference_cycles(tmp_path: Path) -> None:

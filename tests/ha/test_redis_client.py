@@ -4,6 +4,8 @@ through; bad values are reported with the file, line and field."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from gateway.config import RedisConfig, load_config
 from gateway.datafile import DataFileError
-from gateway.redis_client import connect, parse_sentinel_url, sentinel_url
+from gateway.redis_client import close_pools, connect, parse_sentinel_url, sentinel_url, share_pools
 
 
 def test_sentinels_and_service_name_make_the_sentinel_url() -> None:
@@ -65,3 +67,48 @@ async def test_connect_builds_a_sentinel_managed_or_a_pooled_client() -> None:
         assert blocking.connection_pool.max_connections == 4
     finally:
         await blocking.aclose()
+
+
+async def test_shared_pool_bounds_the_connections_of_many_concurrent_users(redis_url: str) -> None:
+    """With share_pools (what every gateway worker runs with), clients of one server and profile
+    share one blocking pool: 300 concurrent slow commands from three users hold at most 4
+    connections (real redis-server, CLIENT LIST), and none fails for want of one."""
+    name = f"pooltest-{uuid.uuid4().hex[:8]}"
+    watcher = connect(redis_url)  # built before sharing: a pool of its own
+    share_pools(max_connections=4, timeout=10.0)
+    try:
+        users = [connect(redis_url, client_name=name) for _ in range(3)]
+        other = connect(redis_url, timeout=0.5, client_name=name)  # another profile: its own pool
+        assert users[0].connection_pool is users[1].connection_pool is users[2].connection_pool
+        assert other.connection_pool is not users[0].connection_pool
+        assert isinstance(users[0].connection_pool, aioredis.BlockingConnectionPool)
+        peak = 0
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            nonlocal peak
+            while not done.is_set():
+                listed = await watcher.client_list()
+                peak = max(peak, sum(1 for entry in listed if entry.get("name") == name))
+                await asyncio.sleep(0.01)
+
+        async def slow(index: int) -> None:
+            # BLPOP on an empty list holds its connection for the whole 0.05 s timeout.
+            assert await users[index % 3].blpop([f"{name}:empty"], timeout=0.05) is None
+
+        watching = asyncio.create_task(watch())
+        await asyncio.gather(*(slow(i) for i in range(300)))
+        done.set()
+        await watching
+        assert peak == 4  # the bound, and reached: the burst queued for connections instead
+        for user in users:
+            await user.aclose()
+        assert await other.ping()  # closing clients leaves the shared pools open
+        await other.aclose()
+    finally:
+        await close_pools()
+        await watcher.aclose()
+    after = connect(redis_url)
+    listed = await after.client_list()
+    await after.aclose()
+    assert not [entry for entry in listed if entry.get("name") == name]  # closed with the pools

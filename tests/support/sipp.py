@@ -38,6 +38,27 @@ def _seconds(text: str) -> float:
     return hours * 3600 + minutes * 60 + seconds + int(fraction) / 10.0 ** len(fraction)
 
 
+def stat_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a SIPp ``-trace_stat`` or ``-trace_counts`` file ([] until it exists)."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter=";"))
+
+
+def received(workdir: Path, statuses: tuple[str, ...] = ("200", "503")) -> dict[str, int]:
+    """How many responses of each status the SIPp runs in ``workdir`` received, from their
+    ``-trace_counts`` files (every scenario line receiving that status counted)."""
+    totals = dict.fromkeys(statuses, 0)
+    for path in workdir.glob("*_counts.csv"):
+        rows = stat_rows(path)
+        for name, value in (rows[-1] if rows else {}).items():
+            for status in statuses:
+                if name.endswith(f"_{status}_Recv") and value:
+                    totals[status] += int(value)
+    return totals
+
+
 def run_sipp(
     target: str,
     workdir: Path,
