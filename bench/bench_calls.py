@@ -11,8 +11,14 @@ For each system under test the same SIPp caller (``bench/sipp/call_uac.xml``: IN
 The offered rate is stepped up; a step passes when no call failed and the achieved rate is at
 least 95 % of the offered one. The figure is the highest passing rate. Then, on the gateway:
 call-setup delay (INVITE → 200 as the caller sees it, median and p99) at half its maximum rate
-compared with ``direct`` at the same rate, and concurrent established calls held with the
-memory per call (RSS growth / calls).
+compared with ``direct`` at the same rate, the CPU time per call of the gateway's processes
+(supervisor and workers, ``/proc`` utime + stime) over that step, and concurrent established
+calls held with the memory per call (RSS growth / calls).
+
+With ``--workers N`` the SIPp caller uses a socket per call (``-t un``, many peers) unless
+``--one-socket`` is given: then every call comes from ONE address and port, as from a carrier
+SBC or a PBX trunk, and only the gateway's own spreading (gateway.transport.handoff) can put
+the workers to use.
 
 Everything runs on 127.0.0.1 with free ports; every process is started here and stopped by its
 PID. Options: ``--duration`` seconds per step, ``--rates`` per target, ``--hold`` calls.
@@ -248,6 +254,18 @@ def start_gateway(
     return gw
 
 
+def cpu_seconds(gw: GatewayProcess) -> float:
+    """User + system CPU time used so far by the gateway process and its worker processes."""
+    assert gw.proc is not None
+    pid = gw.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = 0
+    for each in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14, 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -264,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=10000, help="concurrent calls to hold (0: skip)")
     parser.add_argument("--only", choices=["gateway", "kamailio", "direct"], action="append")
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    parser.add_argument("--one-socket", action="store_true",
+                        help="the caller is one SIPp socket (one peer address) even with several workers")
     parser.add_argument("--delay-at", type=int, default=0, help="gateway: skip the steps, measure delay here")
     args = parser.parse_args(argv)
     targets = args.only or ["direct", "kamailio", "gateway"]
@@ -326,9 +346,11 @@ def main(argv: list[str] | None = None) -> int:
             if "gateway" in targets:
                 fresh_callee()
                 shared = args.workers > 1
+                per_call = shared and not args.one_socket
                 sys.stdout.write(
                     f"gateway (B2BUA, {args.workers} worker process(es) on one port"
-                    f"{', registrations and limits in Redis, one caller port per call' if shared else ''})\n"
+                    f"{', registrations and limits in Redis' if shared else ''}"
+                    f"{', one caller port per call' if per_call else ', ONE caller socket'})\n"
                 )
                 redis = None
                 if shared:
@@ -349,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         figures["gateway"] = best(
                             step_rates("gateway", work, target, rates["gateway"], args.duration,
-                                       socket_per_call=shared)
+                                       socket_per_call=per_call)
                         )
                         half = max(50, figures["gateway"] // 2)
                     # A fresh gateway and callee: the failed top step leaves transactions
@@ -358,15 +380,20 @@ def main(argv: list[str] | None = None) -> int:
                     fresh_callee()
                     workers.append(gateway("gd"))
                     target = f"127.0.0.1:{workers[0].port}"
-                    gw_step = sipp_step(work, target, half, int(half * args.duration), socket_per_call=shared)
+                    cpu_before = cpu_seconds(workers[0])
+                    gw_step = sipp_step(work, target, half, int(half * args.duration),
+                                        socket_per_call=per_call)
+                    cpu = cpu_seconds(workers[0]) - cpu_before
                     direct_step = sipp_step(work, f"127.0.0.1:{uas_port}", half, int(half * args.duration),
-                                            socket_per_call=shared)
+                                            socket_per_call=per_call)
                     sys.stdout.write(
                         f"setup delay at {half} cps (INVITE -> 200 at the caller, ms): gateway median "
                         f"{statistics.median(gw_step.rtd) if gw_step.rtd else float('nan'):.2f} p99 "
                         f"{percentile(gw_step.rtd, 0.99):.2f} ({gw_step.failed} failed); direct median "
                         f"{statistics.median(direct_step.rtd) if direct_step.rtd else float('nan'):.2f} p99 "
                         f"{percentile(direct_step.rtd, 0.99):.2f}\n"
+                        f"CPU per call at {half} cps: {cpu * 1000 / max(gw_step.successful, 1):.2f} ms "
+                        f"({cpu:.1f} s over {gw_step.successful} calls, supervisor and workers)\n"
                     )
                     if args.hold:
                         # A fresh worker: memory left by the rate steps would hide the growth.
