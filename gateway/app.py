@@ -702,8 +702,8 @@ class Gateway:
             request.headers.prepend("Via", self.our_via(destination, branch=False))
         handoff = self._transports.handoff
         claimed = False
-        if handoff is not None and request.method in ("INVITE", "BYE"):
-            # Worker mode: the peer's requests inside a dialog we create must find us
+        if handoff is not None and request.method in ("INVITE", "BYE") and destination.transport == "udp":
+            # Worker mode: the peer's UDP requests inside a dialog we create must find us
             # (gateway.transport.handoff); a BYE ends the dialog.
             if request.method == "BYE":
                 handoff.release(request.call_id)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 Endpoint = tuple[str, int]
+BUFFER = 4 * 1024 * 1024
 
 
 class PortRestrictedNat:
@@ -31,8 +32,12 @@ class PortRestrictedNat:
         self.remote = remote
         self.inside_peer = inside_peer  # None: learned from the first datagram inside
         self._inside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._inside.bind(("127.0.0.1", 0))
         self._outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for sock in (self._inside, self._outside):
+            # A thread on a loaded machine may not run for a while: room for a burst, so that
+            # the NAT itself loses nothing (what is lost must be what it filters out).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
+        self._inside.bind(("127.0.0.1", 0))
         self._outside.bind(outside)
         self.inside: Endpoint = self._inside.getsockname()
         self.outside: Endpoint = self._outside.getsockname()
