@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--one-socket", action="store_true",
                         help="the caller is one SIPp socket (one peer address) even with several workers")
+    parser.add_argument("--redis", action="store_true",
+                        help="limits in Redis with one worker too (several workers always use it)")
     parser.add_argument("--delay-at", type=int, default=0, help="gateway: skip the steps, measure delay here")
     args = parser.parse_args(argv)
     targets = args.only or ["direct", "kamailio", "gateway"]
@@ -349,15 +351,15 @@ def main(argv: list[str] | None = None) -> int:
                 per_call = shared and not args.one_socket
                 sys.stdout.write(
                     f"gateway (B2BUA, {args.workers} worker process(es) on one port"
-                    f"{', registrations and limits in Redis' if shared else ''}"
+                    f"{', registrations and limits in Redis' if shared or args.redis else ''}"
                     f"{', one caller port per call' if per_call else ', ONE caller socket'})\n"
                 )
                 redis = None
-                if shared:
+                if shared or args.redis:
                     redis = RedisServer(work / "redis", free_udp_tcp_port())
                     redis.workdir.mkdir()
                     redis.start()
-                backend = "redis" if shared else "memory"
+                backend = "redis" if shared or args.redis else "memory"
 
                 def gateway(name: str) -> GatewayProcess:
                     return start_gateway(work / name, uas_port, backend, workers=args.workers,

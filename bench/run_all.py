@@ -8,6 +8,7 @@ import sys
 
 BENCHES = (
     ["bench.bench_codec"],
+    ["bench.bench_handoff"],
     ["bench.bench_dialplan"],
     ["bench.bench_charging"],
     ["bench.bench_billing"],
