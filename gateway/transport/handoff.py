@@ -37,8 +37,10 @@ forget every claim in its name (its dialogs died with the previous process). A b
 keeps a lost withdrawal from growing memory without end.
 
 TCP and TLS are not handed on: a connection stays with the worker that accepted it, which
-handles every message on it; see :mod:`gateway.transport.manager` for how dialogs over TCP find
-their worker.
+handles every message on it (a request on it inside another worker's dialog gets 481 there).
+Handing a stream message on would also mean relaying the answers back through the holder of the
+connection; instead each worker names a TCP/TLS port of its own in its Contact and Via, where a
+new connection finds it (:mod:`gateway.transport.manager`).
 """
 
 from __future__ import annotations
