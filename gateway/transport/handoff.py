@@ -250,8 +250,10 @@ class Handoff:
         elif kind == _CLAIM:
             claimed = self.claimed
             claimed[body] = sender
-            if len(claimed) > MAX_CLAIMS:
-                del claimed[next(iter(claimed))]
+            if len(claimed) > MAX_CLAIMS:  # the oldest of another worker's (ours are live dialogs)
+                oldest = next((key for key, owner in claimed.items() if owner != self.index), None)
+                if oldest is not None:
+                    del claimed[oldest]
         elif kind == _FORGET:
             if self.claimed.get(body) == sender:
                 del self.claimed[body]

@@ -198,3 +198,23 @@ def test_a_worker_started_by_hand_is_told_what_is_missing(monkeypatch: pytest.Mo
     monkeypatch.setenv(ENVIRONMENT, "3:4,5,6")
     with pytest.raises(ValueError, match="3 channels for 2 workers"):
         Handoff.from_environment(0, 2, Metrics())
+
+
+async def test_claims_held_for_others_are_bounded_and_ours_are_never_evicted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handoff_module, "MAX_CLAIMS", 3)
+    first, second = handoffs(2, [Metrics(), Metrics()])
+    first.start(lambda data, source: None)
+    second.start(lambda data, source: None)
+    names = [f"leg-{n}" for n in range(200) if call_id_owner(f"leg-{n}".encode(), 2) == 1]
+    first.claim(names[0])  # ours, hashing to the other worker
+    for name in names[1:6]:
+        second.claim(name)  # hashing to itself: not announced
+    others = [f"leg-{n}" for n in range(200) if call_id_owner(f"leg-{n}".encode(), 2) == 0][:5]
+    for name in others:
+        second.claim(name)
+    await eventually(now(lambda: others[-1].encode() in first.claimed), "the last claim arrived")
+    assert first.claimed == {names[0].encode(): 0, others[3].encode(): 1, others[4].encode(): 1}
+    first.close()
+    second.close()
