@@ -8,6 +8,8 @@ or request that left from elsewhere. The calls must spread over every worker (th
 sockets count them) and all complete; a busy callee's 486 (the ACK of its failure), a CANCEL
 while ringing, and a BYE from the callee (a request inside the dialog the gateway created)
 must each reach the worker that owns the call: none of its transactions times out waiting.
+Over TCP nothing is handed on: the worker holding a call's connection owns it, and a request
+in that dialog sent on a new connection to the port its Contact names reaches it.
 """
 
 from __future__ import annotations
