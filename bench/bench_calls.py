@@ -11,8 +11,14 @@ For each system under test the same SIPp caller (``bench/sipp/call_uac.xml``: IN
 The offered rate is stepped up; a step passes when no call failed and the achieved rate is at
 least 95 % of the offered one. The figure is the highest passing rate. Then, on the gateway:
 call-setup delay (INVITE → 200 as the caller sees it, median and p99) at half its maximum rate
-compared with ``direct`` at the same rate, and concurrent established calls held with the
-memory per call (RSS growth / calls).
+compared with ``direct`` at the same rate, the CPU time per call of the gateway's processes
+(supervisor and workers, ``/proc`` utime + stime) over that step, and concurrent established
+calls held with the memory per call (RSS growth / calls).
+
+With ``--workers N`` the SIPp caller uses a socket per call (``-t un``, many peers) unless
+``--one-socket`` is given: then every call comes from ONE address and port, as from a carrier
+SBC or a PBX trunk, and only the gateway's own spreading (gateway.transport.handoff) can put
+the workers to use.
 
 Everything runs on 127.0.0.1 with free ports; every process is started here and stopped by its
 PID. Options: ``--duration`` seconds per step, ``--rates`` per target, ``--hold`` calls.
@@ -30,7 +36,16 @@ from pathlib import Path
 
 import yaml
 
-from bench.sipp_load import SIPP_DIR, best, percentile, sipp_step, sipp_uas, start_kamailio, step_rates
+from bench.sipp_load import (
+    SIPP_DIR,
+    CpuMeter,
+    best,
+    percentile,
+    sipp_step,
+    sipp_uas,
+    start_kamailio,
+    step_rates,
+)
 from gateway.call.service import read_status
 from tests.support.gateway import GatewayProcess
 from tests.support.servers import RedisServer, free_udp_tcp_port, require_binary, stop_process
@@ -85,6 +100,12 @@ def start_gateway(
     return gw
 
 
+def meter(gw: GatewayProcess) -> CpuMeter:
+    """The CPU of the gateway process and its worker processes."""
+    assert gw.proc is not None
+    return CpuMeter(gw.proc.pid)
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -101,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=10000, help="concurrent calls to hold (0: skip)")
     parser.add_argument("--only", choices=["gateway", "kamailio", "direct"], action="append")
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    parser.add_argument("--one-socket", action="store_true",
+                        help="the caller is one SIPp socket (one peer address) even with several workers")
+    parser.add_argument("--redis", action="store_true",
+                        help="limits in Redis with one worker too (several workers always use it)")
     parser.add_argument("--delay-at", type=int, default=0, help="gateway: skip the steps, measure delay here")
     args = parser.parse_args(argv)
     targets = args.only or ["direct", "kamailio", "gateway"]
@@ -145,16 +170,18 @@ def main(argv: list[str] | None = None) -> int:
             if "gateway" in targets:
                 fresh_callee()
                 shared = args.workers > 1
+                per_call = shared and not args.one_socket
                 sys.stdout.write(
                     f"gateway (B2BUA, {args.workers} worker process(es) on one port"
-                    f"{', registrations and limits in Redis, one caller port per call' if shared else ''})\n"
+                    f"{', registrations and limits in Redis' if shared or args.redis else ''}"
+                    f"{', one caller port per call' if per_call else ', ONE caller socket'})\n"
                 )
                 redis = None
-                if shared:
+                if shared or args.redis:
                     redis = RedisServer(work / "redis", free_udp_tcp_port())
                     redis.workdir.mkdir()
                     redis.start()
-                backend = "redis" if shared else "memory"
+                backend = "redis" if shared or args.redis else "memory"
 
                 def gateway(name: str) -> GatewayProcess:
                     return start_gateway(work / name, uas_port, backend, workers=args.workers,
@@ -168,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         figures["gateway"] = best(
                             step_rates("gateway", work, target, rates["gateway"], args.duration,
-                                       caller=CALLER, socket_per_call=shared)
+                                       caller=CALLER, socket_per_call=per_call, cpu=meter(workers[0]))
                         )
                         half = max(50, figures["gateway"] // 2)
                     # A fresh gateway and callee: the failed top step leaves transactions
@@ -177,16 +204,19 @@ def main(argv: list[str] | None = None) -> int:
                     fresh_callee()
                     workers.append(gateway("gd"))
                     target = f"127.0.0.1:{workers[0].port}"
-                    gw_step = sipp_step(work, target, half, int(half * args.duration), socket_per_call=shared,
-                                        caller=CALLER)
+                    gw_step = sipp_step(work, target, half, int(half * args.duration),
+                                        socket_per_call=per_call, caller=CALLER, cpu=meter(workers[0]))
+                    cpu = gw_step.cpu or 0.0
                     direct_step = sipp_step(work, f"127.0.0.1:{uas_port}", half, int(half * args.duration),
-                                            caller=CALLER, socket_per_call=shared)
+                                            caller=CALLER, socket_per_call=per_call)
                     sys.stdout.write(
                         f"setup delay at {half} cps (INVITE -> 200 at the caller, ms): gateway median "
                         f"{statistics.median(gw_step.rtd) if gw_step.rtd else float('nan'):.2f} p99 "
                         f"{percentile(gw_step.rtd, 0.99):.2f} ({gw_step.failed} failed); direct median "
                         f"{statistics.median(direct_step.rtd) if direct_step.rtd else float('nan'):.2f} p99 "
                         f"{percentile(direct_step.rtd, 0.99):.2f}\n"
+                        f"CPU per call at {half} cps: {cpu * 1000 / max(gw_step.successful, 1):.2f} ms "
+                        f"({cpu:.1f} s over {gw_step.successful} calls, supervisor and workers)\n"
                     )
                     if args.hold:
                         # A fresh worker: memory left by the rate steps would hide the growth.

@@ -9,6 +9,7 @@ import sys
 BENCHES = (
     ["bench.bench_realpath"],  # first: the real call path (bench/RESULTS.md reports it first)
     ["bench.bench_codec"],
+    ["bench.bench_handoff"],
     ["bench.bench_dialplan"],
     ["bench.bench_charging"],
     ["bench.bench_billing"],

@@ -95,6 +95,7 @@ from gateway.sip.errors import SipParseError
 from gateway.sip.framing import FramingError
 from gateway.sip.headers import Via, header_key, parse_via
 from gateway.sip.message import AnswerableParseError, Request, Response, make_response, parse_message
+from gateway.sip.ownership import branch_marker
 from gateway.sip.timers import TimerName
 from gateway.sip.transactions import (
     AckReceived,
@@ -115,6 +116,7 @@ from gateway.sip.transactions import (
 )
 from gateway.sip.validation import Policy, validate_request
 from gateway.transport import PacketFilter
+from gateway.transport.handoff import Handoff
 from gateway.transport.manager import Listen, TransportSet
 from gateway.transport.tls import client_context, server_context
 
@@ -172,6 +174,7 @@ class ClientRequest:
     final: Response | None = None
     synthesized: bool = False
     waiter: asyncio.Future[Response] | None = None
+    claimed: bool = False  # worker mode: a dialog-creating INVITE whose Call-ID routes to us
 
     async def wait(self) -> Response:
         """The final response (real or synthesized)."""
@@ -209,8 +212,11 @@ class Gateway:
         self.config = config
         self.metrics = metrics if metrics is not None else Metrics()
         sip = config.sip
+        worker = config.node.worker_index
         self._layer = TransactionLayer(
-            TimerConfig(t1=sip.timers.t1, t2=sip.timers.t2, t4=sip.timers.t4, timer_d=sip.timers.timer_d)
+            TimerConfig(t1=sip.timers.t1, t2=sip.timers.t2, t4=sip.timers.t4, timer_d=sip.timers.timer_d),
+            # Responses find the worker that sent the request by its branch (gateway.sip.ownership).
+            branch_marker=branch_marker(worker) if worker is not None else "",
         )
         tls = sip.tls
         # SIP over TLS (RFC 3261 §26.2.1): files loaded once here; a bad one is an OSError naming it.
@@ -325,8 +331,12 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         sip = self.config.sip
         node = self.config.node
+        # Worker processes share every UDP datagram through the supervisor's hand-off channels.
+        handoff = Handoff.from_environment(node.worker_index, node.workers, self.metrics) \
+            if node.worker_index is not None else None
         await self._transports.start(
-            [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port
+            [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port,
+            handoff=handoff,
         )
         if self._overload is not None:
             self._overload.start(self._loop)
@@ -600,6 +610,9 @@ class Gateway:
     def _dispatch(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         # Validation answered methods without a handler (501 with Allow, RFC 3261 §8.2.1).
         handler = self._handlers[request.method]
+        handoff = self._transports.handoff
+        if handoff is not None and request.method == "BYE":
+            handoff.release(request.call_id)  # the dialog ends: its Call-ID need not route to us
         counter = self._dialog_counter
         if counter is not None and request.method == "INVITE" and request.to.tag is None \
                 and counter() >= self._max_dialogs:
@@ -712,12 +725,14 @@ class Gateway:
     ) -> Address:
         """Our address for Via sent-by and Contact on ``transport``: the first listener of that
         transport (of ``destination``'s address family when given), with ``sip.advertised_host``
-        replacing the bound host when configured. A worker names its own listener (see
-        :mod:`gateway.transport.manager`) unless ``shared``: the port all workers share, for a
-        Contact that new requests should reach (the one registered with a carrier)."""
+        replacing the bound host when configured. A worker names the shared UDP port, and its own
+        TCP/TLS listener (see :mod:`gateway.transport.manager`) unless ``shared``: the port all
+        workers share, for a Contact that new requests should reach (the one registered with a
+        carrier)."""
         chosen: Address | None = None
         want_v6 = destination is not None and ":" in destination.host
-        listeners = self._transports.locals if shared else self._transports.own or self._transports.locals
+        own = self._transports.own
+        listeners = own if own and not shared and transport != "udp" else self._transports.locals
         for local in listeners:
             if local.transport != transport:
                 continue
@@ -750,8 +765,18 @@ class Gateway:
         """
         if "Via" not in request.headers:
             request.headers.prepend("Via", self.our_via(destination, branch=False))
+        handoff = self._transports.handoff
+        claimed = False
+        if handoff is not None and request.method in ("INVITE", "BYE") and destination.transport == "udp":
+            # Worker mode: the peer's UDP requests inside a dialog we create must find us
+            # (gateway.transport.handoff); a BYE ends the dialog.
+            if request.method == "BYE":
+                handoff.release(request.call_id)
+            elif request.to.tag is None:
+                handoff.claim(request.call_id)
+                claimed = True
         transaction = self._layer.send_request(request, destination, self._now())
-        client = ClientRequest(request, destination, transaction, on_response)
+        client = ClientRequest(request, destination, transaction, on_response, claimed=claimed)
         self._clients[id(transaction)] = client
         self._after_layer_call()
         return client
@@ -818,6 +843,10 @@ class Gateway:
             return  # the CANCEL's own transaction (its 200 means nothing to the TU) or a stray
         if response.status >= 200 and client.final is None:
             client.final = response
+            if client.claimed and response.status >= 300:  # no dialog was made (RFC 3261 §12.1)
+                handoff = self._transports.handoff
+                if handoff is not None:
+                    handoff.release(client.request.call_id)
             if client.waiter is not None and not client.waiter.done():
                 client.waiter.set_result(response)
         if client.on_response is not None:

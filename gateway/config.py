@@ -43,8 +43,9 @@ class NodeConfig(Section):
     # Worker processes sharing the SIP listeners (SO_REUSEPORT), one per core: see
     # gateway.workers. More than one needs Redis for registrations and call limits.
     workers: int = Field(default=1, ge=1, le=64)
-    # Worker i's own SIP port (its Via and Contact) is worker_port_base + i; null: any free port.
-    # Set it when a firewall in front must know the ports.
+    # Worker i's own TCP/TLS port (its TCP/TLS Via and Contact) is worker_port_base + i; null: any
+    # free port. Set it when a firewall in front must know the ports. UDP has none: every worker
+    # sends from the shared port (gateway.transport.handoff).
     worker_port_base: Port | None = None
     # Set by the supervisor for each worker process (``gateway run --worker N``), not in files.
     worker_index: int | None = Field(default=None, ge=0, le=63)

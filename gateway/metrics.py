@@ -83,6 +83,13 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+        self.worker_handoffs = Counter(
+            "sip_worker_handoffs",
+            "UDP datagrams handed between worker processes (sent to their owner, received from "
+            "another worker, failed: the owner's channel was full), see gateway.transport.handoff.",
+            ["direction"],
+            registry=self.registry,
+        )
 
     def dropped(self, reason: str) -> None:
         """Count one message dropped for ``reason`` (a :class:`DropReason` value)."""

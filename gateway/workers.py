@@ -2,14 +2,22 @@
 
 One CPython process uses one core. ``gateway run`` with ``node.workers: N`` (or ``--workers N``)
 becomes a supervisor that starts N worker processes (``gateway run --worker i``) and does nothing
-else. Each worker binds the configured SIP listeners with SO_REUSEPORT, so the kernel spreads
-the peers over them by a hash of the peer's address (one peer's requests, its CANCEL and its
-ACK for a failure included, keep reaching one worker while the set of workers is unchanged).
-Each worker also listens on a port of its own and names it in its Via and Contact: responses to
-its requests and requests inside its dialogs come straight back to it (see
-:mod:`gateway.transport.manager`). Registrations and call-limit slots live in Redis, so a
-REGISTER taken by one worker serves calls placed by another (``check_workers`` in
-:mod:`gateway.config` refuses anything else).
+else. Each worker binds the configured SIP listeners with SO_REUSEPORT.
+
+UDP has one address to the world: every worker sends requests and responses from its socket on
+the shared port and names that port in its Via and Contact, so a peer behind a port-restricted
+NAT sees one source. The kernel hands each datagram to a random worker, which passes it to the
+worker that owns it (the one that sent the request a response answers, the one holding the
+dialog, else the one the Call-ID hashes to): the calls of ONE peer, a carrier SBC or a PBX
+trunk, spread over every worker, and a CANCEL or an ACK reaches the INVITE's worker. How, and
+why so: :mod:`gateway.transport.handoff` and :mod:`gateway.sip.ownership`. The supervisor
+makes the hand-off channels and passes them down (they outlive a worker's restart).
+
+TCP and TLS: a connection stays with the worker that accepted it; each worker also listens on
+a port of its own (``node.worker_port_base + i``) named in its TCP/TLS Via and Contact, so a
+new connection for a request in one of its dialogs reaches it (:mod:`gateway.transport.manager`).
+Registrations and call-limit slots live in Redis, so a REGISTER taken by one worker serves
+calls placed by another (``check_workers`` in :mod:`gateway.config` refuses anything else).
 
 What the supervisor does:
 
@@ -31,10 +39,13 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
+
+from gateway.transport.handoff import ENVIRONMENT, channels_for, make_channels
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +83,19 @@ class Supervisor:
         self._stopping = False
         self._exit_code = 0
         self._workers: dict[int, _Worker] = {}
+        # The hand-off channels (gateway.transport.handoff), kept open across worker restarts.
+        self._channels = make_channels(workers)
 
     def command(self, index: int) -> list[str]:
         return [sys.executable, "-m", "gateway", "run", "--config", self.config_path,
                 "--workers", str(self.count), "--worker", str(index)]
 
     async def _start(self, index: int) -> _Worker:
-        process = await asyncio.create_subprocess_exec(*self.command(index), preexec_fn=_die_with_parent)
+        channels, fds = channels_for(index, self._channels)
+        process = await asyncio.create_subprocess_exec(
+            *self.command(index), preexec_fn=_die_with_parent, pass_fds=fds,
+            env={**os.environ, ENVIRONMENT: channels},
+        )
         log.info("worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, time.monotonic())
 
@@ -120,6 +137,9 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             await self._stop([workers[i] for i in waits], list(waits.values()))
+            for pair in self._channels:
+                for sock in pair:
+                    sock.close()
         return self._exit_code
 
     def _forward_hangup(self) -> None:

@@ -74,6 +74,13 @@ class CallService:
                 if sample.name.endswith("_total")
             },
             "transactions": self.gateway.transaction_count,
+            "transaction_timeouts": self.gateway.transaction_counters.timeouts,  # Timers B, F, H
+            "handoffs": {  # worker mode: UDP datagrams handed between workers (transport.handoff)
+                sample.labels["direction"]: int(sample.value)
+                for metric in self.gateway.metrics.worker_handoffs.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            },
         }
 
     async def _serve_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -9,6 +9,8 @@ whole messages, as bytes plus the :class:`~gateway.sip.address.Address` they cam
   reused for responses (RFC 3261 §18.2.2) and for requests to the same destination (§18.1.1),
   idle connections closed, reading paused while a connection's write buffer is full.
 * :class:`~gateway.transport.set.TransportSet` — all listeners of a gateway, behind one ``send``.
+* :mod:`gateway.transport.handoff` — worker processes behind one UDP address: the kernel spreads
+  datagrams at random, each is handed to the worker that owns it.
 * :class:`PacketFilter` — the edge guard, asked on raw bytes before anything is parsed.
 """
 

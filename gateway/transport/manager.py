@@ -6,11 +6,18 @@ socket its request came in on (``Address.listener``, RFC 3581 §4), any other UD
 the default socket of the destination's address family.
 
 Worker mode (``worker_port`` given, several gateway processes on one machine): the configured
-listeners are shared by all workers (SO_REUSEPORT), and each worker also listens on a port of its
-own on the same hosts (``own``). Our Via and Contact carry the own port, so the responses to our
-requests and the requests in our dialogs come back to the worker that holds the transaction or
-the dialog, whichever worker the kernel hands a peer's new requests to; and our requests leave
-from the own socket (the default socket), since a peer answering per ``rport`` answers the source.
+listeners are shared by all workers (SO_REUSEPORT).
+
+* UDP: one address to the world. Every worker sends from its socket on the shared port, and its
+  Via and Contact name that port; the kernel hands each datagram to a random worker, which
+  passes it to the worker owning its transaction or dialog (:mod:`gateway.transport.handoff`).
+* TCP and TLS: a connection stays with the worker that accepted it (or opened it), which
+  handles everything on it; responses go back on it (RFC 3261 §18.2.2). A stream peer that
+  opens a new connection for a request inside one of our dialogs must reach the worker holding
+  the dialog, and the kernel would pick any worker for a connection to the shared port: so
+  each worker also listens on a port of its own on the same hosts (``own``), named in the Via
+  and Contact it puts on TCP and TLS messages. No NAT concern there: a device behind NAT reuses
+  its connection (RFC 5626 §4.1, RFC 5923), which the worker holding it serves.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from gateway.metrics import DropReason, Metrics
 from gateway.sip.address import Address, Transport
 from gateway.transport import MessageSink, PacketFilter
+from gateway.transport.handoff import Handoff
 from gateway.transport.tcp import StreamKind, TcpTransport
 from gateway.transport.udp import UdpEndpoint
 
@@ -96,22 +104,30 @@ class TransportSet:
         # SIP over TLS: the same stream transport over asyncio's ssl (its own caps and table).
         self.tls = stream("tls")
         self.locals: list[Address] = []  # the configured listeners: what peers dial
-        self.own: list[Address] = []  # worker mode: this worker's own listeners (Via, Contact)
+        self.own: list[Address] = []  # worker mode: this worker's own TCP/TLS listeners (Via, Contact)
         self._filter: PacketFilter | None = None
+        self.handoff: Handoff | None = None
 
-    async def start(self, listen: Sequence[Listen], *, worker_port: int | None = None) -> None:
+    async def start(
+        self, listen: Sequence[Listen], *, worker_port: int | None = None, handoff: Handoff | None = None
+    ) -> None:
         """Open every listener (shared with the other workers when ``worker_port`` is given, plus
-        this worker's own ones on that port, 0 for any free port); on any failure close those
-        already open and re-raise."""
+        this worker's own TCP/TLS ones on that port, 0 for any free port; UDP datagrams another
+        worker owns go through ``handoff``); on any failure close those already open and
+        re-raise."""
         shared = worker_port is not None
+        self.handoff = handoff
         try:
             for item in listen:
-                self.locals.append(await self._open(item, reuse_port=shared, default=not shared))
+                self.locals.append(await self._open(item, reuse_port=shared))
             if worker_port is not None:
-                hosts = dict.fromkeys((item.transport, item.host) for item in listen)
+                streams = [item for item in listen if item.transport != "udp"]
+                hosts = dict.fromkeys((item.transport, item.host) for item in streams)
                 for transport, host in hosts:
                     item = Listen(transport, host, worker_port)
-                    self.own.append(await self._open(item, reuse_port=False, default=True))
+                    self.own.append(await self._open(item, reuse_port=False))
+            if handoff is not None:
+                handoff.start(self._sink.message_received)
         except BaseException:
             await self.close()
             raise
@@ -125,20 +141,22 @@ class TransportSet:
         for endpoint in self._udp:
             endpoint.filter = packet_filter
 
-    async def _open(self, item: Listen, *, reuse_port: bool, default: bool) -> Address:
+    async def _open(self, item: Listen, *, reuse_port: bool) -> Address:
         if item.transport == "tcp":
             return await self.tcp.listen(item.host, item.port, reuse_port=reuse_port)
         if item.transport == "tls":
             return await self.tls.listen(item.host, item.port, reuse_port=reuse_port)
         if item.transport != "udp":
             raise ValueError(f"transport {item.transport!r} is not supported yet")
+        handoff = self.handoff
         endpoint = await UdpEndpoint.listen(
-            item.host, item.port, self._sink, self._metrics, index=len(self._udp), reuse_port=reuse_port
+            item.host, item.port, self._sink, self._metrics, index=len(self._udp), reuse_port=reuse_port,
+            spread=handoff.count if handoff is not None else None,
         )
         endpoint.filter = self._filter
+        endpoint.handoff = handoff
         self._udp.append(endpoint)
-        if default:
-            self._udp_by_family.setdefault(endpoint.family, endpoint)
+        self._udp_by_family.setdefault(endpoint.family, endpoint)
         assert endpoint.local is not None
         return endpoint.local
 
@@ -185,4 +203,7 @@ class TransportSet:
         for endpoint in self._udp:
             endpoint.close()
         self._udp.clear()
+        if self.handoff is not None:
+            self.handoff.close()
+            self.handoff = None
         self._udp_by_family.clear()

@@ -17,6 +17,7 @@ from typing import cast
 from gateway.metrics import Metrics
 from gateway.sip.address import Address
 from gateway.transport import MessageSink, PacketFilter
+from gateway.transport.handoff import Handoff, spread_at_random
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.local: Address | None = None
         self.family = socket.AF_INET
         self.filter: PacketFilter | None = None  # the edge guard, before any parsing
+        self.handoff: Handoff | None = None  # worker mode: datagrams another worker owns go there
 
     @classmethod
     async def listen(
         cls, host: str, port: int, sink: MessageSink, metrics: Metrics, *,
-        index: int, reuse_port: bool = False,
+        index: int, reuse_port: bool = False, spread: int | None = None,
     ) -> UdpEndpoint:
         """Bind ``host:port`` (an IPv4 or IPv6 literal) and start receiving. ``reuse_port``: share
-        the port with the other worker processes (SO_REUSEPORT: the kernel spreads the peers
-        over the sockets by a hash of their address, so one peer keeps reaching one worker)."""
+        the port with the other worker processes (SO_REUSEPORT); ``spread``: their number, the
+        kernel then hands each datagram to any of them at random
+        (:func:`~gateway.transport.handoff.spread_at_random`) instead of by a hash of the peer's
+        address, which would put one peer's whole traffic on one worker."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -57,6 +61,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
+            if spread is not None:
+                spread_at_random(sock, spread)
         except OSError:
             sock.close()
             raise
@@ -74,7 +80,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         packet_filter = self.filter
         if packet_filter is not None and not packet_filter.admit(data, str(addr[0])):
             return
-        self._sink.message_received(data, Address("udp", str(addr[0]), int(addr[1]), self.index))
+        source = Address("udp", str(addr[0]), int(addr[1]), self.index)
+        handoff = self.handoff
+        if handoff is not None:
+            owner = handoff.owner(data)
+            if owner is not None and owner != handoff.index:
+                handoff.forward(owner, data, source)
+                return
+        self._sink.message_received(data, source)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors for earlier sends (RFC 3261 §18.4 lets the TU learn of them; we count them).

@@ -74,9 +74,12 @@ class TransactionLayer:
     (inject ``random.Random(seed)`` for deterministic tests; the default is the OS's CSPRNG).
     """
 
-    def __init__(self, config: TimerConfig | None = None, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: TimerConfig | None = None, *, rng: random.Random | None = None, branch_marker: str = ""
+    ) -> None:
         self._ctx = Context(config or TimerConfig(), TimerHeap())
         self._rng = rng or random.SystemRandom()
+        self._branch_marker = branch_marker  # names the owning worker (gateway.sip.ownership)
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
         # INVITE server transactions in Accepted, by what the ACK of their 2xx carries (§13.3.1.4)
@@ -118,7 +121,7 @@ class TransactionLayer:
 
     def new_branch(self) -> str:
         """A fresh ``z9hG4bK`` branch (§8.1.1.7) from the layer's random source."""
-        return new_branch(self._rng)
+        return new_branch(self._rng, self._branch_marker)
 
     # -- output -------------------------------------------------------------------------------
 

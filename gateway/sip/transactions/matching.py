@@ -62,9 +62,10 @@ class ClientKey:
     method: str
 
 
-def new_branch(rng: random.Random) -> str:
-    """A fresh RFC 3261 branch: the magic cookie and 64 random bits (§8.1.1.7)."""
-    return f"{MAGIC_COOKIE}{rng.getrandbits(64):016x}"
+def new_branch(rng: random.Random, marker: str = "") -> str:
+    """A fresh RFC 3261 branch: the magic cookie, ``marker`` (the worker that owns the
+    transaction, :mod:`gateway.sip.ownership`) and 64 random bits (§8.1.1.7)."""
+    return f"{MAGIC_COOKIE}{marker}{rng.getrandbits(64):016x}"
 
 
 def is_rfc3261_branch(branch: str | None) -> bool:
