@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.node import started
 from gateway.registrar.holder import TrunkHolder
 from gateway.registrar.trunks import TrunkTable
+from gateway.transport.handoff import ENVIRONMENT, channels_for, make_channels
 from tests.support.gateway import PROJECT_ROOT, GatewayProcess, demo_trunks_file
 from tests.support.servers import free_port, free_udp_tcp_port
 
@@ -155,9 +158,27 @@ async def test_an_operator_change_during_a_reload_is_kept(
         await node.drain()
 
 
+@pytest.fixture
+def handoff_channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What the supervisor gives worker 1 of 2 (gateway.transport.handoff): its hand-off channels,
+    as copies of the descriptors a worker process would inherit."""
+    pairs = make_channels(2)
+    value, fds = channels_for(1, pairs)
+    inherited = {fd: os.dup(fd) for fd in fds}
+    receive, _, sends = value.partition(":")
+    monkeypatch.setenv(ENVIRONMENT, f"{inherited[int(receive)]}:"
+                       + ",".join(str(inherited[int(fd)]) for fd in sends.split(",")))
+    yield
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+
+
+@pytest.mark.usefixtures("handoff_channels")
 async def test_a_worker_adopts_the_trunk_changes_of_the_api_worker(tmp_path: Path) -> None:
     """Worker 1 has no API: the change worker 0's API keeps in state_dir reaches its table."""
-    config = demo_config(tmp_path).for_worker(1)
+    one = demo_config(tmp_path)
+    config = one.model_copy(update={"node": one.node.model_copy(update={"workers": 2})}).for_worker(1)
     async with started(config) as node:
         assert node.api is None
         api_side = TrunkHolder.load(config.registrar.trunks, node.trunks.overrides)
