@@ -34,7 +34,6 @@ versions; every other worker runs a :class:`ActiveVersionFollower`, which notice
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -53,6 +52,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.datafile import DataFileError, Problem, parse_yaml, write_text_atomically
+from gateway.polling import Poller
 from gateway.routing.compiler import dialplan_files, load_dialplan
 from gateway.routing.decision import CallRequest, Origin, Trace, outcome_to_dict
 from gateway.routing.plan import CompiledPlan, PartyKind
@@ -446,7 +446,7 @@ class DialplanVersions:
             log.warning("dialplan: cannot store version %d in Redis (%s); it is on disk", version.number, exc)
 
 
-class ActiveVersionFollower:
+class ActiveVersionFollower(Poller):
     """Serve the version another process (the worker running the API) made active.
 
     Polls ``state_dir/dialplans/current`` (a few bytes, once a second): the version directory is
@@ -456,11 +456,10 @@ class ActiveVersionFollower:
     def __init__(
         self, holder: DialplanHolder, state_dir: Path, seed: list[Path], *, interval: float = 1.0
     ) -> None:
+        super().__init__(interval=interval, name="dialplan-version")
         self.holder = holder
         self.state_dir = state_dir
-        self.interval = interval
         self._seed = seed
-        self._task: asyncio.Task[None] | None = None
 
     def check(self) -> bool:
         """Adopt the active version if it changed; whether the holder now serves another one."""
@@ -476,17 +475,3 @@ class ActiveVersionFollower:
             return False
         log.info("dialplan: now serving %s", wanted[0])
         return True
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.check()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

@@ -23,14 +23,13 @@ only by SIGHUP, validated with the dialplans).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gateway.datafile import write_text_atomically
+from gateway.polling import Poller
 from gateway.registrar.trunks import (
     CarrierTrunk,
     Credential,
@@ -179,15 +178,14 @@ class TrunkHolder:
 
 
 
-class OverridesFollower:
+class OverridesFollower(Poller):
     """Adopt the trunk changes another process (the worker running the API) kept: polls the
     overrides file's size and modification time once a second (see the module docstring)."""
 
     def __init__(self, holder: TrunkHolder, *, interval: float = 1.0) -> None:
+        super().__init__(interval=interval, name="trunk-overrides")
         self.holder = holder
-        self.interval = interval
         self._seen = self._stamp()
-        self._task: asyncio.Task[None] | None = None
 
     def _stamp(self) -> tuple[int, int] | None:
         if self.holder.overrides is None:
@@ -205,17 +203,3 @@ class OverridesFollower:
             return False
         self._seen = stamp
         return self.holder.adopt_overrides()
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="trunk-overrides")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.check()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
