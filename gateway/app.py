@@ -1,7 +1,8 @@
 """The running gateway: transports ↔ codec ↔ transaction layer ↔ request handlers.
 
-:class:`Gateway` is built from a :class:`~gateway.config.GatewayConfig`; ``await start()`` opens
-every listener of ``sip.listen`` (UDP / TCP, IPv4 / IPv6), ``await stop()`` shuts down in order.
+:class:`Gateway` is built from its sections only (``sip``, ``node``, ``overload``; see
+:mod:`gateway.node_settings`); ``await start()`` opens every listener of ``sip.listen``
+(UDP / TCP, IPv4 / IPv6), ``await stop()`` shuts down in order.
 
 Pipeline of one received message (everything runs on the event loop, no per-message task)
 -----------------------------------------------------------------------------------------
@@ -86,9 +87,9 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from gateway.config import GatewayConfig
 from gateway.metrics import DropReason, Metrics
-from gateway.overload import OverloadControl, ShedReason
+from gateway.node_settings import NodeConfig, SipConfig
+from gateway.overload import OverloadControl, OverloadSettings, ShedReason
 from gateway.sip import entropy
 from gateway.sip.address import Address
 from gateway.sip.errors import SipParseError
@@ -208,11 +209,15 @@ def _has_to_tag(response: Response) -> bool:
 class Gateway:
     """The SIP side of the gateway process; see the module docstring."""
 
-    def __init__(self, config: GatewayConfig, *, metrics: Metrics | None = None) -> None:
-        self.config = config
+    def __init__(
+        self, sip: SipConfig, node: NodeConfig, overload: OverloadSettings | None = None, *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.sip = sip
+        self.node = node
         self.metrics = metrics if metrics is not None else Metrics()
-        sip = config.sip
-        worker = config.node.worker_index
+        overload = overload if overload is not None else OverloadSettings()
+        worker = node.worker_index
         self._layer = TransactionLayer(
             TimerConfig(t1=sip.timers.t1, t2=sip.timers.t2, t4=sip.timers.t4, timer_d=sip.timers.timer_d),
             # Responses find the worker that sent the request by its branch (gateway.sip.ownership).
@@ -244,10 +249,10 @@ class Gateway:
         self._dialog_counter: Callable[[], int] | None = None
         # Graceful overload (gateway.overload): new INVITEs shed before any work is spent on them.
         self._overload = OverloadControl(
-            config.overload, self.metrics.registry,
+            overload, self.metrics.registry,
             transactions=lambda: self._layer.server_count, dialogs=self._dialogs,
             queue=self._transports.receive_queue,
-        ) if config.overload.enabled else None
+        ) if overload.enabled else None
         self._handlers: dict[str, RequestHandler] = {"OPTIONS": self._answer_options}
         self._policy = Policy()
         self._allow = ""
@@ -329,8 +334,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        sip = self.config.sip
-        node = self.config.node
+        sip, node = self.sip, self.node
         # Worker processes share every UDP datagram through the supervisor's hand-off channels.
         handoff = Handoff.from_environment(node.worker_index, node.workers, self.metrics) \
             if node.worker_index is not None else None
@@ -356,7 +360,7 @@ class Gateway:
         self._drained = asyncio.Event()
         self._check_drained()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), self.config.sip.shutdown_grace)
+            await asyncio.wait_for(self._drained.wait(), self.sip.shutdown_grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -370,7 +374,7 @@ class Gateway:
         if self._overload is not None:
             self._overload.stop()
         await self._transports.close()
-        log.info("gateway %s stopped", self.config.node.id)
+        log.info("gateway %s stopped", self.node.id)
 
     # -- transport side (MessageSink) --------------------------------------------------------------
     def message_received(self, data: bytes, source: Address) -> None:
@@ -718,7 +722,7 @@ class Gateway:
     def t1(self) -> float:
         """RFC 3261 T1 (``sip.timers.t1``): the unit of the transaction timers, and of the
         64*T1 a transaction user waits for the ACK of its 2xx (§13.3.1.4)."""
-        return self.config.sip.timers.t1
+        return self.sip.timers.t1
 
     def local_address(
         self, transport: str, destination: Address | None = None, *, shared: bool = False
@@ -742,7 +746,7 @@ class Gateway:
             chosen = chosen or local
         if chosen is None:
             raise ValueError(f"no {transport} listener")
-        advertised = self.config.sip.advertised_host
+        advertised = self.sip.advertised_host
         return replace(chosen, host=advertised) if advertised else chosen
 
     def our_via(self, destination: Address, *, branch: bool = True) -> str:

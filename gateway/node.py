@@ -254,7 +254,7 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
         # client built below; closed last, after every user of it.
         redis_client.share_pools(config.redis.max_connections, config.redis.pool_timeout)
         stack.push_async_callback(redis_client.close_pools)
-        gateway = Gateway(config)
+        gateway = Gateway(config.sip, config.node, config.overload)
         # One account-state gate: the registrar refuses cancelled lines, call control bars
         # calls, the API changes states.
         accounts = AccountGate.from_settings(config.accounts, config.redis.url)

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, ListenConfig, SipConfig, SipTimersConfig
+from gateway.config import GatewayConfig
+from gateway.node_settings import ListenConfig, SipConfig, SipTimersConfig
 from gateway.sip.address import Address
 from gateway.sip.headers import Headers
 from gateway.sip.message import Request, Response, make_response, parse_message
@@ -44,7 +45,7 @@ async def gateway() -> AsyncIterator[Gateway]:
             timers=SipTimersConfig(t1=0.02, t2=0.08, t4=0.1, timer_d=0.1),
         )
     )
-    gw = Gateway(config)
+    gw = Gateway(config.sip, config.node, config.overload)
     await gw.start()
     yield gw
     await gw.stop()

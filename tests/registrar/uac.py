@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, ListenConfig, SipConfig, SipTimersConfig
+from gateway.config import GatewayConfig
+from gateway.node_settings import ListenConfig, SipConfig, SipTimersConfig
 from gateway.registrar.service import GatewaySender
 from tests.support.servers import free_port
 
@@ -21,7 +22,7 @@ async def gateway_sender() -> AsyncIterator[GatewaySender]:
     config = GatewayConfig(
         sip=SipConfig(listen=[ListenConfig(transport="udp", host="127.0.0.1", port=port)], timers=FAST_TIMERS)
     )
-    gateway = Gateway(config)
+    gateway = Gateway(config.sip, config.node, config.overload)
     await gateway.start()
     try:
         yield GatewaySender(gateway)

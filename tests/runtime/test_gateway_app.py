@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, ListenConfig, SipConfig, SipTimersConfig
+from gateway.config import GatewayConfig
+from gateway.node_settings import ListenConfig, NodeConfig, SipConfig, SipTimersConfig
 from gateway.sip.address import Address
 from gateway.sip.message import Request, Response, make_response
 from tests.conftest import RFC4475_DIR
@@ -73,7 +74,7 @@ async def gateway() -> AsyncIterator[Gateway]:
             shutdown_grace=0.5,
         )
     )
-    gw = Gateway(config)
+    gw = Gateway(config.sip, config.node, config.overload)
     await gw.start()
     try:
         yield gw
@@ -215,7 +216,7 @@ async def test_stop_answers_what_is_left_with_503() -> None:
     port = free_udp_tcp_port()
     listen = [ListenConfig(transport="udp", port=port)]
     config = GatewayConfig(sip=SipConfig(listen=listen, shutdown_grace=0.2))
-    gw = Gateway(config)
+    gw = Gateway(config.sip, config.node, config.overload)
     gw.add_request_handler("NOTIFY", lambda request, source: None)  # never answers by itself
     await gw.start()
     peer = Peer(port)
@@ -235,7 +236,7 @@ async def test_udp_retransmissions_skip_parsing_and_are_forgotten_with_their_tra
     t1 = 0.01  # Timer J = 64*T1 = 0.64 s
     timers = SipTimersConfig(t1=t1, t2=4 * t1, t4=5 * t1)
     config = GatewayConfig(sip=SipConfig(listen=[ListenConfig(transport="udp", port=port)], timers=timers))
-    gw = Gateway(config)
+    gw = Gateway(config.sip, config.node, config.overload)
     await gw.start()
     try:
         peer = Peer(port)
@@ -259,7 +260,7 @@ async def test_udp_retransmissions_skip_parsing_and_are_forgotten_with_their_tra
 async def test_oversized_datagram_gets_513() -> None:
     port = free_udp_tcp_port()
     listen = [ListenConfig(transport="udp", port=port)]
-    gw = Gateway(GatewayConfig(sip=SipConfig(listen=listen, max_message_size=1500)))
+    gw = Gateway(SipConfig(listen=listen, max_message_size=1500), NodeConfig())
     await gw.start()
     try:
         peer = Peer(port)

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, ListenConfig, SipConfig
+from gateway.config import GatewayConfig
+from gateway.node_settings import ListenConfig, SipConfig
 from gateway.overload import Load, OverloadGate, OverloadSettings, OverloadState, ShedReason
 from gateway.sip.address import Address
 from gateway.sip.message import Request, Response, make_response
@@ -124,7 +125,7 @@ async def running(overload: OverloadSettings) -> Gateway:
         sip=SipConfig(listen=[ListenConfig(transport="udp", port=port)], shutdown_grace=0.2),
         overload=overload,
     )
-    gw = Gateway(config)
+    gw = Gateway(config.sip, config.node, config.overload)
     await gw.start()
     return gw
 
