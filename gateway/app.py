@@ -342,8 +342,6 @@ class Gateway:
             [Listen(item.transport, item.host, item.port) for item in sip.listen], worker_port=node.own_port,
             handoff=handoff,
         )
-        if self._overload is not None:
-            self._overload.start(self._loop)
         own = self._transports.own
         log.info(
             "gateway %s listening on %s%s (event loop: %s)",
@@ -352,6 +350,13 @@ class Gateway:
             f", own {', '.join(f'{a.transport}:{a.hostport()}' for a in own)}" if own else "",
             type(self._loop).__module__.partition(".")[0],
         )
+
+    def watch_load(self) -> None:
+        """Start the overload probes (gateway.overload). The composition root calls it once the
+        whole process has started: the event loop is busy while subsystems start (imports,
+        files read, connections opened), and that is not overload."""
+        if self._overload is not None:
+            self._overload.start(asyncio.get_running_loop())
 
     async def stop(self) -> None:
         """Ordered shutdown: stop accepting, drain for ``sip.shutdown_grace`` s, answer the rest, close."""

@@ -341,6 +341,7 @@ async def started(config: GatewayConfig) -> AsyncIterator[Node]:
                 follower.start()
                 stack.push_async_callback(follower.close)
         stack.push_async_callback(node.reloader.close)
+        gateway.watch_load()  # last: start-up work is not overload
         yield node
 
 

@@ -280,6 +280,18 @@ def no_calls(gw: GatewayProcess) -> None:
     wait_for(gw, lambda snap: snap["calls"] == 0)
 
 
+@pytest.fixture(autouse=True)
+def quiet_gateway(request: pytest.FixtureRequest) -> None:
+    """A test on the module's gateway starts once nothing of an earlier test is in flight. The
+    far ends are SIPp processes counting calls (``-m``): a retransmission of an earlier call's
+    request (its far end gone, the gateway retransmits until Timer B/F) reaching this test's far
+    end on the same port would count there as a call of its own (aborted), and that far end
+    would stop answering one call early: the test's last call then times out (408)."""
+    if "gw" in request.fixturenames:
+        gateway = request.getfixturevalue("gw")
+        wait_for(gateway, lambda snap: snap["calls"] == 0 and snap["transactions"] == 0, timeout=15)
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer) -> Iterator[GatewayProcess]:
     """The demo tenant on Redis, with IAD lines 62880001 (the caller) and 62880002 registered."""

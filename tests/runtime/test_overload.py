@@ -127,6 +127,7 @@ async def running(overload: OverloadSettings) -> Gateway:
     )
     gw = Gateway(config.sip, config.node, config.overload)
     await gw.start()
+    gw.watch_load()
     return gw
 
 
