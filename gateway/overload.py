@@ -309,8 +309,9 @@ class OverloadControl:
 
     def _load(self, now: float) -> Load:
         """The sustained readings now."""
-        # An overdue probe already tells how late the loop is, before it gets to run.
-        overdue = now - self._due
+        # An overdue probe already tells how late the loop is, before it gets to run. Before
+        # the probes start (the process still starting) there is no lag reading at all.
+        overdue = now - self._due if self._handle is not None else 0.0
         lag = min(overdue, self._sustained_before) if overdue > 0 else self._sustained
         return Load(lag, self._transactions(), self._dialogs(), self._queue_sustained)
 

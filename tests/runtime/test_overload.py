@@ -253,3 +253,20 @@ async def test_a_loop_that_stays_behind_sheds_for_lag() -> None:
         assert status(await peer.recv()) == 486
     finally:
         await gw.stop()
+
+
+async def test_a_gateway_still_starting_admits_new_invites() -> None:
+    """Between the listeners opening and the probes starting (the rest of the process starting,
+    `Gateway.watch_load`), there is no lag reading: a new INVITE is served, not shed."""
+    port = free_udp_tcp_port()
+    config = GatewayConfig(sip=SipConfig(listen=[ListenConfig(transport="udp", port=port)]))
+    gw = Gateway(config.sip, config.node, config.overload)
+    gw.add_request_handler("INVITE", lambda request, source: make_response(request, 486, "Busy Here"))
+    await gw.start()
+    try:
+        await asyncio.sleep(0.3)  # long after any probe would have been due
+        peer = Peer(port)
+        await peer.send(request_bytes("INVITE", port, peer.local))
+        assert await final(peer) == 486
+    finally:
+        await gw.stop()
