@@ -70,13 +70,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
 from gateway.call.legs import Legs, OutboundLeg, contact_toward, refusal_response, session_answer
 from gateway.call.model import Destination, EndCause
+from gateway.call.registry import ActiveCall, CallKind, CallRegistry
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
 from gateway.call.timers import NamedTimers
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
@@ -160,6 +161,7 @@ class SbCall:
     contact: str
     sdp_session: int
     timers: NamedTimers  # ack, ivr, media, menu, ring: the core's named timers
+    created: float  # event loop time it was answered (the caller's leg is answered at once)
     sdp_version: int = 1
     state: SbState = SbState.MENU
     acked: bool = False
@@ -190,6 +192,7 @@ class Switchboard:
         prompts: PromptLibrary,
         fallback: CallHandlers,
         legs: Legs,
+        registry: CallRegistry,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
         line_auth: LineAuth | None = None,
@@ -203,6 +206,7 @@ class Switchboard:
         self.prompts = prompts
         self._fallback = fallback
         self._legs = legs
+        self._registry = registry
         self._clock = clock
         self._charging = charging
         self._endpoint: MediaEndpoint | None = None
@@ -427,12 +431,16 @@ class Switchboard:
         session = MenuSession.begin(menus, mode)
         timers = NamedTimers(asyncio.get_running_loop(), functools.partial(self._timer_failed, holder))
         call = SbCall(
-            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers
+            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers,
+            self._now(),
         )
         call.caller_sdp = request.body
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
+        self._registry.add(ActiveCall(
+            uid, CallKind.SWITCHBOARD, functools.partial(_summary, call), functools.partial(self._end, call),
+        ))
         self._by_dialog[(request.call_id, tag)] = call
         if self._charging is not None:
             call.charged = self._charging.open_call(
@@ -1085,6 +1093,7 @@ class Switchboard:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
+        self._registry.remove(call.uid)
         state = call.state
         call.fire(SbInput.END)
         call.timers.clear()
@@ -1180,6 +1189,7 @@ async def install(
         prompts=prompts,
         fallback=b2bua.handlers(),
         legs=b2bua.legs,
+        registry=b2bua.registry,
         clock=wall_clock,
         charging=charging,
         line_auth=line_auth,
@@ -1201,6 +1211,25 @@ def load_prompts(dialplan: DialplanHolder) -> PromptLibrary:
             if g.switchboard_config is not None and g.switchboard_config.prompt_dir is not None
         }
     )
+
+
+def _summary(call: SbCall, now: float) -> dict[str, Any]:
+    """A switchboard call in ``/api/calls``: the fields of a B2BUA call, the member who answered
+    as its B leg, and where the caller is (group, menu path)."""
+    headers = call.invite.headers
+    winner = call.winner
+    return {
+        "state": call.state.value, "call_class": "switchboard",
+        "from": headers.get("From"), "to": headers.get("To"),
+        "request_uri": call.invite.uri, "a_call_id": call.invite.call_id,
+        "b_call_id": winner.leg.invite.call_id if winner is not None else None,
+        "source": f"{call.source.transport}:{call.source.hostport()}",
+        "inbound_trunk": None, "outbound_trunk": winner.destination.trunk if winner is not None else None,
+        "destination": winner.destination.address.hostport() if winner is not None else None,
+        "attempt": call.legs, "age_s": round(now - call.created, 3),
+        "answered_for_s": round(now - call.created, 3),
+        "group": call.group.id, "menu_path": list(call.menu.path),
+    }
 
 
 def _pacing(endpoint: MediaEndpoint | None) -> dict[str, float]:
