@@ -24,7 +24,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -432,11 +432,25 @@ def session_answer(
     return response
 
 
-def refusal_response(request: Request, refused: Refused, to_tag: str) -> Response:
-    """``request`` answered as ``refused`` says (status, Reason header, extra fields)."""
-    response = make_response(request, refused.status, refused.reason, to_tag=to_tag)
-    if refused.reason_header is not None:
-        response.headers.add("Reason", refused.reason_header)  # RFC 3326
-    for name, value in refused.headers:
+def answer(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Response:
+    """A bodiless answer of the core or of an application on it (481, 491, 403, 503, the 202
+    of a REFER, a BYE's 200 ...): the fields RFC 3261 §8.2.6 copies from the request, our To
+    tag on a dialog-creating answer (§8.2.6.2), then ``headers`` in order (Retry-After,
+    Warning, Contact). The one way applications answer: they never build a SIP message."""
+    response = make_response(request, status, reason, to_tag=to_tag)
+    for name, value in headers:
         response.headers.add(name, value)
     return response
+
+
+def refusal_response(request: Request, refused: Refused, to_tag: str) -> Response:
+    """``request`` answered as ``refused`` says (status, Reason header, extra fields)."""
+    reason = () if refused.reason_header is None else (("Reason", refused.reason_header),)  # RFC 3326
+    return answer(request, refused.status, refused.reason, to_tag=to_tag, headers=(*reason, *refused.headers))

@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
-from gateway.call.legs import Legs, OutboundLeg, contact_toward, refusal_response, session_answer
+from gateway.call.legs import Legs, OutboundLeg, answer, contact_toward, refusal_response, session_answer
 from gateway.call.model import Destination, EndCause
 from gateway.call.registry import ActiveCall, CallKind, CallRegistry
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
@@ -100,7 +100,7 @@ from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
 from gateway.sip.headers import parse_name_addr
-from gateway.sip.message import Request, Response, make_response
+from gateway.sip.message import Request, Response
 from gateway.switchboard.hunt import HuntPlan, HuntRun
 from gateway.switchboard.menu import (
     Action,
@@ -319,10 +319,8 @@ class Switchboard:
             registered = line is not None and any(b.source == source for b in await self._contacts(calling))
         except LocationStoreError as exc:
             log.warning("switchboard: location store unavailable (%s)", exc)
-            response = make_response(request, 503, "Location Service Unavailable",
-                                     to_tag=secrets.token_hex(6))
-            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
-            return response
+            return answer(request, 503, "Location Service Unavailable", to_tag=secrets.token_hex(6),
+                          headers=(("Retry-After", str(RETRY_AFTER_STORE_FAILURE)),))
         if line is not None and registered:
             # The switchboard keeps calls in the group: only ``always`` lines authenticate here.
             if self._line_auth.required(line, off_net=False):
@@ -365,7 +363,7 @@ class Switchboard:
                     hunt=target.hunt,
                 )
         log.warning("switchboard %s of group %s has no menus", target.user, group_id)
-        return make_response(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
+        return answer(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
 
     async def _delegate(self, request: Request, source: Address) -> Response | None:
         result = self._fallback.invite(request, source)
@@ -388,20 +386,18 @@ class Switchboard:
     ) -> Response | None:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
-            response = make_response(request, 503, "Switchboard Busy", to_tag=tag)
-            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
-            return response
+            return answer(request, 503, "Switchboard Busy", to_tag=tag,
+                          headers=(("Retry-After", str(RETRY_AFTER_STORE_FAILURE)),))
         menus = self._menus[group.id]
         if mode not in menus.menus:
-            return make_response(request, 480, f"No Menu For Mode {mode}", to_tag=tag)
+            return answer(request, 480, f"No Menu For Mode {mode}", to_tag=tag)
         try:
             # Late offer (RFC 3261 §13.2.1): we offer in the 2xx, the answer comes in the ACK;
             # until then nothing is sent (the far end's address is not known).
             negotiated = negotiate(parse_offer(request.body)) if request.body else LATE_OFFER
         except SdpError as exc:
-            response = make_response(request, exc.status, exc.reason, to_tag=tag)
-            response.headers.add("Warning", f'304 gateway "{exc.reason}"')
-            return response
+            return answer(request, exc.status, exc.reason, to_tag=tag,
+                          headers=(("Warning", f'304 gateway "{exc.reason}"'),))
         uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
         holder: list[SbCall] = []
 
@@ -416,7 +412,7 @@ class Switchboard:
         try:
             rtp = await self.endpoint.open(negotiated, on_key=on_key, on_prompt_end=on_prompt_end)
         except MediaError as exc:
-            return make_response(request, exc.status, exc.reason, to_tag=tag)
+            return answer(request, exc.status, exc.reason, to_tag=tag)
         session_id = secrets.randbits(31)
         body = build_answer(
             negotiated, self.endpoint.host, rtp.port, session_id=session_id, offer=not request.body
@@ -427,7 +423,7 @@ class Switchboard:
             dialog = Dialog.uas(request, response)
         except (DialogError, SipParseError) as exc:
             rtp.close()
-            return make_response(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
+            return answer(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
         session = MenuSession.begin(menus, mode)
         timers = NamedTimers(asyncio.get_running_loop(), functools.partial(self._timer_failed, holder))
         call = SbCall(
@@ -891,25 +887,25 @@ class Switchboard:
     def _in_dialog(self, call: SbCall, request: Request, source: Address) -> Response | None:
         if call.winner is None or call.state not in (SbState.CONNECTED, SbState.TRANSFERRING):
             if request.call_id != call.invite.call_id:
-                return make_response(request, 481)
+                return answer(request, 481)
             try:
                 call.a_dialog.receive_request(request)
             except DialogError as exc:
-                return make_response(request, exc.status, exc.reason)
+                return answer(request, exc.status, exc.reason)
             if request.method == "INFO":
                 key = info_key(request.headers.get("Content-Type"), request.body)
                 if key is not None and call.rtp is not None:
                     call.rtp.key(key)
-                return make_response(request, 200)
+                return answer(request, 200)
             return self._reoffer_to_ivr(call, request)
 
         this, _peer, other, other_peer = self._leg_of(call, request)
         try:
             this.receive_request(request)
         except DialogError as exc:
-            return make_response(request, exc.status, exc.reason)
+            return answer(request, exc.status, exc.reason)
         if other is None or other_peer is None:
-            return make_response(request, 481)
+            return answer(request, 481)
         near, far = call.contact, self._member_contact(call)  # from the caller ...
         if other is call.a_dialog:
             near, far = far, near  # ... or from the member
@@ -921,12 +917,12 @@ class Switchboard:
         RFC 4028, or a moved address): answered by the RTP endpoint itself (RFC 3264 §8)."""
         rtp = call.rtp
         if call.state is SbState.CONNECTING or rtp is None:
-            return make_response(request, 491)  # our own re-INVITE is under way (RFC 3261 §14.2)
+            return answer(request, 491)  # our own re-INVITE is under way (RFC 3261 §14.2)
         if request.body:
             try:
                 negotiated = negotiate(parse_offer(request.body))
             except SdpError as exc:
-                return make_response(request, exc.status, exc.reason)
+                return answer(request, exc.status, exc.reason)
             rtp.update(negotiated)
             call.caller_sdp = request.body
             call.sdp_version += 1
@@ -952,7 +948,7 @@ class Switchboard:
         transferor (sipfrag, RFC 3420) and end the transferor's leg."""
         call = self._find(request)
         if call is None:
-            return make_response(request, 501)  # call control does not transfer (REFER is ours)
+            return answer(request, 501)  # call control does not transfer (REFER is ours)
         winner = call.winner
         if (
             winner is None
@@ -960,15 +956,15 @@ class Switchboard:
             or request.call_id != winner.leg.invite.call_id
             or call.state is not SbState.CONNECTED
         ):
-            return make_response(request, 491 if call.state is SbState.TRANSFERRING else 403)
+            return answer(request, 491 if call.state is SbState.TRANSFERRING else 403)
         try:
             winner.dialog.receive_request(request)
             refer_to = request.headers.get("Refer-To")
             target = user_of(parse_name_addr(refer_to or "", "Refer-To").uri) if refer_to else None
         except (DialogError, SipParseError) as exc:
-            return make_response(request, 400, f"Bad REFER: {exc}")
+            return answer(request, 400, f"Bad REFER: {exc}")
         if target is None or self._party(call, target) is None:
-            return make_response(request, 403, "Transfer Target Not In Group")
+            return answer(request, 403, "Transfer Target Not In Group")
         log.info("switchboard %s: %s transfers the caller to %s", call.uid, winner.member, target)
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"refer:{target}")
@@ -976,9 +972,8 @@ class Switchboard:
         call.attempts = [winner]  # the transferor stays connected while the target rings
         call.hunt = HuntRun(HuntPlan.single(target, self.settings.member_ring_seconds, MenuAction.HANGUP))
         asyncio.get_running_loop().call_soon(self._start_transfer, call, winner)
-        response = make_response(request, 202, "Accepted")
-        response.headers.add("Contact", self._contact(winner.destination.address))
-        return response
+        contact = self._contact(winner.destination.address)
+        return answer(request, 202, "Accepted", headers=(("Contact", contact),))
 
     def _start_transfer(self, call: SbCall, winner: Attempt) -> None:
         if call.state is not SbState.TRANSFERRING:
@@ -1013,13 +1008,13 @@ class Switchboard:
         from_caller = request.call_id == call.invite.call_id
         dialog = call.a_dialog if from_caller else (call.winner.dialog if call.winner else None)
         if dialog is None:
-            return make_response(request, 481)
+            return answer(request, 481)
         try:
             dialog.receive_request(request)  # a BYE terminates the dialog (RFC 3261 §15.1.2)
         except DialogError as exc:
-            return make_response(request, exc.status, exc.reason)
+            return answer(request, exc.status, exc.reason)
         self._end(call, EndCause.NORMAL, released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
-        return make_response(request, 200)
+        return answer(request, 200)
 
     def _on_ack(self, request: Request, source: Address) -> None:
         call = self._find(request)
