@@ -76,6 +76,7 @@ from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
 from gateway.call.legs import Legs, OutboundLeg, answer, contact_toward, refusal_response, session_answer
+from gateway.call.limits import Scope
 from gateway.call.model import Destination, EndCause
 from gateway.call.registry import ActiveCall, CallKind, CallRegistry
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
@@ -173,6 +174,7 @@ class SbCall:
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
     direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
+    slots: tuple[Scope, ...] = ()  # the inbound trunk's limits it holds (the core's limiter)
 
     def fire(self, event: SbInput) -> None:
         self.state = transition(self.state, event)
@@ -352,16 +354,30 @@ class Switchboard:
             return refusal_response(request, barred, secrets.token_hex(6))
         for candidate in plan.groups.values():
             if target.user in candidate.switchboard_numbers and candidate.id in self._menus:
-                return await self._answer(
-                    request,
-                    source,
-                    plan=plan,
-                    group=candidate,
-                    mode=target.mode or "",
-                    decision=outcome,
-                    originating=originating,
-                    hunt=target.hunt,
-                )
+                # The inbound trunk's limits (calls, CPS; a member's line: its IAD's), through
+                # the core like a B2BUA call's.
+                uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
+                held = await self._legs.hold_inbound(uid, originating)
+                if isinstance(held, Refused):
+                    log.info("switchboard %s: %s refused: %s", target.user, calling or "-", held.reason)
+                    return refusal_response(request, held, secrets.token_hex(6))
+                try:
+                    response = await self._answer(
+                        request,
+                        source,
+                        uid=uid,
+                        slots=held,
+                        plan=plan,
+                        group=candidate,
+                        mode=target.mode or "",
+                        decision=outcome,
+                        originating=originating,
+                        hunt=target.hunt,
+                    )
+                finally:
+                    if uid not in self._calls:  # not answered: the slots are not the call's
+                        self._legs.release_inbound(uid, held)
+                return response
         log.warning("switchboard %s of group %s has no menus", target.user, group_id)
         return answer(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
 
@@ -377,6 +393,8 @@ class Switchboard:
         request: Request,
         source: Address,
         *,
+        uid: str,
+        slots: tuple[Scope, ...],
         plan: CompiledPlan,
         group: CompiledGroup,
         mode: str,
@@ -398,7 +416,6 @@ class Switchboard:
         except SdpError as exc:
             return answer(request, exc.status, exc.reason, to_tag=tag,
                           headers=(("Warning", f'304 gateway "{exc.reason}"'),))
-        uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
         holder: list[SbCall] = []
 
         def on_key(key: str) -> None:
@@ -431,6 +448,7 @@ class Switchboard:
             self._now(),
         )
         call.caller_sdp = request.body
+        call.slots = slots
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
@@ -1089,6 +1107,8 @@ class Switchboard:
         if self._calls.pop(call.uid, None) is None:
             return
         self._registry.remove(call.uid)
+        self._legs.release_inbound(call.uid, call.slots)
+        call.slots = ()
         state = call.state
         call.fire(SbInput.END)
         call.timers.clear()
