@@ -175,6 +175,7 @@ class SbCall:
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
     direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
     slots: tuple[Scope, ...] = ()  # the inbound trunk's limits it holds (the core's limiter)
+    inbound_trunk: str | None = None  # the trunk (or a member's line's IAD) it came in on
 
     def fire(self, event: SbInput) -> None:
         self.state = transition(self.state, event)
@@ -449,6 +450,7 @@ class Switchboard:
         )
         call.caller_sdp = request.body
         call.slots = slots
+        call.inbound_trunk = originating
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
@@ -1239,7 +1241,8 @@ def _summary(call: SbCall, now: float) -> dict[str, Any]:
         "request_uri": call.invite.uri, "a_call_id": call.invite.call_id,
         "b_call_id": winner.leg.invite.call_id if winner is not None else None,
         "source": f"{call.source.transport}:{call.source.hostport()}",
-        "inbound_trunk": None, "outbound_trunk": winner.destination.trunk if winner is not None else None,
+        "inbound_trunk": call.inbound_trunk,
+        "outbound_trunk": winner.destination.trunk if winner is not None else None,
         "destination": winner.destination.address.hostport() if winner is not None else None,
         "attempt": call.legs, "age_s": round(now - call.created, 3),
         "answered_for_s": round(now - call.created, 3),

@@ -39,6 +39,7 @@ def test_an_operator_lists_and_hangs_up_a_caller_in_the_ivr(tmp_path: Path) -> N
         (listed,) = api.get("/api/calls").body["calls"]
         assert listed["kind"] == "switchboard" and listed["id"].startswith("sb-"), listed
         assert listed["group"] == "acme" and listed["a_call_id"] and listed["b_call_id"] is None, listed
+        assert listed["inbound_trunk"] == "carrier", listed
         assert "13911112222" in listed["from"] and listed["state"] in ("menu", "hunting"), listed
         assert api.get(f"/api/calls/{listed['id']}").body["id"] == listed["id"]
         assert api.call("DELETE", f"/api/calls/{listed['id']}", token=READER).status == 403
