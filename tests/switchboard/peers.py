@@ -374,6 +374,8 @@ def caller_scenario(
         body += _CALLER_BYE.format(talk_ms=talk_ms)
     elif end == "connected":
         body += _REINVITED.format(rtp_port=rtp_port) * reinvites + _CALLER_BYE.format(talk_ms=talk_ms)
+    elif end == "connected_held":  # connected, then held until the gateway's BYE (an operator's)
+        body += _REINVITED.format(rtp_port=rtp_port) * reinvites + _HANGUP_BY_GATEWAY
     else:
         body += _HANGUP_BY_GATEWAY
     path.write_text(
