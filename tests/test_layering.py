@@ -6,6 +6,7 @@ function-level and TYPE_CHECKING-only imports count like the others.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.import_graph import Edge, edges
+from tests.support.import_graph import Edge, edges, modules
 
 GATEWAY = "gateway"
 # The composition root and the command line: the only modules that may see every subsystem,
@@ -131,3 +132,50 @@ def test_only_the_root_and_clis_import_the_whole_configuration(graph: list[Edge]
     ]
     shown = "\n".join(f"  {e}" for e in broken)
     assert not broken, f"imports gateway.config outside the root and the CLIs:\n{shown}"
+
+
+# What writes a SIP message (RFC 3261 §7): the builders of gateway.sip.message.
+MESSAGE_BUILDERS = frozenset({"make_response", "Request", "Response"})
+
+
+def _builds_messages(path: Path) -> list[str]:
+    """Where ``path`` imports ``make_response`` or calls a message builder (``Request(...)``,
+    ``Response(...)``, ``make_response(...)``, also through a module attribute)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module == "gateway.sip.message":
+            found += [f"{path.name}:{node.lineno} imports make_response"
+                      for alias in node.names if alias.name == "make_response"]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name in MESSAGE_BUILDERS:
+                found.append(f"{path.name}:{node.lineno} calls {name}(...)")
+    return found
+
+
+def test_the_switchboard_builds_no_sip_message() -> None:
+    """The switchboard is an application of the call core (issue 18): it decides, the core
+    writes every request and answer (gateway.call.legs: ``answer``, ``Legs``)."""
+    broken = [
+        where
+        for module, path in modules([GATEWAY]).items()
+        if _under(module, ("gateway.switchboard",))
+        for where in _builds_messages(path)
+    ]
+    assert not broken, "the switchboard builds SIP messages:\n" + "\n".join(f"  {b}" for b in broken)
+
+
+def test_the_message_builder_scan_finds_a_builder(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from gateway.sip.message import Request, make_response\n"
+        "import gateway.sip.message as m\n"
+        "r = m.make_response(x, 481)\n"
+        "q = Request('BYE', 'sip:a@b')\n"
+    )
+    assert _builds_messages(probe) == [
+        "probe.py:1 imports make_response",
+        "probe.py:3 calls make_response(...)",
+        "probe.py:4 calls Request(...)",
+    ]

@@ -70,6 +70,7 @@ from gateway.call.policy import (
     copy_headers,
     unsupported_required,
 )
+from gateway.call.registry import ActiveCall, CallKind, CallRegistry, call_summary
 from gateway.call.routing import Refused, Router
 from gateway.call.settings import CallSettings
 from gateway.call.state import CallInput, CallState
@@ -158,6 +159,7 @@ class B2BUA:
         self._gw = gateway
         self._clock: Clock = clock if clock is not None else asyncio.get_running_loop()
         self.legs = Legs(gateway, settings, limiter, trunks=trunks, accounts=accounts, clock=self._clock)
+        self.registry = CallRegistry()  # every active call, this B2BUA's and its applications'
         self._settings = settings
         self._router = router
         self._limiter = limiter
@@ -301,6 +303,9 @@ class B2BUA:
         call = Call(uid, request, a, outcome, self._loop_time(), timers, slots_held=bool(outcome.scopes))
         call.late_offer = not request.body
         self._calls[uid] = call
+        self.registry.add(ActiveCall(
+            uid, CallKind.CALL, functools.partial(call_summary, call), functools.partial(self.hangup, call),
+        ))
         self._by_invite[id(request)] = call
         self._by_dialog[(a.call_id, a_tag)] = (call, Side.A)
         if self._observer is not None:
@@ -776,6 +781,7 @@ class B2BUA:
         """The one place a call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
+        self.registry.remove(call.uid)
         call.cause = cause
         call.timers.clear()
         self._by_invite.pop(id(call.a_invite), None)

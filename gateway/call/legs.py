@@ -24,7 +24,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -185,8 +185,31 @@ class Legs:
 
     def scopes_of(self, destination: Destination) -> tuple[Scope, ...]:
         """The limits a leg toward ``destination`` takes: its trunk's and its group's."""
-        trunk = self._trunks.trunks.get(destination.trunk) if self._trunks and destination.trunk else None
+        return self._trunk_scopes(destination.trunk)
+
+    def _trunk_scopes(self, name: str | None) -> tuple[Scope, ...]:
+        trunk = self._trunks.trunks.get(name) if self._trunks and name else None
         return tuple(trunk_scopes(trunk, self._settings)) if trunk is not None else ()
+
+    async def hold_inbound(self, owner: str, trunk: str | None) -> tuple[Scope, ...] | Refused:
+        """An application's inbound call takes a slot of its inbound trunk's limits (calls and
+        CPS, and its group's), as call control's calls do; 503 + Retry-After when one is full.
+        The scopes held are given back with :meth:`release_inbound` when the call ends."""
+        scopes = self._trunk_scopes(trunk)
+        if scopes:
+            full = await self._limiter.acquire(owner, scopes)
+            if full is not None:
+                return self._limit_refused(full)
+        return scopes
+
+    def release_inbound(self, owner: str, scopes: tuple[Scope, ...]) -> None:
+        if scopes:
+            self._limiter.release(owner, scopes)
+
+    def _limit_refused(self, full: Scope) -> Refused:
+        self._gw.metrics.limit_refusals.labels(full.key).inc()
+        headers = (("Retry-After", str(self._settings.retry_after)),)
+        return Refused(503, f"Limit Reached ({full.key})", headers=headers)
 
     async def admit(self, calling: Subscriber | None, called: Subscriber | None) -> Refused | None:
         """The account gate (fail closed: a store outage refuses unless the policy says
@@ -224,9 +247,7 @@ class Legs:
         if scopes:
             full = await self._limiter.acquire(uid, scopes)
             if full is not None:
-                self._gw.metrics.limit_refusals.labels(full.key).inc()
-                headers = (("Retry-After", str(self._settings.retry_after)),)
-                return Refused(503, f"Limit Reached ({full.key})", headers=headers)
+                return self._limit_refused(full)
         tag = secrets.token_hex(6)
         contact = contact_toward(self._gw, destination.address)
         local = self._gw.local_address(destination.address.transport, destination.address)
@@ -432,11 +453,25 @@ def session_answer(
     return response
 
 
-def refusal_response(request: Request, refused: Refused, to_tag: str) -> Response:
-    """``request`` answered as ``refused`` says (status, Reason header, extra fields)."""
-    response = make_response(request, refused.status, refused.reason, to_tag=to_tag)
-    if refused.reason_header is not None:
-        response.headers.add("Reason", refused.reason_header)  # RFC 3326
-    for name, value in refused.headers:
+def answer(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> Response:
+    """A bodiless answer of the core or of an application on it (481, 491, 403, 503, the 202
+    of a REFER, a BYE's 200 ...): the fields RFC 3261 §8.2.6 copies from the request, our To
+    tag on a dialog-creating answer (§8.2.6.2), then ``headers`` in order (Retry-After,
+    Warning, Contact). The one way applications answer: they never build a SIP message."""
+    response = make_response(request, status, reason, to_tag=to_tag)
+    for name, value in headers:
         response.headers.add(name, value)
     return response
+
+
+def refusal_response(request: Request, refused: Refused, to_tag: str) -> Response:
+    """``request`` answered as ``refused`` says (status, Reason header, extra fields)."""
+    reason = () if refused.reason_header is None else (("Reason", refused.reason_header),)  # RFC 3326
+    return answer(request, refused.status, refused.reason, to_tag=to_tag, headers=(*reason, *refused.headers))

@@ -43,7 +43,8 @@ from gateway.accounts.policy import AccountState
 from gateway.accounts.store import AccountStore, Scope
 from gateway.billing import statement as billing_statement
 from gateway.billing.store import StoreError, open_store
-from gateway.call.model import Call, EndCause
+from gateway.call.model import EndCause
+from gateway.call.registry import ActiveCall
 from gateway.charging.rating import load_tariffs
 from gateway.datafile import DataFileError
 from gateway.edge.config import EdgeOpsConfig
@@ -59,7 +60,7 @@ from gateway.mgmt.dialplans import (
     explain,
     problems_json,
 )
-from gateway.mgmt.monitor import Monitor, call_class
+from gateway.mgmt.monitor import Monitor
 from gateway.mgmt.openapi import document
 from gateway.mgmt.settings import ApiConfig
 from gateway.redis_client import connect
@@ -542,36 +543,22 @@ def _call_service(request: web.Request) -> CallService:
     return calls
 
 
-def call_json(call: Call, now: float) -> dict[str, Any]:
-    headers = call.a_invite.headers
-    return {
-        "id": call.uid, "state": call.state.value, "call_class": call_class(call),
-        "from": headers.get("From"), "to": headers.get("To"),
-        "request_uri": call.a_invite.uri, "a_call_id": call.a.call_id,
-        "b_call_id": call.b.call_id if call.b is not None else None,
-        "source": f"{call.a.peer.transport}:{call.a.peer.hostport()}",
-        "inbound_trunk": call.route.inbound_trunk, "outbound_trunk": call.route.outbound_trunk,
-        "destination": call.destination.address.hostport() if call.destination is not None else None,
-        "attempt": call.attempt + 1, "age_s": round(now - call.created, 3),
-        "answered_for_s": round(now - call.answered_at, 3) if call.answered_at is not None else None,
-    }
-
-
 @requires(Role.READ)
 async def list_calls(request: web.Request) -> web.Response:
+    """Every active call, call control's and the switchboard's (the core's registry)."""
     b2bua = _call_service(request).b2bua
     limit = query_int(request, "limit", 1000, 1, 10_000)
     now = asyncio.get_running_loop().time()
-    calls = list(b2bua.calls.values())
+    calls = list(b2bua.registry)
     return web.json_response({
-        "calls": [call_json(c, now) for c in calls[:limit]], "count": len(calls),
+        "calls": [c.snapshot(now) for c in calls[:limit]], "count": len(calls),
         "completed": b2bua.completed, "failed": b2bua.failed,
     })
 
 
-def _call(request: web.Request) -> Call:
+def _call(request: web.Request) -> ActiveCall:
     uid = request.match_info["id"]
-    call = _call_service(request).b2bua.calls.get(uid)
+    call = _call_service(request).b2bua.registry.get(uid)
     if call is None:
         raise ApiError(404, "not_found", f"no active call {uid!r}")
     return call
@@ -579,19 +566,19 @@ def _call(request: web.Request) -> Call:
 
 @requires(Role.READ)
 async def get_call(request: web.Request) -> web.Response:
-    return web.json_response(call_json(_call(request), asyncio.get_running_loop().time()))
+    return web.json_response(_call(request).snapshot(asyncio.get_running_loop().time()))
 
 
 @requires(Role.ADMIN)
 async def hangup_call(request: web.Request) -> web.Response:
     call = _call(request)
-    b2bua = _call_service(request).b2bua
-    before = call_json(call, asyncio.get_running_loop().time())
-    # Call control's own teardown: BYE both legs of an answered call (billed as a normal
-    # clearing), CANCEL and 480 for one still ringing.
-    b2bua.hangup(call, EndCause.OPERATOR)
+    before = call.snapshot(asyncio.get_running_loop().time())
+    # The application's own teardown: BYE on every leg of an answered call (billed as a
+    # normal clearing), CANCEL and 480 for a B2BUA call still ringing.
+    call.hangup(EndCause.OPERATOR)
+    after = call.snapshot(asyncio.get_running_loop().time())
     await audit(request, "call.hangup", call.uid, before, None)
-    return web.json_response({"id": call.uid, "state": call.state.value}, status=202)
+    return web.json_response({"id": call.uid, "kind": call.kind.value, "state": after["state"]}, status=202)
 
 
 # -- dialplans -----------------------------------------------------------------------------------
@@ -962,7 +949,7 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({
         "node": svc.node_id,
         "registrations": await _safe_count(svc),
-        "active_calls": len(svc.calls.b2bua.calls) if svc.calls is not None else 0,
+        "active_calls": len(svc.calls.b2bua.registry) if svc.calls is not None else 0,
         "transactions": svc.gateway.transaction_count if svc.gateway is not None else 0,
         "loop_lag_ms": round(svc.monitor.lag_last * 1000, 3),
         "last": last,

@@ -70,13 +70,15 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.accounts.store import Subscriber
 from gateway.call.auth import LineAuth
 from gateway.call.b2bua import B2BUA, CallHandlers
-from gateway.call.legs import Legs, OutboundLeg, contact_toward, refusal_response, session_answer
+from gateway.call.legs import Legs, OutboundLeg, answer, contact_toward, refusal_response, session_answer
+from gateway.call.limits import Scope
 from gateway.call.model import Destination, EndCause
+from gateway.call.registry import ActiveCall, CallKind, CallRegistry
 from gateway.call.routing import Refused, binding_destination, trunk_destinations, user_of
 from gateway.call.timers import NamedTimers
 from gateway.charging.events import CallClass, CalledNumber, Direction, EndReason, ReleasedBy
@@ -99,7 +101,7 @@ from gateway.sip.address import Address
 from gateway.sip.dialog import Dialog, DialogError
 from gateway.sip.errors import SipParseError
 from gateway.sip.headers import parse_name_addr
-from gateway.sip.message import Request, Response, make_response
+from gateway.sip.message import Request, Response
 from gateway.switchboard.hunt import HuntPlan, HuntRun
 from gateway.switchboard.menu import (
     Action,
@@ -160,6 +162,7 @@ class SbCall:
     contact: str
     sdp_session: int
     timers: NamedTimers  # ack, ivr, media, menu, ring: the core's named timers
+    created: float  # event loop time it was answered (the caller's leg is answered at once)
     sdp_version: int = 1
     state: SbState = SbState.MENU
     acked: bool = False
@@ -171,6 +174,8 @@ class SbCall:
     transferor: Attempt | None = None  # the party whose REFER is being carried out
     legs: int = 0  # INVITEs sent to members so far (numbers their charging records)
     direct: Choice | None = None  # a service number's hunt group: rung at the ACK, no menu
+    slots: tuple[Scope, ...] = ()  # the inbound trunk's limits it holds (the core's limiter)
+    inbound_trunk: str | None = None  # the trunk (or a member's line's IAD) it came in on
 
     def fire(self, event: SbInput) -> None:
         self.state = transition(self.state, event)
@@ -190,6 +195,7 @@ class Switchboard:
         prompts: PromptLibrary,
         fallback: CallHandlers,
         legs: Legs,
+        registry: CallRegistry,
         clock: Callable[[], dt.datetime],
         charging: ChargingService | None = None,
         line_auth: LineAuth | None = None,
@@ -203,6 +209,7 @@ class Switchboard:
         self.prompts = prompts
         self._fallback = fallback
         self._legs = legs
+        self._registry = registry
         self._clock = clock
         self._charging = charging
         self._endpoint: MediaEndpoint | None = None
@@ -315,10 +322,8 @@ class Switchboard:
             registered = line is not None and any(b.source == source for b in await self._contacts(calling))
         except LocationStoreError as exc:
             log.warning("switchboard: location store unavailable (%s)", exc)
-            response = make_response(request, 503, "Location Service Unavailable",
-                                     to_tag=secrets.token_hex(6))
-            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
-            return response
+            return answer(request, 503, "Location Service Unavailable", to_tag=secrets.token_hex(6),
+                          headers=(("Retry-After", str(RETRY_AFTER_STORE_FAILURE)),))
         if line is not None and registered:
             # The switchboard keeps calls in the group: only ``always`` lines authenticate here.
             if self._line_auth.required(line, off_net=False):
@@ -350,18 +355,32 @@ class Switchboard:
             return refusal_response(request, barred, secrets.token_hex(6))
         for candidate in plan.groups.values():
             if target.user in candidate.switchboard_numbers and candidate.id in self._menus:
-                return await self._answer(
-                    request,
-                    source,
-                    plan=plan,
-                    group=candidate,
-                    mode=target.mode or "",
-                    decision=outcome,
-                    originating=originating,
-                    hunt=target.hunt,
-                )
+                # The inbound trunk's limits (calls, CPS; a member's line: its IAD's), through
+                # the core like a B2BUA call's.
+                uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
+                held = await self._legs.hold_inbound(uid, originating)
+                if isinstance(held, Refused):
+                    log.info("switchboard %s: %s refused: %s", target.user, calling or "-", held.reason)
+                    return refusal_response(request, held, secrets.token_hex(6))
+                try:
+                    response = await self._answer(
+                        request,
+                        source,
+                        uid=uid,
+                        slots=held,
+                        plan=plan,
+                        group=candidate,
+                        mode=target.mode or "",
+                        decision=outcome,
+                        originating=originating,
+                        hunt=target.hunt,
+                    )
+                finally:
+                    if uid not in self._calls:  # not answered: the slots are not the call's
+                        self._legs.release_inbound(uid, held)
+                return response
         log.warning("switchboard %s of group %s has no menus", target.user, group_id)
-        return make_response(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
+        return answer(request, 480, "Switchboard Not Configured", to_tag=secrets.token_hex(6))
 
     async def _delegate(self, request: Request, source: Address) -> Response | None:
         result = self._fallback.invite(request, source)
@@ -375,6 +394,8 @@ class Switchboard:
         request: Request,
         source: Address,
         *,
+        uid: str,
+        slots: tuple[Scope, ...],
         plan: CompiledPlan,
         group: CompiledGroup,
         mode: str,
@@ -384,21 +405,18 @@ class Switchboard:
     ) -> Response | None:
         tag = secrets.token_hex(6)
         if len(self._calls) >= self.settings.max_calls:
-            response = make_response(request, 503, "Switchboard Busy", to_tag=tag)
-            response.headers.add("Retry-After", str(RETRY_AFTER_STORE_FAILURE))
-            return response
+            return answer(request, 503, "Switchboard Busy", to_tag=tag,
+                          headers=(("Retry-After", str(RETRY_AFTER_STORE_FAILURE)),))
         menus = self._menus[group.id]
         if mode not in menus.menus:
-            return make_response(request, 480, f"No Menu For Mode {mode}", to_tag=tag)
+            return answer(request, 480, f"No Menu For Mode {mode}", to_tag=tag)
         try:
             # Late offer (RFC 3261 §13.2.1): we offer in the 2xx, the answer comes in the ACK;
             # until then nothing is sent (the far end's address is not known).
             negotiated = negotiate(parse_offer(request.body)) if request.body else LATE_OFFER
         except SdpError as exc:
-            response = make_response(request, exc.status, exc.reason, to_tag=tag)
-            response.headers.add("Warning", f'304 gateway "{exc.reason}"')
-            return response
-        uid = f"sb-{self._uid_prefix}-{next(self._uids)}"
+            return answer(request, exc.status, exc.reason, to_tag=tag,
+                          headers=(("Warning", f'304 gateway "{exc.reason}"'),))
         holder: list[SbCall] = []
 
         def on_key(key: str) -> None:
@@ -412,7 +430,7 @@ class Switchboard:
         try:
             rtp = await self.endpoint.open(negotiated, on_key=on_key, on_prompt_end=on_prompt_end)
         except MediaError as exc:
-            return make_response(request, exc.status, exc.reason, to_tag=tag)
+            return answer(request, exc.status, exc.reason, to_tag=tag)
         session_id = secrets.randbits(31)
         body = build_answer(
             negotiated, self.endpoint.host, rtp.port, session_id=session_id, offer=not request.body
@@ -423,16 +441,22 @@ class Switchboard:
             dialog = Dialog.uas(request, response)
         except (DialogError, SipParseError) as exc:
             rtp.close()
-            return make_response(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
+            return answer(request, 400, f"Unusable INVITE: {exc}", to_tag=tag)
         session = MenuSession.begin(menus, mode)
         timers = NamedTimers(asyncio.get_running_loop(), functools.partial(self._timer_failed, holder))
         call = SbCall(
-            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers
+            uid, request, source, group, plan, session, rtp, dialog, tag, contact, session_id, timers,
+            self._now(),
         )
         call.caller_sdp = request.body
+        call.slots = slots
+        call.inbound_trunk = originating
         call.direct = Choice(ChoiceKind.HUNT, hunt) if hunt is not None else None
         holder.append(call)
         self._calls[uid] = call
+        self._registry.add(ActiveCall(
+            uid, CallKind.SWITCHBOARD, functools.partial(_summary, call), functools.partial(self._end, call),
+        ))
         self._by_dialog[(request.call_id, tag)] = call
         if self._charging is not None:
             call.charged = self._charging.open_call(
@@ -883,25 +907,25 @@ class Switchboard:
     def _in_dialog(self, call: SbCall, request: Request, source: Address) -> Response | None:
         if call.winner is None or call.state not in (SbState.CONNECTED, SbState.TRANSFERRING):
             if request.call_id != call.invite.call_id:
-                return make_response(request, 481)
+                return answer(request, 481)
             try:
                 call.a_dialog.receive_request(request)
             except DialogError as exc:
-                return make_response(request, exc.status, exc.reason)
+                return answer(request, exc.status, exc.reason)
             if request.method == "INFO":
                 key = info_key(request.headers.get("Content-Type"), request.body)
                 if key is not None and call.rtp is not None:
                     call.rtp.key(key)
-                return make_response(request, 200)
+                return answer(request, 200)
             return self._reoffer_to_ivr(call, request)
 
         this, _peer, other, other_peer = self._leg_of(call, request)
         try:
             this.receive_request(request)
         except DialogError as exc:
-            return make_response(request, exc.status, exc.reason)
+            return answer(request, exc.status, exc.reason)
         if other is None or other_peer is None:
-            return make_response(request, 481)
+            return answer(request, 481)
         near, far = call.contact, self._member_contact(call)  # from the caller ...
         if other is call.a_dialog:
             near, far = far, near  # ... or from the member
@@ -913,12 +937,12 @@ class Switchboard:
         RFC 4028, or a moved address): answered by the RTP endpoint itself (RFC 3264 §8)."""
         rtp = call.rtp
         if call.state is SbState.CONNECTING or rtp is None:
-            return make_response(request, 491)  # our own re-INVITE is under way (RFC 3261 §14.2)
+            return answer(request, 491)  # our own re-INVITE is under way (RFC 3261 §14.2)
         if request.body:
             try:
                 negotiated = negotiate(parse_offer(request.body))
             except SdpError as exc:
-                return make_response(request, exc.status, exc.reason)
+                return answer(request, exc.status, exc.reason)
             rtp.update(negotiated)
             call.caller_sdp = request.body
             call.sdp_version += 1
@@ -944,7 +968,7 @@ class Switchboard:
         transferor (sipfrag, RFC 3420) and end the transferor's leg."""
         call = self._find(request)
         if call is None:
-            return make_response(request, 501)  # call control does not transfer (REFER is ours)
+            return answer(request, 501)  # call control does not transfer (REFER is ours)
         winner = call.winner
         if (
             winner is None
@@ -952,15 +976,15 @@ class Switchboard:
             or request.call_id != winner.leg.invite.call_id
             or call.state is not SbState.CONNECTED
         ):
-            return make_response(request, 491 if call.state is SbState.TRANSFERRING else 403)
+            return answer(request, 491 if call.state is SbState.TRANSFERRING else 403)
         try:
             winner.dialog.receive_request(request)
             refer_to = request.headers.get("Refer-To")
             target = user_of(parse_name_addr(refer_to or "", "Refer-To").uri) if refer_to else None
         except (DialogError, SipParseError) as exc:
-            return make_response(request, 400, f"Bad REFER: {exc}")
+            return answer(request, 400, f"Bad REFER: {exc}")
         if target is None or self._party(call, target) is None:
-            return make_response(request, 403, "Transfer Target Not In Group")
+            return answer(request, 403, "Transfer Target Not In Group")
         log.info("switchboard %s: %s transfers the caller to %s", call.uid, winner.member, target)
         if call.charged is not None:
             call.charged.routed(switchboard_step=f"refer:{target}")
@@ -968,9 +992,8 @@ class Switchboard:
         call.attempts = [winner]  # the transferor stays connected while the target rings
         call.hunt = HuntRun(HuntPlan.single(target, self.settings.member_ring_seconds, MenuAction.HANGUP))
         asyncio.get_running_loop().call_soon(self._start_transfer, call, winner)
-        response = make_response(request, 202, "Accepted")
-        response.headers.add("Contact", self._contact(winner.destination.address))
-        return response
+        contact = self._contact(winner.destination.address)
+        return answer(request, 202, "Accepted", headers=(("Contact", contact),))
 
     def _start_transfer(self, call: SbCall, winner: Attempt) -> None:
         if call.state is not SbState.TRANSFERRING:
@@ -1005,13 +1028,13 @@ class Switchboard:
         from_caller = request.call_id == call.invite.call_id
         dialog = call.a_dialog if from_caller else (call.winner.dialog if call.winner else None)
         if dialog is None:
-            return make_response(request, 481)
+            return answer(request, 481)
         try:
             dialog.receive_request(request)  # a BYE terminates the dialog (RFC 3261 §15.1.2)
         except DialogError as exc:
-            return make_response(request, exc.status, exc.reason)
+            return answer(request, exc.status, exc.reason)
         self._end(call, EndCause.NORMAL, released_by=ReleasedBy.CALLER if from_caller else ReleasedBy.CALLEE)
-        return make_response(request, 200)
+        return answer(request, 200)
 
     def _on_ack(self, request: Request, source: Address) -> None:
         call = self._find(request)
@@ -1085,6 +1108,9 @@ class Switchboard:
         """The one place a switchboard call ends: everything it holds is given back."""
         if self._calls.pop(call.uid, None) is None:
             return
+        self._registry.remove(call.uid)
+        self._legs.release_inbound(call.uid, call.slots)
+        call.slots = ()
         state = call.state
         call.fire(SbInput.END)
         call.timers.clear()
@@ -1180,6 +1206,7 @@ async def install(
         prompts=prompts,
         fallback=b2bua.handlers(),
         legs=b2bua.legs,
+        registry=b2bua.registry,
         clock=wall_clock,
         charging=charging,
         line_auth=line_auth,
@@ -1201,6 +1228,26 @@ def load_prompts(dialplan: DialplanHolder) -> PromptLibrary:
             if g.switchboard_config is not None and g.switchboard_config.prompt_dir is not None
         }
     )
+
+
+def _summary(call: SbCall, now: float) -> dict[str, Any]:
+    """A switchboard call in ``/api/calls``: the fields of a B2BUA call, the member who answered
+    as its B leg, and where the caller is (group, menu path)."""
+    headers = call.invite.headers
+    winner = call.winner
+    return {
+        "state": call.state.value, "call_class": "switchboard",
+        "from": headers.get("From"), "to": headers.get("To"),
+        "request_uri": call.invite.uri, "a_call_id": call.invite.call_id,
+        "b_call_id": winner.leg.invite.call_id if winner is not None else None,
+        "source": f"{call.source.transport}:{call.source.hostport()}",
+        "inbound_trunk": call.inbound_trunk,
+        "outbound_trunk": winner.destination.trunk if winner is not None else None,
+        "destination": winner.destination.address.hostport() if winner is not None else None,
+        "attempt": call.legs, "age_s": round(now - call.created, 3),
+        "answered_for_s": round(now - call.created, 3),
+        "group": call.group.id, "menu_path": list(call.menu.path),
+    }
 
 
 def _pacing(endpoint: MediaEndpoint | None) -> dict[str, float]:

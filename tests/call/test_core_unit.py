@@ -21,6 +21,7 @@ from gateway.call.b2bua import B2BUA
 from gateway.call.legs import OutboundLeg
 from gateway.call.limits import MemoryLimiter, Scope
 from gateway.call.model import Call, Destination, EndCause, Route, Side
+from gateway.call.registry import CallKind
 from gateway.call.routing import Refused
 from gateway.call.settings import CallSettings
 from gateway.config import GatewayConfig
@@ -185,6 +186,7 @@ class Core:
         snap = self.b2bua.snapshot()
         assert (snap["calls"], snap["dialogs"], snap["pending_invites"], snap["timers"]) == (0, 0, 0, 0), snap
         assert self.b2bua.legs.active == 0 and self.limiter.snapshot() == {}
+        assert len(self.b2bua.registry) == 0  # the active-calls registry too
         assert self.clock.pending == 0
 
 
@@ -393,6 +395,48 @@ def test_hangup_of_an_answered_call_carries_the_cause(cause: EndCause) -> None:
     byes = [s.request.headers.get("Reason") for s in c.transport.sent if s.request.method == "BYE"]
     assert byes == [cause.reason_header] * 2
     assert c.observer.endings == [(None, None, cause)] and cause.end.value == "normal"
+    c.assert_idle()
+
+
+def test_an_answered_call_is_in_the_registry_and_an_operator_hangs_it_up_through_it() -> None:
+    c = core()
+    a, call = answer_call(c)
+    (entry,) = c.b2bua.registry
+    assert entry is c.b2bua.registry.get(call.uid) and entry.kind is CallKind.CALL
+    c.clock.advance(2.0)
+    shown = entry.snapshot(c.clock.time())
+    assert shown["id"] == call.uid and shown["kind"] == "call" and shown["state"] == "confirmed"
+    assert shown["a_call_id"] == a.call_id and shown["b_call_id"] == call.leg(Side.B).call_id
+    assert shown["answered_for_s"] == 2.0 and shown["inbound_trunk"] == "pbx"
+    entry.hangup(EndCause.OPERATOR)
+    byes = [s.request.headers.get("Reason") for s in c.transport.sent if s.request.method == "BYE"]
+    assert byes == [EndCause.OPERATOR.reason_header] * 2
+    assert c.observer.endings == [(None, None, EndCause.OPERATOR)]
+    c.assert_idle()
+
+
+async def test_an_applications_inbound_call_holds_its_trunks_slot(tmp_path: Path) -> None:
+    """The switchboard's inbound call takes a slot of its trunk's limits through the core: the
+    second is refused 503 with Retry-After while the first holds it, and not after release."""
+    trunks = tmp_path / "trunks.yaml"
+    trunks.write_text(
+        "trunks:\n"
+        "  - {name: carrier, kind: carrier, max_calls: 1, max_cps: 100, transport: udp,\n"
+        "     destinations: [{host: 192.0.2.30, port: 5060, transport: udp}]}\n",
+        encoding="utf-8",
+    )
+    c = core(trunks_file=trunks)
+    legs = c.b2bua.legs
+    held = await legs.hold_inbound("sb-1", "carrier")
+    assert isinstance(held, tuple) and [s.key for s in held] == ["trunk:carrier"]
+    refused = await legs.hold_inbound("sb-2", "carrier")
+    assert isinstance(refused, Refused) and refused.status == 503
+    assert refused.reason == "Limit Reached (trunk:carrier)" and dict(refused.headers)["Retry-After"]
+    assert await legs.hold_inbound("sb-3", None) == ()  # no inbound trunk: nothing to hold
+    legs.release_inbound("sb-1", held)
+    again = await legs.hold_inbound("sb-4", "carrier")
+    assert isinstance(again, tuple)
+    legs.release_inbound("sb-4", again)
     c.assert_idle()
 
 

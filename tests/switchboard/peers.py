@@ -49,7 +49,9 @@ def demo_gateway(
     at: str,
     switchboard: dict[str, Any] | None = None,
     hunting: dict[str, dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> GatewayProcess:
+    """The demo tenant's switchboard; ``extra``: more top-level config sections (``api``)."""
     trunks = demo_trunks_file(workdir / "trunks.yaml", carrier=carrier, pbx=pbx)
     rtp = free_port() & ~1
     return GatewayProcess(
@@ -68,6 +70,7 @@ def demo_gateway(
                 "media_timeout": 30,
                 **(switchboard or {}),
             },
+            **(extra or {}),
         },
     )
 
@@ -371,6 +374,8 @@ def caller_scenario(
         body += _CALLER_BYE.format(talk_ms=talk_ms)
     elif end == "connected":
         body += _REINVITED.format(rtp_port=rtp_port) * reinvites + _CALLER_BYE.format(talk_ms=talk_ms)
+    elif end == "connected_held":  # connected, then held until the gateway's BYE (an operator's)
+        body += _REINVITED.format(rtp_port=rtp_port) * reinvites + _HANGUP_BY_GATEWAY
     else:
         body += _HANGUP_BY_GATEWAY
     path.write_text(

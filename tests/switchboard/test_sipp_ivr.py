@@ -89,7 +89,7 @@ def call(
             result = subprocess.run(
                 command, cwd=workdir, capture_output=True, text=True, timeout=90, check=False
             )
-            if end == "connected":
+            if end.startswith("connected"):
                 uas.wait(timeout=10)
     finally:
         receiver.stop()
