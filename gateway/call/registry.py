@@ -28,18 +28,15 @@ class CallKind(Enum):
 @dataclass(frozen=True, slots=True, eq=False)
 class ActiveCall:
     """One active call. ``describe(now)``: the application's fields (``now`` is the event
-    loop's time); ``end(cause)``: its teardown."""
+    loop's time); ``hangup(cause)``: its teardown."""
 
     uid: str
     kind: CallKind
     describe: Callable[[float], dict[str, Any]]
-    end: Callable[[EndCause], None]
+    hangup: Callable[[EndCause], None]
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {"id": self.uid, "kind": self.kind.value, **self.describe(now)}
-
-    def hangup(self, cause: EndCause) -> None:
-        self.end(cause)
 
 
 class CallRegistry:
@@ -58,11 +55,6 @@ class CallRegistry:
 
     def get(self, uid: str) -> ActiveCall | None:
         return self._calls.get(uid)
-
-    def count(self, kind: CallKind | None = None) -> int:
-        if kind is None:
-            return len(self._calls)
-        return sum(1 for entry in self._calls.values() if entry.kind is kind)
 
     def __len__(self) -> int:
         return len(self._calls)

@@ -24,7 +24,7 @@ def test_entries_by_id_kind_and_order() -> None:
     for uid, kind in (("c-1", CallKind.CALL), ("sb-1", CallKind.SWITCHBOARD), ("c-2", CallKind.CALL)):
         registry.add(ActiveCall(uid, kind, describe, hangup(uid)))
     assert [e.uid for e in registry] == ["c-1", "sb-1", "c-2"]
-    assert registry.count() == 3 and registry.count(CallKind.SWITCHBOARD) == 1
+    assert len(registry) == 3 and [e.kind for e in registry].count(CallKind.SWITCHBOARD) == 1
     entry = registry.get("sb-1")
     assert entry is not None
     assert entry.snapshot(5.0) == {"id": "sb-1", "kind": "switchboard", "state": "x", "age_s": 5.0}

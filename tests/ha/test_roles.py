@@ -111,8 +111,7 @@ def worker_pids(supervisor_pid: int) -> list[int]:
 
 def holders(log: str, role: str) -> list[str]:
     """The processes that took ``role``, in order, from the gateway's log."""
-    found = re.findall(rf"{role}: this process \(([\w.-]+)\) now holds the role", log)
-    return list(found)
+    return re.findall(rf"{role}: this process \(([\w.-]+)\) now holds the role", log)
 
 
 @pytest.mark.slow
